@@ -1,0 +1,43 @@
+# The contract with a newcomer: `make test` sets everything up on a fresh machine and runs the tests;
+# `make demo` (see README) runs the main job. Both are self-contained.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# The CPU build of torch that lies on the development machines' disk; any other version downloads GBs.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: test build venv cuda-check cmake-check bench-ops clean
+
+venv: $(VENV)/.ready
+$(VENV)/.ready: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q setuptools wheel ninja pybind11
+	touch $@
+
+# Builds the C++ extension (and the CUDA kernels when torch has CUDA and nvcc is found) and
+# installs the package with its test dependencies.
+build: venv
+	$(PY) -m pip install -q --no-build-isolation -e ".[test]"
+
+test: build
+	$(PY) -m pytest -q
+	$(MAKE) cmake-check
+	@if command -v nvcc >/dev/null 2>&1; then $(MAKE) cuda-check; \
+	else echo "nvcc not found: CUDA compile check skipped"; fi
+
+# The same ops as a shared library against libtorch, and a C++ program that runs each op once.
+cmake-check: venv
+	cmake -S . -B build/cmake -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')" >/dev/null
+	cmake --build build/cmake -j2
+	build/cmake/dyrate_run_ops
+
+# Every csrc/**/*.cu compiles for sm_90 and sm_80 against the torch headers (no GPU needed).
+cuda-check: venv
+	PYTHON=$(PY) bash scripts/cuda_check.sh
+
+bench-ops: build
+	$(PY) python_bench/bench_ops.py --json out/ops_$$(date +%F).json
+
+clean:
+	rm -rf build out *.egg-info dyrate_engine/*.so

@@ -1,0 +1,207 @@
+// CPU kernel of dyrate::attention_scores. One task per (sequence, key head): the keys are read once
+// for all query heads of the group (GQA), logits go to a task-local buffer that stays in cache, and
+// the softmax, the four token-type masses and the visual probabilities come from that buffer.
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "../op_checks.h"
+#include "simd.h"
+
+namespace dyrate::cpu {
+namespace {
+
+// Slot boundaries of the four token types of one sequence: [bound[t], bound[t + 1]).
+struct TypeBounds {
+  int64_t bound[5];
+};
+
+// Logits of key slots [first, len) for the G query heads; out is [G, len].
+template <typename K>
+void logits_scalar(const K* k, int64_t stride_slot, int64_t first, int64_t len, const float* q,
+                   int64_t G, int64_t D, float* out) {
+  for (int64_t s = first; s < len; ++s) {
+    const K* key = k + s * stride_slot;
+    for (int64_t g = 0; g < G; ++g) {
+      float acc = 0.f;
+      for (int64_t d = 0; d < D; ++d) acc += to_float(key[d]) * q[g * D + d];
+      out[g * len + s] = acc;
+    }
+  }
+}
+
+float exp_sum_scalar(float* x, int64_t n, float shift) {
+  float sum = 0.f;
+  for (int64_t i = 0; i < n; ++i) sum += (x[i] = std::exp(x[i] - shift));
+  return sum;
+}
+
+float max_scalar(const float* x, int64_t n) {
+  float m = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, x[i]);
+  return m;
+}
+
+#if DYRATE_HAVE_AVX2_PATH
+// Four keys at a time so the four FMA chains hide each other's latency.
+template <typename K>
+DYRATE_AVX2 void logits_avx2(const K* k, int64_t stride_slot, int64_t len, const float* q,
+                             int64_t G, int64_t D, float* out) {
+  const int64_t d_vec = D & ~int64_t(7);
+  int64_t s = 0;
+  for (; s + 4 <= len; s += 4) {
+    const K* k0 = k + s * stride_slot;
+    const K* k1 = k0 + stride_slot;
+    const K* k2 = k1 + stride_slot;
+    const K* k3 = k2 + stride_slot;
+    for (int64_t g = 0; g < G; ++g) {
+      const float* qg = q + g * D;
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      for (int64_t d = 0; d < d_vec; d += 8) {
+        const __m256 qv = _mm256_loadu_ps(qg + d);
+        a0 = _mm256_fmadd_ps(load8(k0 + d), qv, a0);
+        a1 = _mm256_fmadd_ps(load8(k1 + d), qv, a1);
+        a2 = _mm256_fmadd_ps(load8(k2 + d), qv, a2);
+        a3 = _mm256_fmadd_ps(load8(k3 + d), qv, a3);
+      }
+      float r0 = hsum8(a0), r1 = hsum8(a1), r2 = hsum8(a2), r3 = hsum8(a3);
+      for (int64_t d = d_vec; d < D; ++d) {
+        r0 += to_float(k0[d]) * qg[d];
+        r1 += to_float(k1[d]) * qg[d];
+        r2 += to_float(k2[d]) * qg[d];
+        r3 += to_float(k3[d]) * qg[d];
+      }
+      float* o = out + g * len + s;
+      o[0] = r0, o[1] = r1, o[2] = r2, o[3] = r3;
+    }
+  }
+  logits_scalar(k, stride_slot, s, len, q, G, D, out);
+}
+
+DYRATE_AVX2 float exp_sum_avx2(float* x, int64_t n, float shift) {
+  const __m256 sh = _mm256_set1_ps(shift);
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh));
+    _mm256_storeu_ps(x + i, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  return hsum8(acc) + exp_sum_scalar(x + i, n - i, shift);
+}
+
+DYRATE_AVX2 float max_avx2(const float* x, int64_t n) {
+  __m256 m = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
+  return std::max(hmax8(m), max_scalar(x + i, n - i));
+}
+#endif
+
+template <typename K>
+void attention_scores_kernel(const at::Tensor& q_scaled, const at::Tensor& k_cache,
+                             const std::vector<TypeBounds>& bounds, at::Tensor& vis_partial,
+                             at::Tensor& type_mass) {
+  const int64_t B = q_scaled.size(0), H = q_scaled.size(1), D = q_scaled.size(2);
+  const int64_t Hkv = k_cache.size(1), G = H / Hkv, max_vis = vis_partial.size(2);
+  const K* k_ptr = k_cache.const_data_ptr<K>();
+  const float* q_ptr = q_scaled.const_data_ptr<float>();
+  float* vis_ptr = vis_partial.mutable_data_ptr<float>();
+  float* mass_ptr = type_mass.mutable_data_ptr<float>();
+  const bool simd = cpu_has_avx2();
+  at::parallel_for(0, B * Hkv, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> buffer;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / Hkv, kvh = task % Hkv;
+      const TypeBounds& tb = bounds[b];
+      const int64_t len = tb.bound[4];
+      float* vis_out = vis_ptr + task * max_vis;
+      float* mass_out = mass_ptr + (b * H + kvh * G) * 4;
+      if (len == 0) continue;  // outputs stay zero: no keys, no mass
+      buffer.resize(G * len);
+      const K* k = k_ptr + b * k_cache.stride(0) + kvh * k_cache.stride(1);
+      const float* q = q_ptr + (b * H + kvh * G) * D;
+#if DYRATE_HAVE_AVX2_PATH
+      if (simd)
+        logits_avx2(k, k_cache.stride(2), len, q, G, D, buffer.data());
+      else
+#endif
+        logits_scalar(k, k_cache.stride(2), 0, len, q, G, D, buffer.data());
+      for (int64_t g = 0; g < G; ++g) {
+        float* logits = buffer.data() + g * len;
+        float seg_sum[4];
+#if DYRATE_HAVE_AVX2_PATH
+        if (simd) {
+          const float m = max_avx2(logits, len);
+          for (int t = 0; t < 4; ++t)
+            seg_sum[t] = exp_sum_avx2(logits + tb.bound[t], tb.bound[t + 1] - tb.bound[t], m);
+        } else
+#endif
+        {
+          const float m = max_scalar(logits, len);
+          for (int t = 0; t < 4; ++t)
+            seg_sum[t] = exp_sum_scalar(logits + tb.bound[t], tb.bound[t + 1] - tb.bound[t], m);
+        }
+        const float total = seg_sum[0] + seg_sum[1] + seg_sum[2] + seg_sum[3];
+        for (int t = 0; t < 4; ++t) mass_out[g * 4 + t] = seg_sum[t] / total;
+        // Head mean: each head contributes p / H to the score of a visual token.
+        const float weight = 1.f / (total * static_cast<float>(H));
+        const float* image = logits + tb.bound[1];
+        const int64_t n_image = tb.bound[2] - tb.bound[1];
+        for (int64_t j = 0; j < n_image; ++j) vis_out[j] += image[j] * weight;
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> attention_scores_cpu(
+    const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& lengths,
+    const at::Tensor& vis_start, const at::Tensor& vis_len, const at::Tensor& prompt_len,
+    std::optional<double> scale, int64_t max_vis) {
+  check_attention_scores(q, k_cache, lengths, vis_start, vis_len, prompt_len, max_vis);
+  TORCH_CHECK(q.device().is_cpu(), "dyrate.attention_scores: CPU kernel got ", q.device());
+  const int64_t B = q.size(0), H = q.size(1), D = q.size(2), Hkv = k_cache.size(1);
+  const int64_t cap = k_cache.size(2);
+  const double s = scale.has_value() ? *scale : 1.0 / std::sqrt(static_cast<double>(D));
+  const at::Tensor q_scaled = q.to(at::kFloat).mul(s).contiguous();
+  const at::Tensor len_c = lengths.contiguous(), vs_c = vis_start.contiguous();
+  const at::Tensor vl_c = vis_len.contiguous(), pl_c = prompt_len.contiguous();
+  const int64_t *len_p = len_c.const_data_ptr<int64_t>(), *vs_p = vs_c.const_data_ptr<int64_t>();
+  const int64_t *vl_p = vl_c.const_data_ptr<int64_t>(), *pl_p = pl_c.const_data_ptr<int64_t>();
+  std::vector<TypeBounds> bounds(B);
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t vs = vs_p[b], vl = vl_p[b], pl = pl_p[b], len = len_p[b];
+    TORCH_CHECK(vs >= 0 && vl >= 0 && vl <= max_vis && vs + vl <= pl && pl <= len && len <= cap,
+                "dyrate.attention_scores: sequence ", b, " needs 0 <= vis_start (", vs,
+                "), 0 <= vis_len (", vl, ") <= max_vis (", max_vis,
+                "), vis_start + vis_len <= prompt_len (", pl, ") <= lengths (", len,
+                ") <= capacity (", cap, ")");
+    bounds[b] = TypeBounds{{0, vs, vs + vl, pl, len}};
+  }
+  at::Tensor vis_partial = at::zeros({B, Hkv, max_vis}, q.options().dtype(at::kFloat));
+  at::Tensor type_mass = at::zeros({B, H, 4}, q.options().dtype(at::kFloat));
+  switch (k_cache.scalar_type()) {
+    case at::kFloat:
+      attention_scores_kernel<float>(q_scaled, k_cache, bounds, vis_partial, type_mass);
+      break;
+    case at::kBFloat16:
+      attention_scores_kernel<c10::BFloat16>(q_scaled, k_cache, bounds, vis_partial, type_mass);
+      break;
+    default:
+      attention_scores_kernel<c10::Half>(q_scaled, k_cache, bounds, vis_partial, type_mass);
+  }
+  return {vis_partial.sum(1), type_mass};
+}
+
+}  // namespace
+}  // namespace dyrate::cpu
+
+TORCH_LIBRARY_IMPL(dyrate, CPU, m) {
+  m.impl("attention_scores", &dyrate::cpu::attention_scores_cpu);
+}

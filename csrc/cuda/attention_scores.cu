@@ -1,0 +1,321 @@
+// dyrate::attention_scores on CUDA. Semantics: dyrate_engine/ops/attention_scores.py.
+//
+// One block per (sequence b, key head, chunk of up to kMaxHeads query heads of that key head), so
+// each key is read once per block and serves every query head of its GQA group (a key head is read
+// ceil(G / 8) times only when G > 8). The block makes ONE pass over the keys with an online
+// softmax: each group of kLanes lanes takes one key at a time and keeps, per query head, a running
+// max and four per-type sums in the log2 domain. The logits of the visual span are kept in shared
+// memory so that their probabilities can be formed once the softmax normaliser is known; when
+// G x min(max_vis, Cap) floats do not fit next to the rest in 48 KB, the visual keys only (not the
+// whole cache) are read a second time and their logits recomputed. Nothing of size [B, H, N] goes
+// to global memory.
+//
+// Bad index values are clamped, never checked (op_checks.h): lengths to [0, Cap], the visual span
+// and prompt end to [0, lengths]. For valid values this equals the reference exactly.
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <climits>
+#include <cmath>
+#include <optional>
+#include <tuple>
+
+#include "../op_checks.h"
+#include "common.cuh"
+
+namespace dyrate {
+namespace cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kLanes = 8;                   // lanes sharing one key's dot product
+constexpr int kGroups = kThreads / kLanes;  // keys in flight per block
+static_assert(kGroups == 32, "the block merge maps key group i to lane i of a warp");
+constexpr int kMaxHeads = 8;  // query heads per block: 5 floats of state each, in registers
+static_assert(kMaxHeads <= kThreads / 32, "the block merge uses one warp per query head");
+constexpr size_t kSmemLimit = 48 * 1024;  // no cudaFuncSetAttribute opt-in needed below this
+constexpr double kLog2e = 1.4426950408889634;
+
+struct Params {
+  const void* q;  // fp32/fp16/bf16 as q_code says, independently of the keys' dtype
+  int q_code;
+  int64_t q_sb, q_sh;
+  const void* k;
+  int64_t k_sb, k_sh, k_ss;
+  const int64_t *lengths, *vis_start, *vis_len, *prompt_len;
+  float *vis_scores, *type_mass;
+  int H, G, Hkv, D, n_chunks, vis_width;  // vis_width 0: recompute the visual logits
+  int64_t cap, max_vis;
+  float q_scale;  // softmax scale x log2(e): logits come out in the log2 domain, for exp2f
+  float inv_h;
+  bool vec;  // 16-byte key loads are aligned
+};
+
+// Scaled logits of one key for the GC query heads; every lane of the group gets the full sums.
+// Called by all lanes of the warp (the shuffles use the full mask); inactive groups load nothing.
+template <typename kT, int GC>
+__device__ __forceinline__ void dot_key(const kT* krow, bool active, const float* q_s, int D,
+                                        int lane, bool vec, float (&x)[GC]) {
+#pragma unroll
+  for (int g = 0; g < GC; ++g) x[g] = 0.f;
+  if (active) {
+    if (vec) {
+      constexpr int E = 16 / sizeof(kT);  // elements per 16-byte load; D % E == 0 here
+      const int n_vec = D / E;
+      for (int v = lane; v < n_vec; v += kLanes) {
+        const uint4 raw = __ldg(reinterpret_cast<const uint4*>(krow) + v);
+        kT kv[E];
+        memcpy(kv, &raw, sizeof(raw));
+#pragma unroll
+        for (int g = 0; g < GC; ++g) {
+          // D % 4 == 0 and the shared base is 16-byte aligned, so these float4 reads are too.
+          const float4* qv = reinterpret_cast<const float4*>(q_s + g * D + v * E);
+#pragma unroll
+          for (int e = 0; e < E / 4; ++e) {
+            const float4 qq = qv[e];
+            x[g] += qq.x * to_float(kv[4 * e]) + qq.y * to_float(kv[4 * e + 1]) +
+                    qq.z * to_float(kv[4 * e + 2]) + qq.w * to_float(kv[4 * e + 3]);
+          }
+        }
+      }
+    } else {
+      for (int d = lane; d < D; d += kLanes) {
+        const float kf = to_float(krow[d]);
+#pragma unroll
+        for (int g = 0; g < GC; ++g) x[g] += q_s[g * D + d] * kf;
+      }
+    }
+  }
+#pragma unroll
+  for (int g = 0; g < GC; ++g) x[g] = group_sum<kLanes>(x[g]);
+}
+
+// Online softmax step. m starts at -inf: exp2f(-inf - x) = 0 scales the (empty) sums, and a -inf
+// logit adds 0 instead of exp2f(-inf - -inf) = NaN. A NaN or +inf logit gives NaN, as softmax does.
+__device__ __forceinline__ void online_update(float& m, float (&acc)[4], float x, int t) {
+  if (x > m) {
+    const float c = exp2f(m - x);
+#pragma unroll
+    for (int u = 0; u < 4; ++u) acc[u] *= c;
+    m = x;
+  }
+  const float p = (x == -INFINITY) ? 0.f : exp2f(x - m);
+#pragma unroll
+  for (int u = 0; u < 4; ++u) acc[u] += (u == t) ? p : 0.f;  // constant indices keep acc in registers
+}
+
+// inv == 0 marks a head without probability mass (no keys, or a padding head of the chunk).
+__device__ __forceinline__ float head_prob(float logit, float m, float inv) {
+  return inv > 0.f ? exp2f(logit - m) * inv : 0.f;
+}
+
+template <typename kT, int GC>
+__global__ void __launch_bounds__(kThreads) attention_scores_kernel(Params p) {
+  extern __shared__ float4 smem4[];
+  float* q_s = reinterpret_cast<float*>(smem4);  // [GC][D], scaled, zero rows for padding heads
+  float* st_m = q_s + GC * p.D;                  // [kGroups][GC]
+  float* st_s = st_m + kGroups * GC;             // [kGroups][GC][4]
+  float* fin_m = st_s + kGroups * GC * 4;        // [GC]
+  float* fin_inv = fin_m + GC;                   // [GC]
+  float* vis_l = fin_inv + GC;                   // [GC][vis_width]
+
+  const int chunk = blockIdx.x % p.n_chunks;
+  const int64_t bk = blockIdx.x / p.n_chunks;
+  const int kvh = static_cast<int>(bk % p.Hkv);
+  const int64_t b = bk / p.Hkv;
+  const int tid = threadIdx.x, lane = tid % kLanes, group = tid / kLanes;
+  const int g0 = chunk * GC;                 // first query head of the chunk within the GQA group
+  const int n_heads = min(GC, p.G - g0);     // >= 1
+  const int64_t h0 = int64_t(kvh) * p.G + g0;  // its global query head
+
+  // With valid values, the type (s >= vs) + (s >= ve) + (s >= pe) of a slot s < len is the
+  // reference's; with bad ones every bound still lies in [0, len].
+  const int64_t len = min(max(p.lengths[b], int64_t(0)), p.cap);
+  const int64_t vs = min(max(p.vis_start[b], int64_t(0)), len);
+  const int64_t ve = vs + min(max(p.vis_len[b], int64_t(0)), len - vs);
+  const int64_t pe = min(max(p.prompt_len[b], int64_t(0)), len);
+  const int64_t n_vis = min(ve - vs, p.max_vis);  // reported slots vs .. vs+n_vis-1, all < len
+
+  for (int i = tid; i < GC * p.D; i += kThreads) {
+    const int g = i / p.D, d = i - g * p.D;
+    q_s[i] = g < n_heads
+                 ? load_as_float(p.q, p.q_code, b * p.q_sb + (h0 + g) * p.q_sh + d) * p.q_scale
+                 : 0.f;
+  }
+  __syncthreads();
+
+  const kT* kbase = static_cast<const kT*>(p.k) + b * p.k_sb + kvh * p.k_sh;
+  float m[GC], acc[GC][4];
+#pragma unroll
+  for (int g = 0; g < GC; ++g) {
+    m[g] = -INFINITY;
+#pragma unroll
+    for (int u = 0; u < 4; ++u) acc[g][u] = 0.f;
+  }
+  // The trip count is block-uniform so that whole warps reach the shuffles in dot_key.
+  for (int64_t base = 0; base < len; base += kGroups) {
+    const int64_t s = base + group;
+    const bool active = s < len;
+    float x[GC];
+    dot_key<kT, GC>(active ? kbase + s * p.k_ss : kbase, active, q_s, p.D, lane, p.vec, x);
+    if (active) {
+      const int t = int(s >= vs) + int(s >= ve) + int(s >= pe);
+#pragma unroll
+      for (int g = 0; g < GC; ++g) online_update(m[g], acc[g], x[g], t);
+      if (p.vis_width > 0 && lane == 0 && s >= vs && s < vs + n_vis) {
+#pragma unroll
+        for (int g = 0; g < GC; ++g) vis_l[g * p.vis_width + (s - vs)] = x[g];
+      }
+    }
+  }
+
+  // Merge the kGroups partial states of each head (lanes of a group hold identical copies).
+  if (lane == 0) {
+#pragma unroll
+    for (int g = 0; g < GC; ++g) {
+      st_m[group * GC + g] = m[g];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) st_s[(group * GC + g) * 4 + u] = acc[g][u];
+    }
+  }
+  __syncthreads();
+  const int warp = tid / 32, wl = tid % 32;
+  if (warp < GC) {
+    const int g = warp;
+    const float mi = st_m[wl * GC + g];
+    const float mx = warp_max(mi);
+    const float c = (mx == -INFINITY) ? 0.f : exp2f(mi - mx);  // no keys at all: 0, not NaN
+    float sum[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) sum[u] = warp_sum(st_s[(wl * GC + g) * 4 + u] * c);
+    if (wl == 0) {
+      const float total = sum[0] + sum[1] + sum[2] + sum[3];
+      const float inv = (g < n_heads && total > 0.f) ? 1.f / total : 0.f;
+      if (g < n_heads) {
+        float* out = p.type_mass + ((b * p.H) + h0 + g) * 4;
+#pragma unroll
+        for (int u = 0; u < 4; ++u) out[u] = sum[u] * inv;  // all 0 when lengths == 0
+      }
+      fin_m[g] = mx;
+      fin_inv[g] = inv;
+    }
+  }
+  __syncthreads();
+
+  // Head-mean probability of each reported visual slot. Several blocks (key heads, chunks) add
+  // into the same vis_scores[b, j]: float atomics, so the summation order, and the last bits of
+  // the result, may differ from run to run.
+  float* vis_out = p.vis_scores + b * p.max_vis;
+  if (p.vis_width > 0) {
+    for (int64_t j = tid; j < n_vis; j += kThreads) {
+      float sum = 0.f;
+#pragma unroll
+      for (int g = 0; g < GC; ++g) sum += head_prob(vis_l[g * p.vis_width + j], fin_m[g], fin_inv[g]);
+      atomicAdd(vis_out + j, sum * p.inv_h);
+    }
+  } else {
+    for (int64_t base = 0; base < n_vis; base += kGroups) {  // block-uniform, as above
+      const int64_t j = base + group;
+      const bool active = j < n_vis;
+      float x[GC];
+      dot_key<kT, GC>(active ? kbase + (vs + j) * p.k_ss : kbase, active, q_s, p.D, lane, p.vec, x);
+      if (active && lane == 0) {
+        float sum = 0.f;
+#pragma unroll
+        for (int g = 0; g < GC; ++g) sum += head_prob(x[g], fin_m[g], fin_inv[g]);
+        atomicAdd(vis_out + j, sum * p.inv_h);
+      }
+    }
+  }
+}
+
+template <typename kT, int GC>
+void launch(const Params& p, int64_t grid, size_t smem, cudaStream_t stream) {
+  attention_scores_kernel<kT, GC><<<static_cast<unsigned>(grid), kThreads, smem, stream>>>(p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+size_t state_bytes(int gc, int64_t D) {
+  return sizeof(float) * (size_t(gc) * D + size_t(kGroups) * gc * 5 + 2 * size_t(gc));
+}
+
+bool aligned16(const at::Tensor& k) {
+  const int64_t es = k.element_size();
+  if (reinterpret_cast<uintptr_t>(k.data_ptr()) % 16 != 0 || (k.size(3) * es) % 16 != 0) return false;
+  for (int d = 0; d < 3; ++d) {
+    if (k.size(d) > 1 && (k.stride(d) * es) % 16 != 0) return false;
+  }
+  return true;
+}
+
+std::tuple<at::Tensor, at::Tensor> attention_scores_cuda(
+    const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& lengths,
+    const at::Tensor& vis_start, const at::Tensor& vis_len, const at::Tensor& prompt_len,
+    std::optional<double> scale, int64_t max_vis) {
+  check_attention_scores(q, k_cache, lengths, vis_start, vis_len, prompt_len, max_vis);
+  c10::cuda::CUDAGuard device_guard(q.device());
+  const int64_t B = q.size(0), H = q.size(1), D = q.size(2);
+  const int64_t Hkv = k_cache.size(1), cap = k_cache.size(2);
+  const auto fopts = q.options().dtype(at::kFloat);
+  at::Tensor vis_scores = at::zeros({B, max_vis}, fopts);  // accumulated with atomicAdd
+  at::Tensor type_mass = at::empty({B, H, 4}, fopts);      // every element written by the kernel
+  if (B == 0 || H == 0) return {vis_scores, type_mass};
+  TORCH_CHECK(H <= INT_MAX && D <= INT_MAX && cap <= INT_MAX,
+              "dyrate.attention_scores: sizes too large for the CUDA kernel");
+
+  const int G = static_cast<int>(H / Hkv);
+  int gc = 1;
+  while (gc < G && gc < kMaxHeads) gc *= 2;
+  while (gc > 1 && state_bytes(gc, D) > kSmemLimit) gc /= 2;
+  TORCH_CHECK(state_bytes(gc, D) <= kSmemLimit, "dyrate.attention_scores: head dim ", D,
+              " too large for the CUDA kernel");
+  size_t smem = state_bytes(gc, D);
+  const int64_t vis_cap = std::min(max_vis, cap);  // bound of the visual slots of any sequence
+  int vis_width = 0;
+  if (vis_cap > 0 && smem + sizeof(float) * gc * vis_cap <= kSmemLimit) {
+    vis_width = static_cast<int>(vis_cap);
+    smem += sizeof(float) * gc * vis_cap;
+  }
+  const int n_chunks = (G + gc - 1) / gc;
+  const int64_t grid = B * Hkv * n_chunks;
+  TORCH_CHECK(grid <= INT_MAX, "dyrate.attention_scores: grid too large");
+
+  const at::Tensor len_c = lengths.contiguous(), vs_c = vis_start.contiguous();
+  const at::Tensor vl_c = vis_len.contiguous(), pl_c = prompt_len.contiguous();
+  Params p;
+  p.q = q.data_ptr();
+  p.q_code = float_code(q.scalar_type());
+  p.q_sb = q.stride(0), p.q_sh = q.stride(1);
+  p.k = k_cache.data_ptr();
+  p.k_sb = k_cache.stride(0), p.k_sh = k_cache.stride(1), p.k_ss = k_cache.stride(2);
+  p.lengths = len_c.data_ptr<int64_t>(), p.vis_start = vs_c.data_ptr<int64_t>();
+  p.vis_len = vl_c.data_ptr<int64_t>(), p.prompt_len = pl_c.data_ptr<int64_t>();
+  p.vis_scores = vis_scores.data_ptr<float>(), p.type_mass = type_mass.data_ptr<float>();
+  p.H = static_cast<int>(H), p.G = G, p.Hkv = static_cast<int>(Hkv), p.D = static_cast<int>(D);
+  p.n_chunks = n_chunks, p.vis_width = vis_width, p.cap = cap, p.max_vis = max_vis;
+  const double sc = scale.has_value() ? *scale : 1.0 / std::sqrt(static_cast<double>(D));
+  p.q_scale = static_cast<float>(sc * kLog2e);
+  p.inv_h = 1.f / static_cast<float>(H);
+  p.vec = aligned16(k_cache);
+
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  dispatch_float(k_cache.scalar_type(), [&](auto tag) {
+    using kT = typename decltype(tag)::type;
+    switch (gc) {
+      case 1: launch<kT, 1>(p, grid, smem, stream); break;
+      case 2: launch<kT, 2>(p, grid, smem, stream); break;
+      case 4: launch<kT, 4>(p, grid, smem, stream); break;
+      default: launch<kT, 8>(p, grid, smem, stream); break;
+    }
+  });
+  return {vis_scores, type_mass};
+}
+
+}  // namespace
+}  // namespace cuda
+}  // namespace dyrate
+
+TORCH_LIBRARY_IMPL(dyrate, CUDA, m) {
+  m.impl("attention_scores", &dyrate::cuda::attention_scores_cuda);
+}

@@ -1,0 +1,59 @@
+// Runs each dyrate op once through the dispatcher, as a C++ program embedding the library would,
+// and checks the results by hand. Exit code 0 means every op gave the expected answer.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/torch.h>
+
+#include <iostream>
+
+namespace {
+
+int failures = 0;
+
+void expect(bool ok, const char* what) {
+  std::cout << (ok ? "ok    " : "FAIL  ") << what << "\n";
+  failures += ok ? 0 : 1;
+}
+
+c10::OperatorHandle op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "");
+}
+
+}  // namespace
+
+int main() {
+  auto i64 = torch::TensorOptions().dtype(torch::kLong);
+  // One sequence: 1 system token, 2 image tokens, 1 instruction token, 1 response token.
+  // Identical keys give uniform attention: 1/5 per slot.
+  auto q = torch::randn({1, 2, 8});
+  auto k_cache = torch::ones({1, 1, 6, 8});
+  auto lengths = torch::tensor({5}, i64), vis_start = torch::tensor({1}, i64);
+  auto vis_len = torch::tensor({2}, i64), prompt_len = torch::tensor({4}, i64);
+  auto [vis_scores, type_mass] =
+      op("dyrate::attention_scores")
+          .typed<std::tuple<at::Tensor, at::Tensor>(
+              const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+              const at::Tensor&, const at::Tensor&, std::optional<double>, int64_t)>()
+          .call(q, k_cache, lengths, vis_start, vis_len, prompt_len, std::nullopt, 2);
+  expect(torch::allclose(vis_scores, torch::full({1, 2}, 0.2)), "attention_scores: vis_scores");
+  expect(torch::allclose(type_mass[0][0], torch::tensor({0.2, 0.4, 0.2, 0.2})),
+         "attention_scores: type_mass");
+
+  auto scores = torch::tensor({{0.5, 0.9}});
+  auto present = torch::ones({1, 2}, torch::kBool);
+  auto keep = op("dyrate::select_keep")
+                  .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)>()
+                  .call(scores, present, torch::tensor({1}, i64));
+  expect(keep.equal(torch::tensor({{false, true}})), "select_keep");
+
+  // Slots hold their own index; dropping image token 0 (slot 1) shifts slots 2..4 left.
+  auto kv = torch::arange(6, torch::kFloat).view({1, 1, 1, 1, 6, 1}).repeat({1, 2, 1, 1, 1, 1});
+  op("dyrate::compact_kv_")
+      .typed<void(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                  const at::Tensor&)>()
+      .call(kv, lengths, vis_start, present, keep);
+  expect(kv[0][0][0][0].view({-1}).slice(0, 0, 4).equal(torch::tensor({0.f, 2.f, 3.f, 4.f})),
+         "compact_kv_: slots");
+  expect(lengths.item<int64_t>() == 4, "compact_kv_: lengths");
+  expect(present.equal(keep), "compact_kv_: present");
+  return failures == 0 ? 0 : 1;
+}

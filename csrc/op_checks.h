@@ -1,0 +1,91 @@
+// Metadata checks shared by the CPU and CUDA kernels: shapes, dtypes, devices. They read no tensor
+// data, so they cost no device synchronisation. Value checks (lengths within capacity, NaN scores)
+// are made by the CPU kernels and by the Python wrappers (`validate=True`); the CUDA kernels clamp
+// every index instead, so nothing is ever written out of bounds.
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+#include <optional>
+
+namespace dyrate {
+
+inline void check_index_vector(const at::Tensor& t, const char* name, int64_t batch,
+                               const at::Tensor& like) {
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == batch, "dyrate: ", name, " must have shape [", batch,
+              "], got ", t.sizes());
+  TORCH_CHECK(t.scalar_type() == at::kLong, "dyrate: ", name, " must be int64, got ",
+              t.scalar_type());
+  TORCH_CHECK(t.device() == like.device(), "dyrate: ", name, " is on ", t.device(),
+              " but the data is on ", like.device());
+}
+
+inline void check_float_dtype(const at::Tensor& t, const char* name) {
+  auto dt = t.scalar_type();
+  TORCH_CHECK(dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf, "dyrate: ", name,
+              " must be float32, bfloat16 or float16, got ", dt);
+}
+
+// attention_scores: q [B, H, D]; k_cache [B, Hkv, Cap, D] (any strides, last dim contiguous).
+inline void check_attention_scores(const at::Tensor& q, const at::Tensor& k_cache,
+                                   const at::Tensor& lengths, const at::Tensor& vis_start,
+                                   const at::Tensor& vis_len, const at::Tensor& prompt_len,
+                                   int64_t max_vis) {
+  TORCH_CHECK(q.dim() == 3, "dyrate.attention_scores: q must be [B, H, D], got ", q.sizes());
+  TORCH_CHECK(k_cache.dim() == 4, "dyrate.attention_scores: k_cache must be [B, Hkv, Cap, D], got ",
+              k_cache.sizes());
+  check_float_dtype(q, "q");
+  check_float_dtype(k_cache, "k_cache");
+  TORCH_CHECK(q.device() == k_cache.device(), "dyrate.attention_scores: q is on ", q.device(),
+              " but k_cache is on ", k_cache.device());
+  const int64_t B = q.size(0), H = q.size(1), D = q.size(2), Hkv = k_cache.size(1);
+  TORCH_CHECK(k_cache.size(0) == B && k_cache.size(3) == D,
+              "dyrate.attention_scores: k_cache ", k_cache.sizes(), " does not match q ", q.sizes());
+  TORCH_CHECK(Hkv > 0 && H % Hkv == 0, "dyrate.attention_scores: query heads (", H,
+              ") must be a multiple of key heads (", Hkv, ")");
+  TORCH_CHECK(D > 0 && q.stride(2) == 1 && k_cache.stride(3) == 1,
+              "dyrate.attention_scores: the head dimension of q and k_cache must be contiguous");
+  TORCH_CHECK(max_vis >= 0, "dyrate.attention_scores: max_vis must be >= 0, got ", max_vis);
+  check_index_vector(lengths, "lengths", B, q);
+  check_index_vector(vis_start, "vis_start", B, q);
+  check_index_vector(vis_len, "vis_len", B, q);
+  check_index_vector(prompt_len, "prompt_len", B, q);
+}
+
+// select_keep: scores float [B, Nv]; present bool [B, Nv]; n_keep int64 [B].
+inline void check_select_keep(const at::Tensor& scores, const at::Tensor& present,
+                              const at::Tensor& n_keep) {
+  TORCH_CHECK(scores.dim() == 2, "dyrate.select_keep: scores must be [B, Nv], got ",
+              scores.sizes());
+  check_float_dtype(scores, "scores");
+  TORCH_CHECK(present.sizes() == scores.sizes() && present.scalar_type() == at::kBool,
+              "dyrate.select_keep: present must be a bool tensor shaped like scores ",
+              scores.sizes(), ", got ", present.scalar_type(), " ", present.sizes());
+  TORCH_CHECK(present.device() == scores.device(), "dyrate.select_keep: present is on ",
+              present.device(), " but scores is on ", scores.device());
+  check_index_vector(n_keep, "n_keep", scores.size(0), scores);
+}
+
+// compact_kv_: kv [L, 2, B, Hkv, Cap, D] contiguous; present/keep_mask bool [B, Nv].
+inline void check_compact_kv(const at::Tensor& kv, const at::Tensor& lengths,
+                             const at::Tensor& vis_start, const at::Tensor& present,
+                             const at::Tensor& keep_mask) {
+  TORCH_CHECK(kv.dim() == 6 && kv.size(1) == 2,
+              "dyrate.compact_kv_: kv must be [L, 2, B, Hkv, Cap, D], got ", kv.sizes());
+  TORCH_CHECK(kv.is_contiguous(), "dyrate.compact_kv_: kv must be contiguous");
+  const int64_t B = kv.size(2);
+  TORCH_CHECK(present.dim() == 2 && present.size(0) == B && present.scalar_type() == at::kBool,
+              "dyrate.compact_kv_: present must be bool [", B, ", Nv], got ", present.scalar_type(),
+              " ", present.sizes());
+  TORCH_CHECK(keep_mask.sizes() == present.sizes() && keep_mask.scalar_type() == at::kBool,
+              "dyrate.compact_kv_: keep_mask must be bool shaped like present ", present.sizes(),
+              ", got ", keep_mask.scalar_type(), " ", keep_mask.sizes());
+  TORCH_CHECK(present.is_contiguous() && keep_mask.is_contiguous(),
+              "dyrate.compact_kv_: present and keep_mask must be contiguous");
+  TORCH_CHECK(present.device() == kv.device() && keep_mask.device() == kv.device(),
+              "dyrate.compact_kv_: present and keep_mask must be on ", kv.device());
+  check_index_vector(lengths, "lengths", B, kv);
+  check_index_vector(vis_start, "vis_start", B, kv);
+  TORCH_CHECK(lengths.is_contiguous(), "dyrate.compact_kv_: lengths must be contiguous");
+}
+
+}  // namespace dyrate

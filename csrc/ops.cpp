@@ -1,0 +1,19 @@
+// Schemas of the dyrate ops: the one place that declares them (DESIGN.md, "The fused ops").
+// Kernels register themselves per dispatch key in csrc/cpu and csrc/cuda; the Python package
+// registers fake (meta) kernels in dyrate_engine/ops.
+#include <torch/library.h>
+
+TORCH_LIBRARY(dyrate, m) {
+  // One query per sequence against its key cache; head-mean softmax probability of each visual
+  // token and each head's probability mass on the four token types.
+  m.def(
+      "attention_scores(Tensor q, Tensor k_cache, Tensor lengths, Tensor vis_start, "
+      "Tensor vis_len, Tensor prompt_len, float? scale, int max_vis) -> (Tensor, Tensor)");
+  // Exactly n_keep[b] of the present visual tokens with the highest score; ties to the lower index.
+  m.def("select_keep(Tensor scores, Tensor present, Tensor n_keep) -> Tensor");
+  // In place, every pruned layer at once: drop present-but-not-kept visual tokens, shift later
+  // slots left (stable), update lengths and present.
+  m.def(
+      "compact_kv_(Tensor(a!) kv, Tensor(b!) lengths, Tensor vis_start, Tensor(c!) present, "
+      "Tensor keep_mask) -> ()");
+}

@@ -1,0 +1,9 @@
+"""dyrate_engine: dynamic visual-token reduction during generation for LLaVA-style VLMs.
+
+DyRate (arXiv 2501.14204): a small predictor reads the attention distribution over token types at
+every decode step and picks a pruning rate; fused ops score, select and compact the KV cache.
+"""
+from . import ops
+
+__version__ = "0.1.0"
+__all__ = ["ops", "__version__"]

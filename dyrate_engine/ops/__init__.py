@@ -1,0 +1,23 @@
+"""The fused pruning ops of DESIGN.md, registered as ``torch.ops.dyrate.*``.
+
+Each op has a C++ CPU kernel, a CUDA kernel, a readable PyTorch reference (``*_reference``, also
+the fallback when the extension is not built) and a fake kernel for torch.compile. The functions
+here validate their arguments and document the contracts.
+"""
+from ._library import EXTENSION_LOADED, backends
+from .attention_scores import (
+    IMAGE,
+    INSTRUCTION,
+    RESPONSE,
+    SYSTEM,
+    attention_scores,
+    attention_scores_reference,
+)
+from .compact_kv import compact_kv_, compact_kv_reference, compact_source_slots
+from .select_keep import select_keep, select_keep_reference
+
+__all__ = [
+    "EXTENSION_LOADED", "backends", "attention_scores", "attention_scores_reference",
+    "select_keep", "select_keep_reference", "compact_kv_", "compact_kv_reference",
+    "compact_source_slots", "SYSTEM", "IMAGE", "INSTRUCTION", "RESPONSE",
+]

@@ -1,0 +1,73 @@
+"""Loads the compiled ``dyrate`` op library, or defines the same ops on the PyTorch references.
+
+Either way ``torch.ops.dyrate.*`` exists with one schema, so the wrappers, torch.compile (through
+the fake kernels) and C++ callers see the same ops. Set ``DYRATE_NO_EXTENSION=1`` to force the
+reference path (the tests use it to prove the fallback works).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+
+# Must equal the schemas in csrc/ops.cpp (tests/test_library.py compares them).
+SCHEMAS = {
+    "attention_scores": "attention_scores(Tensor q, Tensor k_cache, Tensor lengths, "
+    "Tensor vis_start, Tensor vis_len, Tensor prompt_len, float? scale, int max_vis) "
+    "-> (Tensor, Tensor)",
+    "select_keep": "select_keep(Tensor scores, Tensor present, Tensor n_keep) -> Tensor",
+    "compact_kv_": "compact_kv_(Tensor(a!) kv, Tensor(b!) lengths, Tensor vis_start, "
+    "Tensor(c!) present, Tensor keep_mask) -> ()",
+}
+
+
+def _load_extension() -> str | None:
+    """Import the extension; return why it is unavailable, or None when it loaded."""
+    if os.environ.get("DYRATE_NO_EXTENSION") == "1":
+        return "DYRATE_NO_EXTENSION=1"
+    try:
+        from dyrate_engine import _C  # noqa: F401  (importing registers TORCH_LIBRARY(dyrate))
+    except ImportError as error:
+        return str(error)
+    return None
+
+
+_MISSING_REASON = _load_extension()
+EXTENSION_LOADED = _MISSING_REASON is None
+# Python-side registrations live as long as the process, like the C++ ones.
+_DEF_LIB = None if EXTENSION_LOADED else torch.library.Library("dyrate", "DEF")
+_IMPL_LIB = torch.library.Library("dyrate", "IMPL") if EXTENSION_LOADED else _DEF_LIB
+_BACKENDS: dict[str, dict[str, str]] = {}
+
+if not EXTENSION_LOADED:
+    warnings.warn(
+        "dyrate_engine: the C++ extension is not available "
+        f"({_MISSING_REASON}); using the PyTorch reference ops, which are slower. "
+        "Build it with `pip install --no-build-isolation -e .`.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+
+def _has_kernel(name: str, key: str) -> bool:
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"dyrate::{name}", key)
+
+
+def ensure_registered(name: str, reference, fake) -> None:
+    """Give ``dyrate::name`` a kernel on every device and a fake kernel for tracing."""
+    if _DEF_LIB is not None:
+        _DEF_LIB.define(SCHEMAS[name])
+        _DEF_LIB.impl(name, reference, "CompositeExplicitAutograd")
+        _BACKENDS[name] = {"cpu": "reference", "cuda": "reference"}
+    else:
+        cuda = "extension" if _has_kernel(name, "CUDA") else "reference"
+        if cuda == "reference":
+            _IMPL_LIB.impl(name, reference, "CUDA")
+        _BACKENDS[name] = {"cpu": "extension", "cuda": cuda}
+    torch.library.register_fake(f"dyrate::{name}", fake, lib=_IMPL_LIB)
+
+
+def backends() -> dict[str, dict[str, str]]:
+    """Which implementation serves each op per device: ``"extension"`` or ``"reference"``."""
+    return {name: dict(per_device) for name, per_device in _BACKENDS.items()}

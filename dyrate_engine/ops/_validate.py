@@ -1,0 +1,126 @@
+"""Argument checks of the op wrappers, with messages that name the offending argument.
+
+Shape, dtype and device checks read no tensor data and always run. Value checks (index ranges,
+NaN scores) read the data, which is a device sync on CUDA, so the wrappers make them only with
+``validate=True`` (the default). The CPU kernels repeat the checks that guard memory, so a C++
+caller is protected too; the CUDA kernels clamp instead of raising.
+"""
+from __future__ import annotations
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _fail(op: str, message: str) -> None:
+    raise ValueError(f"dyrate.{op}: {message}")
+
+
+def _check_index_vector(op, name, t, batch, device):
+    if not isinstance(t, torch.Tensor) or t.dim() != 1 or t.shape[0] != batch:
+        _fail(op, f"{name} must be a tensor of shape [{batch}], got {getattr(t, 'shape', type(t))}")
+    if t.dtype != torch.int64:
+        _fail(op, f"{name} must be int64, got {t.dtype}")
+    if t.device != device:
+        _fail(op, f"{name} is on {t.device} but the data is on {device}")
+
+
+def _check_float(op, name, t):
+    if t.dtype not in FLOAT_DTYPES:
+        _fail(op, f"{name} must be float32, bfloat16 or float16, got {t.dtype}")
+
+
+def _first_bad(mask: torch.Tensor) -> int:
+    return int(mask.nonzero()[0, 0])
+
+
+def check_attention_scores(q, k_cache, lengths, vis_start, vis_len, prompt_len, max_vis, validate):
+    op = "attention_scores"
+    if q.dim() != 3:
+        _fail(op, f"q must be [B, H, D], got {tuple(q.shape)}")
+    if k_cache.dim() != 4:
+        _fail(op, f"k_cache must be [B, Hkv, Cap, D], got {tuple(k_cache.shape)}")
+    _check_float(op, "q", q)
+    _check_float(op, "k_cache", k_cache)
+    B, H, D = q.shape
+    if k_cache.device != q.device:
+        _fail(op, f"q is on {q.device} but k_cache is on {k_cache.device}")
+    if k_cache.shape[0] != B or k_cache.shape[3] != D:
+        _fail(op, f"k_cache {tuple(k_cache.shape)} does not match q {tuple(q.shape)}")
+    if k_cache.shape[1] == 0 or H % k_cache.shape[1]:
+        _fail(op, f"query heads ({H}) must be a multiple of key heads ({k_cache.shape[1]})")
+    for name, t in (("lengths", lengths), ("vis_start", vis_start), ("vis_len", vis_len),
+                    ("prompt_len", prompt_len)):
+        _check_index_vector(op, name, t, B, q.device)
+    if max_vis < 0:
+        _fail(op, f"max_vis must be >= 0, got {max_vis}")
+    if not validate:
+        return
+    cap = k_cache.shape[2]
+    checks = (
+        (vis_start < 0, "vis_start must be >= 0"),
+        (vis_len < 0, "vis_len must be >= 0"),
+        (vis_len > max_vis, f"vis_len must be <= max_vis ({max_vis})"),
+        (vis_start + vis_len > prompt_len, "vis_start + vis_len must be <= prompt_len"),
+        (prompt_len > lengths, "prompt_len must be <= lengths"),
+        (lengths > cap, f"lengths must be <= the cache capacity ({cap})"),
+    )
+    for bad, message in checks:
+        if bool(bad.any()):
+            _fail(op, f"{message} (sequence {_first_bad(bad)})")
+
+
+def check_select_keep(scores, present, n_keep, validate):
+    op = "select_keep"
+    if scores.dim() != 2:
+        _fail(op, f"scores must be [B, Nv], got {tuple(scores.shape)}")
+    _check_float(op, "scores", scores)
+    if present.dtype != torch.bool or present.shape != scores.shape:
+        _fail(op, f"present must be bool shaped like scores {tuple(scores.shape)}, "
+                  f"got {present.dtype} {tuple(present.shape)}")
+    if present.device != scores.device:
+        _fail(op, f"present is on {present.device} but scores is on {scores.device}")
+    _check_index_vector(op, "n_keep", n_keep, scores.shape[0], scores.device)
+    if not validate:
+        return
+    if bool((torch.isnan(scores) & present).any()):
+        _fail(op, f"NaN score of a present visual token (sequence "
+                  f"{_first_bad((torch.isnan(scores) & present).any(1))})")
+    bad = (n_keep < 0) | (n_keep > present.sum(1))
+    if bool(bad.any()):
+        _fail(op, f"n_keep must be in [0, number of present tokens] (sequence {_first_bad(bad)})")
+
+
+def check_compact_kv(kv, lengths, vis_start, present, keep_mask, validate):
+    op = "compact_kv_"
+    if kv.dim() != 6 or kv.shape[1] != 2:
+        _fail(op, f"kv must be [L, 2, B, Hkv, Cap, D], got {tuple(kv.shape)}")
+    if not kv.is_contiguous():
+        _fail(op, "kv must be contiguous")
+    B, cap = kv.shape[2], kv.shape[4]
+    for name, t in (("present", present), ("keep_mask", keep_mask)):
+        if t.dtype != torch.bool or t.dim() != 2 or t.shape[0] != B:
+            _fail(op, f"{name} must be bool [{B}, Nv], got {t.dtype} {tuple(t.shape)}")
+        if t.device != kv.device:
+            _fail(op, f"{name} is on {t.device} but kv is on {kv.device}")
+        if not t.is_contiguous():
+            _fail(op, f"{name} must be contiguous")
+    if keep_mask.shape != present.shape:
+        _fail(op, f"keep_mask {tuple(keep_mask.shape)} must be shaped like present "
+                  f"{tuple(present.shape)}")
+    for name, t in (("lengths", lengths), ("vis_start", vis_start)):
+        _check_index_vector(op, name, t, B, kv.device)
+    if not lengths.is_contiguous():
+        _fail(op, "lengths must be contiguous")
+    if not validate:
+        return
+    checks = (
+        (vis_start < 0, "vis_start must be >= 0"),
+        (vis_start + present.sum(1) > lengths,
+         "the visual span (vis_start + present tokens) must end within lengths"),
+        (lengths > cap, f"lengths must be <= the cache capacity ({cap})"),
+        ((keep_mask & ~present).any(1), "keep_mask may only keep present tokens"),
+    )
+    for bad, message in checks:
+        if bool(bad.any()):
+            _fail(op, f"{message} (sequence {_first_bad(bad)})")

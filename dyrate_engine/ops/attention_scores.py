@@ -1,0 +1,102 @@
+"""``attention_scores``: the monitor layer's view of one query per sequence.
+
+DyRate (arXiv 2501.14204, Sec. 3) reads, at every decode step, how the newest token's attention is
+split between the four token types, and ranks visual tokens by the attention they receive (the
+FastV criterion, arXiv 2403.06764). Both come from one pass over the monitor layer's keys.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._library import ensure_registered
+from ._validate import check_attention_scores
+
+#: Token-type index of ``type_mass[..., t]``.
+SYSTEM, IMAGE, INSTRUCTION, RESPONSE = range(4)
+
+
+def attention_scores_reference(q, k_cache, lengths, vis_start, vis_len, prompt_len, scale, max_vis):
+    """Readable PyTorch composition of ``attention_scores`` (also the fallback and the baseline)."""
+    B, H, D = q.shape
+    Hkv, cap = k_cache.shape[1], k_cache.shape[2]
+    scale = 1.0 / math.sqrt(D) if scale is None else scale
+    q_grouped = q.float().reshape(B, Hkv, H // Hkv, D)
+    logits = torch.matmul(q_grouped, k_cache.float().transpose(-1, -2)) * scale  # [B, Hkv, G, Cap]
+    slot = torch.arange(cap, device=q.device)
+    valid = slot < lengths[:, None]  # [B, Cap]
+    logits = logits.masked_fill(~valid[:, None, None, :], float("-inf"))
+    probs = torch.softmax(logits, dim=-1).reshape(B, H, cap)
+    probs = torch.where(valid[:, None, :], probs, 0.0)  # an empty row is all -inf: NaN -> 0
+    vis_end = vis_start + vis_len
+    token_type = (
+        (slot >= vis_start[:, None]).long()
+        + (slot >= vis_end[:, None]).long()
+        + (slot >= prompt_len[:, None]).long()
+    )
+    one_hot = torch.nn.functional.one_hot(token_type, 4).to(probs.dtype)  # [B, Cap, 4]
+    type_mass = torch.bmm(probs, one_hot)
+    rank = torch.arange(max_vis, device=q.device)
+    vis_slot = (vis_start[:, None] + rank).clamp(max=max(cap - 1, 0))
+    in_span = rank < vis_len[:, None]
+    if cap == 0:
+        vis_scores = torch.zeros(B, max_vis, device=q.device)
+    else:
+        vis_scores = probs.mean(dim=1).gather(1, vis_slot) * in_span
+    return vis_scores, type_mass
+
+
+def _fake(q, k_cache, lengths, vis_start, vis_len, prompt_len, scale, max_vis):
+    B, H, _ = q.shape
+    return q.new_empty((B, max_vis), dtype=torch.float32), q.new_empty((B, H, 4), dtype=torch.float32)
+
+
+ensure_registered("attention_scores", attention_scores_reference, _fake)
+
+
+def attention_scores(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    lengths: torch.Tensor,
+    vis_start: torch.Tensor,
+    vis_len: torch.Tensor,
+    prompt_len: torch.Tensor,
+    scale: float | None = None,
+    *,
+    max_vis: int | None = None,
+    validate: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention of one query per sequence, summarised per visual token and per token type.
+
+    Slot ``s`` of sequence ``b`` is a *system* token for ``s < vis_start[b]``, an *image* token for
+    ``vis_start[b] <= s < vis_start[b] + vis_len[b]``, an *instruction* token up to
+    ``prompt_len[b]`` and a *response* token up to ``lengths[b]``. The query attends to every slot
+    below ``lengths[b]`` (the newest token's own key included), as at the monitor layer, which is
+    never pruned.
+
+    Args:
+        q: ``[B, H, D]`` query of the newest token, fp32/bf16/fp16, head dim contiguous.
+        k_cache: ``[B, Hkv, Cap, D]`` keys (RoPE applied), same float dtypes, any strides with a
+            contiguous head dim. ``H`` must be a multiple of ``Hkv`` (grouped-query attention:
+            query head ``h`` reads key head ``h // (H // Hkv)``).
+        lengths: int64 ``[B]``, valid slots per sequence, ``prompt_len <= lengths <= Cap``.
+        vis_start, vis_len: int64 ``[B]``, the visual span of each sequence.
+        prompt_len: int64 ``[B]``, ``vis_start + vis_len <= prompt_len``.
+        scale: softmax scale; ``1 / sqrt(D)`` when None.
+        max_vis: width of ``vis_scores``; ``max(vis_len)`` when None, which reads ``vis_len`` on
+            the host (a device sync on CUDA; pass it in a decode loop).
+        validate: check index values (a device sync on CUDA). Without it the CUDA kernel clamps
+            every index to the tensor bounds instead of raising.
+
+    Returns:
+        ``vis_scores``: fp32 ``[B, max_vis]``, the head-mean softmax probability of each visual
+        token, 0 past ``vis_len[b]``. ``type_mass``: fp32 ``[B, H, 4]``, each head's probability
+        mass on system / image / instruction / response; rows sum to 1 (0 for ``lengths[b] == 0``).
+    """
+    if max_vis is None:
+        max_vis = int(vis_len.max()) if vis_len.numel() else 0
+    check_attention_scores(q, k_cache, lengths, vis_start, vis_len, prompt_len, max_vis, validate)
+    return torch.ops.dyrate.attention_scores(
+        q, k_cache, lengths, vis_start, vis_len, prompt_len, scale, max_vis
+    )

@@ -1,0 +1,89 @@
+"""``compact_kv_``: drop visual tokens from the KV cache of every pruned layer, in place.
+
+Pruning removes tokens for real (DESIGN.md, invariants): kept slots move to the front, stable,
+and the per-sequence lengths shrink, so later attention reads fewer keys while every tensor keeps
+its shape (static shapes for CUDA graphs and torch.compile).
+"""
+from __future__ import annotations
+
+import torch
+
+from ._library import ensure_registered
+from ._validate import check_compact_kv
+
+
+def compact_source_slots(lengths, vis_start, present, keep_mask, capacity):
+    """Slot plan of a compaction: ``(source[B, Cap], new_lengths[B])``.
+
+    Destination slot ``d`` receives source slot ``source[b, d]``: kept slots first, in order,
+    then the dropped ones, then the identity from the old length on. The present visual tokens of
+    sequence ``b`` sit in order at slots ``vis_start[b] ...``.
+    """
+    nv = present.shape[1]
+    n_present = present.sum(1)
+    dropped = present & ~keep_mask
+    # Drop flag of the r-th present visual token (present tokens first, in order).
+    present_first = torch.sort((~present).to(torch.uint8), dim=1, stable=True).indices
+    dropped_by_rank = dropped.gather(1, present_first)
+    slot = torch.arange(capacity, device=present.device)
+    rank = slot - vis_start[:, None]
+    in_span = (rank >= 0) & (rank < n_present[:, None])
+    slot_dropped = in_span & dropped_by_rank.gather(1, rank.clamp(0, max(nv - 1, 0))) if nv else in_span & False
+    slot_kept = (slot < lengths[:, None]) & ~slot_dropped
+    source = torch.sort((~slot_kept).to(torch.uint8), dim=1, stable=True).indices
+    return source, lengths - dropped.sum(1)
+
+
+def compact_kv_reference(kv, lengths, vis_start, present, keep_mask):
+    """Readable PyTorch composition of ``compact_kv_`` (also the fallback and the baseline)."""
+    L, _, B, hkv, cap, d = kv.shape
+    source, new_lengths = compact_source_slots(lengths, vis_start, present, keep_mask, cap)
+    rows = kv.view(L * 2, B, hkv, cap, d)
+    batch = torch.arange(B, device=kv.device)[:, None, None]
+    head = torch.arange(hkv, device=kv.device)[None, :, None]
+    # Advanced indexing moves whole D-vectors (an index per slot, not per element, unlike gather).
+    # Past the old length the plan is the identity, so those slots keep their values.
+    rows.copy_(rows[:, batch, head, source[:, None, :]])
+    lengths.copy_(new_lengths)
+    present.logical_and_(keep_mask)
+
+
+def _fake(kv, lengths, vis_start, present, keep_mask):
+    return None
+
+
+ensure_registered("compact_kv_", compact_kv_reference, _fake)
+
+
+def compact_kv_(
+    kv: torch.Tensor,
+    lengths: torch.Tensor,
+    vis_start: torch.Tensor,
+    present: torch.Tensor,
+    keep_mask: torch.Tensor,
+    *,
+    validate: bool = True,
+) -> None:
+    """Remove the present-but-not-kept visual tokens from the cache of every pruned layer.
+
+    The present visual tokens of sequence ``b`` occupy slots ``vis_start[b]`` onwards, in their
+    original order, followed by the rest of the sequence up to ``lengths[b]``. Every slot after a
+    dropped one moves left (kept tokens keep their relative order); slots before
+    ``vis_start[b]`` and before the first dropped token are not touched. Slots at or past the old
+    length are never written; those between the new and the old length hold stale data.
+
+    Args:
+        kv: contiguous ``[L, 2, B, Hkv, Cap, D]`` cache of the pruned layers (K and V), any dtype;
+            ``kv[l, 0]`` is an SDPA-ready ``[B, Hkv, Cap, D]`` key tensor. Modified in place.
+        lengths: contiguous int64 ``[B]``, valid slots per sequence; reduced in place by the
+            number of dropped tokens.
+        vis_start: int64 ``[B]``, slot of the first visual token.
+        present: contiguous bool ``[B, Nv]``, visual tokens in the cache; becomes
+            ``present & keep_mask`` in place.
+        keep_mask: contiguous bool ``[B, Nv]``, a subset of ``present`` (see :func:`select_keep`).
+        validate: check that the visual span ends within ``lengths``, ``lengths <= Cap`` and
+            ``keep_mask`` is a subset of ``present`` (a device sync on CUDA). Without it the CUDA
+            kernel treats ``keep_mask & present`` as kept and clamps every index to the bounds.
+    """
+    check_compact_kv(kv, lengths, vis_start, present, keep_mask, validate)
+    torch.ops.dyrate.compact_kv_(kv, lengths, vis_start, present, keep_mask)

@@ -1,0 +1,160 @@
+"""Microbenchmarks of the fused ops against their PyTorch reference compositions.
+
+Shapes of LLaVA-1.5-7B (32 heads of dim 128, 576 visual tokens after a 35-token system prompt, a
+700-slot cache, 29 pruned layers of 32). Each figure is the median of repeated runs after warm-up;
+the reference runs in the same process on the same inputs, and a plain large copy gives the
+bandwidth ceiling (bytes read + written per second).
+
+    python python_bench/bench_ops.py --device cpu --batch 1 8 --json out/ops_cpu.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from dataclasses import asdict, dataclass
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import copy_bandwidth_gbs, median_ms  # noqa: E402
+
+import dyrate_engine.ops as ops  # noqa: E402
+
+LLAVA_7B = dict(heads=32, kv_heads=32, head_dim=128, n_visual=576, vis_start=35, prompt_len=640,
+                capacity=700, pruned_layers=29)
+
+
+@dataclass
+class Row:
+    op: str
+    device: str
+    dtype: str
+    batch: int
+    shape: str
+    ms: float
+    spread_ms: float
+    reference_ms: float
+    speedup: float
+    gbs: float
+    of_copy_bw: float
+
+
+def make_inputs(batch, dtype, device, seed=0):
+    s = LLAVA_7B
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    full = torch.full((batch,), s["capacity"], dtype=torch.long)
+    return dict(
+        q=torch.randn(batch, s["heads"], s["head_dim"], generator=g).to(device, dtype),
+        k_cache=torch.randn(batch, s["kv_heads"], s["capacity"], s["head_dim"], generator=g)
+        .to(device, dtype),
+        lengths=full.to(device),
+        vis_start=torch.full((batch,), s["vis_start"], dtype=torch.long, device=device),
+        vis_len=torch.full((batch,), s["n_visual"], dtype=torch.long, device=device),
+        prompt_len=torch.full((batch,), s["prompt_len"], dtype=torch.long, device=device),
+        scores=torch.rand(batch, s["n_visual"], generator=g).to(device),
+        present=torch.ones(batch, s["n_visual"], dtype=torch.bool, device=device),
+        n_keep=torch.full((batch,), s["n_visual"] // 2, dtype=torch.long, device=device),
+    )
+
+
+def bench_attention_scores(x, args, copy_bw):
+    a = (x["q"], x["k_cache"], x["lengths"], x["vis_start"], x["vis_len"], x["prompt_len"])
+    nv = LLAVA_7B["n_visual"]
+    fused = lambda: torch.ops.dyrate.attention_scores(*a, None, nv)  # noqa: E731
+    reference = lambda: ops.attention_scores_reference(*a, None, nv)  # noqa: E731
+    key_bytes = int(x["lengths"].sum()) * x["k_cache"].shape[1] * x["k_cache"].shape[3] \
+        * x["k_cache"].element_size()
+    return _row("attention_scores", x["k_cache"], fused, reference, key_bytes, args, copy_bw)
+
+
+def bench_select_keep(x, args, copy_bw):
+    a = (x["scores"], x["present"], x["n_keep"])
+    fused = lambda: torch.ops.dyrate.select_keep(*a)  # noqa: E731
+    reference = lambda: ops.select_keep_reference(*a)  # noqa: E731
+    nbytes = x["scores"].numel() * (x["scores"].element_size() + 2)
+    return _row("select_keep", x["scores"], fused, reference, nbytes, args, copy_bw)
+
+
+def bench_compact_kv(x, args, copy_bw):
+    s = LLAVA_7B
+    B = x["q"].shape[0]
+    kv = torch.empty(s["pruned_layers"], 2, B, s["kv_heads"], s["capacity"], s["head_dim"],
+                     dtype=x["k_cache"].dtype, device=x["k_cache"].device)
+    kv.view(-1)[:: 997] = 1.0  # contents do not matter to a copy; avoid a full random fill
+    keep = ops.select_keep_reference(x["scores"], x["present"], x["n_keep"])
+    state = {}
+
+    def restore():  # the op is in place: every timed call starts from the same state
+        state["lengths"] = x["lengths"].clone()
+        state["present"] = x["present"].clone()
+
+    def call(fn):
+        return lambda: fn(kv, state["lengths"], x["vis_start"], state["present"], keep)
+
+    # Bytes read + written by the slots that move (everything after the first dropped token).
+    first_drop = (x["present"] & ~keep).float().argmax(1) + x["vis_start"]
+    moved_slots = int((x["lengths"] - first_drop - (x["present"] & ~keep).sum(1)).sum())
+    nbytes = 2 * moved_slots * s["pruned_layers"] * 2 * s["kv_heads"] * s["head_dim"] \
+        * kv.element_size()
+    row = _row("compact_kv_", kv, call(torch.ops.dyrate.compact_kv_),
+               call(ops.compact_kv_reference), nbytes, args, copy_bw, setup=restore)
+    del kv
+    return row
+
+
+def _row(name, t, fused, reference, nbytes, args, copy_bw, setup=None):
+    kw = dict(device=t.device, warmup=args.warmup, repeats=args.repeats, setup=setup)
+    ms, spread = median_ms(fused, **kw)
+    ref_ms, _ = median_ms(reference, **kw)
+    gbs = nbytes / (ms * 1e-3) / 1e9
+    return Row(name, t.device.type, str(t.dtype).removeprefix("torch."), t.shape[0]
+               if name != "compact_kv_" else t.shape[2], "x".join(map(str, t.shape)),
+               ms, spread, ref_ms, ref_ms / ms, gbs, gbs / copy_bw)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch", type=int, nargs="+", default=None,
+                        help="batch sizes (default: 1 8 on CPU, 1 8 32 64 on CUDA)")
+    parser.add_argument("--dtype", nargs="+", default=["bfloat16", "float32"])
+    parser.add_argument("--ops", nargs="+", default=["attention_scores", "select_keep", "compact_kv_"])
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--json", default=None, help="also write the rows and the machine to this file")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    batches = args.batch or ([1, 8] if device.type == "cpu" else [1, 8, 32, 64])
+    copy_bw = copy_bandwidth_gbs(device)
+    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() \
+        or platform.machine()
+    print(f"# {machine}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"extension: {ops.backends()['compact_kv_'][device.type]}, copy bandwidth {copy_bw:.1f} GB/s")
+    benches = {"attention_scores": bench_attention_scores, "select_keep": bench_select_keep,
+               "compact_kv_": bench_compact_kv}
+    rows = []
+    print(f"{'op':<17}{'dtype':<10}{'batch':>5}  {'ms':>9} {'±':>7} {'ref ms':>9} {'speedup':>8}"
+          f" {'GB/s':>7} {'of copy':>8}")
+    for dtype in args.dtype:
+        for batch in batches:
+            x = make_inputs(batch, getattr(torch, dtype), device)
+            for name in args.ops:
+                r = benches[name](x, args, copy_bw)
+                rows.append(r)
+                print(f"{r.op:<17}{r.dtype:<10}{r.batch:>5}  {r.ms:9.3f} {r.spread_ms:7.3f} "
+                      f"{r.reference_ms:9.3f} {r.speedup:7.2f}x {r.gbs:7.1f} {r.of_copy_bw:7.0%}",
+                      flush=True)
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine, "threads": torch.get_num_threads(),
+                       "torch": torch.__version__, "copy_bandwidth_gbs": copy_bw,
+                       "shape": LLAVA_7B, "rows": [asdict(r) for r in rows]}, f, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+import pytest
+import torch
+
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a CUDA device")]),
+]
+FLOAT_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return torch.device(request.param)
+
+
+def poison_allocator(device, nbytes=1 << 20):
+    """Leave NaN-filled blocks in the allocator so an op that relies on zeroed fresh memory, or
+    leaves an output element unwritten, shows NaN instead of passing by luck."""
+    blocks = [torch.full((nbytes // 4,), float("nan"), device=device) for _ in range(4)]
+    del blocks
+
+
+def random_spans(gen, batch, capacity, max_vis, allow_empty=True):
+    """Ragged (lengths, vis_start, vis_len, prompt_len) with every invariant of the ops."""
+    rows = []
+    for _ in range(batch):
+        length = int(torch.randint(0 if allow_empty else 1, capacity + 1, (), generator=gen))
+        vis_len = int(torch.randint(0, min(max_vis, length) + 1, (), generator=gen))
+        vis_start = int(torch.randint(0, length - vis_len + 1, (), generator=gen))
+        prompt_len = int(torch.randint(vis_start + vis_len, length + 1, (), generator=gen))
+        rows.append((length, vis_start, vis_len, prompt_len))
+    return [torch.tensor(col, dtype=torch.long) for col in zip(*rows)]
