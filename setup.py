@@ -20,15 +20,20 @@ def want_cuda() -> bool:
 
 
 cpp_sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
-cxx_flags = ["-O3", "-fvisibility=hidden"]  # the C++ standard is cpp_extension's choice
+# -fopenmp: at::parallel_for is inlined from the ATen headers and runs serially without it.
+# The C++ standard is cpp_extension's choice.
+cxx_flags = ["-O3", "-fvisibility=hidden", "-fopenmp"]
+link_flags = ["-fopenmp"]
 if want_cuda():
     extension = CUDAExtension(
         "dyrate_engine._C",
         cpp_sources + sorted(glob.glob("csrc/cuda/*.cu")),
         extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--expt-relaxed-constexpr"]},
+        extra_link_args=link_flags,
     )
 else:
-    extension = CppExtension("dyrate_engine._C", cpp_sources, extra_compile_args={"cxx": cxx_flags})
+    extension = CppExtension("dyrate_engine._C", cpp_sources, extra_compile_args={"cxx": cxx_flags},
+                             extra_link_args=link_flags)
 
 setup(
     ext_modules=[extension],
