@@ -12,15 +12,31 @@ def synchronize(device: torch.device | str) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_ms(fn, *, device="cpu", warmup=3, repeats=10, setup=None) -> tuple[float, float]:
+_FLUSH_BUFFERS: dict[str, torch.Tensor] = {}
+
+
+def flush_caches(device) -> None:
+    """Evict the inputs from the caches (L3 on CPU, L2 on GPU) by reading a larger buffer, so a
+    kernel is timed reading from memory as it would in a decode step, not from a warm cache.
+    Reading, not writing: dirty lines would still drain during the timed call."""
+    key = str(torch.device(device))
+    if key not in _FLUSH_BUFFERS:
+        _FLUSH_BUFFERS[key] = torch.ones(64 << 20, dtype=torch.float32, device=device)
+    _FLUSH_BUFFERS[key].sum()
+
+
+def median_ms(fn, *, device="cpu", warmup=3, repeats=10, setup=None, cold=True) -> tuple[float, float]:
     """Median and spread (max - min) in ms of ``fn()`` over ``repeats`` runs after ``warmup``.
 
-    ``setup()`` runs untimed before every call (e.g. to restore the input of an in-place op).
+    ``setup()`` runs untimed before every call (e.g. to restore the input of an in-place op);
+    with ``cold`` the caches are flushed before every call too.
     """
     times = []
     for i in range(warmup + repeats):
         if setup is not None:
             setup()
+        if cold:
+            flush_caches(device)
         synchronize(device)
         start = time.perf_counter()
         fn()
@@ -34,5 +50,5 @@ def copy_bandwidth_gbs(device="cpu", nbytes=1 << 30, repeats=10) -> float:
     """Bytes read plus bytes written per second by a plain large tensor copy, in GB/s."""
     src = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
-    ms, _ = median_ms(lambda: dst.copy_(src), device=device, warmup=2, repeats=repeats)
+    ms, _ = median_ms(lambda: dst.copy_(src), device=device, warmup=2, repeats=repeats, cold=False)
     return 2 * nbytes / (ms * 1e-3) / 1e9
