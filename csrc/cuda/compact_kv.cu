@@ -195,7 +195,8 @@ void compact_kv_cuda(const at::Tensor& kv, const at::Tensor& lengths, const at::
   const int64_t nv = present.size(1);
   if (B == 0 || nv == 0) return;  // no visual token: nothing moves, metadata unchanged
   const int64_t row_bytes = kv.size(5) * kv.element_size();
-  TORCH_CHECK(B <= INT_MAX && Hkv <= INT_MAX && nv <= INT_MAX && cap <= INT_MAX &&
+  // nv <= INT_MAX - kThreads: the int tile loop (base += kThreads) must not overflow.
+  TORCH_CHECK(B <= INT_MAX && Hkv <= INT_MAX && nv <= INT_MAX - kThreads && cap <= INT_MAX &&
                   row_bytes <= INT_MAX,
               "dyrate.compact_kv_: kv ", kv.sizes(), " too large for the CUDA kernel");
   const at::Tensor vs_c = vis_start.contiguous();

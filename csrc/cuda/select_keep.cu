@@ -129,7 +129,8 @@ at::Tensor select_keep_cuda(const at::Tensor& scores, const at::Tensor& present,
   const int64_t B = scores.size(0), nv = scores.size(1);
   at::Tensor keep = at::empty({B, nv}, present.options());
   if (B == 0 || nv == 0) return keep;  // nothing to write; a zero-sized grid is a launch error
-  TORCH_CHECK(B <= INT_MAX && nv <= INT_MAX, "dyrate.select_keep: [", B, ", ", nv,
+  // nv <= INT_MAX - kThreads: the int tile loops (base += kThreads) must not overflow.
+  TORCH_CHECK(B <= INT_MAX && nv <= INT_MAX - kThreads, "dyrate.select_keep: [", B, ", ", nv,
               "] too large for the CUDA kernel");
   const at::Tensor sc = scores.contiguous(), pr = present.contiguous(), nk = n_keep.contiguous();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
