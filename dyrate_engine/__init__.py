@@ -4,6 +4,9 @@ DyRate (arXiv 2501.14204): a small predictor reads the attention distribution ov
 every decode step and picks a pruning rate; fused ops score, select and compact the KV cache.
 """
 from . import ops
+from .engine import Engine, GenerationResult, GenerationStats, SamplingParams
+from .policies import Dense, MonitorStats, Policy
 
 __version__ = "0.1.0"
-__all__ = ["ops", "__version__"]
+__all__ = ["ops", "Engine", "GenerationResult", "GenerationStats", "SamplingParams", "Policy",
+           "MonitorStats", "Dense", "__version__"]

@@ -1,0 +1,226 @@
+"""The engine: loads an HF LLaVA checkpoint, runs the vision tower once per request and the text
+decoder itself, with a preallocated cache and a thin decode loop (DESIGN.md, data flow)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from ..models.llama import SUPPORTED_TEXT_MODELS, LlamaDecoder
+from ..policies.base import Dense, Policy
+from . import flops
+from .cache import KVCache
+from .inputs import to_model_inputs
+from .requests import PreparedBatch, validate_request
+from .results import GenerationResult, GenerationStats
+from .runner import decode_layers, prefill_layers
+from .sampling import SamplingParams, sample
+
+
+@dataclass
+class StreamEvent:
+    index: int  # request
+    token_id: int
+    text: str  # newly decoded text ("" without a tokenizer)
+
+
+class Engine:
+    """Runs a LLaVA-style VLM with dynamic visual-token pruning. Build with :meth:`from_pretrained`."""
+
+    def __init__(self, hf_model, processor=None, *, max_seq_len: int | None = None):
+        self.hf = hf_model
+        self.processor = processor
+        self.config = hf_model.config
+        self.decoder = LlamaDecoder(self.config.text_config, hf_model.model.language_model,
+                                    hf_model.lm_head.weight)
+        vision = self.config.vision_config
+        self.image_size = vision.image_size
+        extra = 1 if self.config.vision_feature_select_strategy == "full" else 0
+        self.tokens_per_image = (vision.image_size // vision.patch_size) ** 2 + extra
+        self.image_token_id = self.config.image_token_id
+        self.max_seq_len = max_seq_len or self.config.text_config.max_position_embeddings
+        gen = getattr(hf_model, "generation_config", None)
+        eos = getattr(gen, "eos_token_id", None) or self.config.text_config.eos_token_id
+        self.eos_token_ids = [eos] if isinstance(eos, int) else list(eos or [])
+
+    @classmethod
+    def from_pretrained(cls, path, device="cpu", dtype=None, *, max_seq_len=None) -> "Engine":
+        """Load a local ``LlavaForConditionalGeneration`` checkpoint directory (config and
+        safetensors; processor files optional), e.g. llava-hf/llava-1.5-7b-hf or a model saved
+        with ``save_pretrained``. ``dtype`` defaults to fp32; ``max_seq_len`` (prompt plus new
+        tokens) to the text model's ``max_position_embeddings``."""
+        from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration
+
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise ValueError(f"{path} is not a checkpoint directory (no config.json)")
+        config = AutoConfig.from_pretrained(path)
+        text_type = getattr(getattr(config, "text_config", None), "model_type", None)
+        if config.model_type != "llava" or text_type not in SUPPORTED_TEXT_MODELS:
+            raise ValueError(
+                f"{path} holds a {config.model_type!r} model (text: {text_type!r}); supported: "
+                f"'llava' (LlavaForConditionalGeneration) with a {', '.join(SUPPORTED_TEXT_MODELS)}"
+                f" text model")
+        # safetensors only: never unpickle weight files.
+        hf = LlavaForConditionalGeneration.from_pretrained(
+            path, dtype=dtype or torch.float32, use_safetensors=True).to(device).eval()
+        has_processor = any((path / f).is_file() for f in (
+            "processor_config.json", "preprocessor_config.json", "tokenizer.json"))
+        processor = AutoProcessor.from_pretrained(path) if has_processor else None
+        return cls(hf, processor, max_seq_len=max_seq_len)
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.device
+
+    # ----------------------------------------------------------------------------- public API
+    def generate(self, images, prompts, policy: Policy | None = None, max_new_tokens: int = 64,
+                 **sampling) -> list[GenerationResult]:
+        """Answer ``prompts`` (str or list) about ``images`` (PIL images, HWC uint8 arrays or CHW
+        tensors; one per prompt) with the checkpoint's processor and chat template.
+        ``sampling``: ``temperature`` (0 = greedy), ``top_k``, ``top_p``, ``seed``, and
+        ``stop_token_ids``."""
+        ids, pixels = to_model_inputs(self, images, prompts)
+        return self.generate_ids(ids, pixels, policy, max_new_tokens, **sampling)
+
+    def generate_ids(self, input_ids, pixel_values, policy: Policy | None = None,
+                     max_new_tokens: int = 64, *, stop_token_ids=(), output_logits=False,
+                     **sampling) -> list[GenerationResult]:
+        """Like :meth:`generate` on token ids: ``input_ids`` a list of 1-D tensors (ragged, each
+        with the checkpoint's image tokens where its image goes), ``pixel_values [B, 3, H, W]``.
+        ``output_logits`` keeps each result's fp32 logits ``[new tokens, V]`` (on the CPU)."""
+        results = None
+        for results, _ in self._run(input_ids, pixel_values, policy, max_new_tokens,
+                                    stop_token_ids, SamplingParams(**sampling), output_logits):
+            pass
+        return results
+
+    def stream(self, images, prompts, policy: Policy | None = None, max_new_tokens: int = 64,
+               *, stop_token_ids=(), **sampling) -> Iterator[StreamEvent]:
+        """Yield a :class:`StreamEvent` per new token of each request as it is produced."""
+        ids, pixels = to_model_inputs(self, images, prompts)
+        tokenizer = getattr(self.processor, "tokenizer", None)
+        shown = [""] * len(ids)
+        for results, new in self._run(ids, pixels, policy, max_new_tokens, stop_token_ids,
+                                      SamplingParams(**sampling)):
+            for b, token in new:
+                text = tokenizer.decode(results[b].token_ids, skip_special_tokens=True) \
+                    if tokenizer else ""
+                yield StreamEvent(b, token, text[len(shown[b]):])
+                shown[b] = text
+
+    # ------------------------------------------------------------------------------ the loop
+    @torch.inference_mode()
+    def _run(self, input_ids, pixel_values, policy, max_new_tokens, stop_token_ids, params,
+             output_logits=False):
+        """Yields ``(results, [(request, token), ...])`` after the prefill and each decode step."""
+        policy = policy or Dense()
+        if policy.monitor_layer is not None:
+            raise NotImplementedError("pruning policies arrive with the pruning issue; use Dense")
+        batch = validate_request(
+            input_ids, pixel_values, image_token_id=self.image_token_id,
+            tokens_per_image=self.tokens_per_image, image_size=self.image_size,
+            max_new_tokens=max_new_tokens, capacity_limit=self.max_seq_len)
+        dec, device = self.decoder, self.device
+        B, prompt_lens = len(batch.input_ids), batch.prompt_lens
+        capacity = max(prompt_lens) + max_new_tokens
+        cache = KVCache.allocate(dec.n_layers, B, dec.n_kv_heads, capacity, dec.head_dim,
+                                 dtype=dec.dtype, device=device)
+        generator = None
+        if params.seed is not None:
+            generator = torch.Generator(device=device).manual_seed(params.seed)
+        stop = set(self.eos_token_ids) | set(stop_token_ids)
+        stats = [GenerationStats(prompt_tokens=n, n_visual=nv)
+                 for n, nv in zip(prompt_lens, batch.n_visual)]
+        results = [GenerationResult([], None, s) for s in stats]
+
+        start = time.perf_counter()
+        logits = self._prefill(batch, cache)
+        kept_logits = [[] for _ in range(B)] if output_logits else None
+        token = sample(logits, params, generator)
+        elapsed = (time.perf_counter() - start) * 1e3
+        for b, s in enumerate(stats):
+            s.prefill_ms = elapsed
+            s.kept_visual.append(batch.n_visual[b])
+            s.rates.append(0.0)
+            s.flops.append(flops.prefill_flops(dec, [prompt_lens[b]] * dec.n_layers))
+            s.dense_flops.append(s.flops[-1])
+        finished = [False] * B
+        max_len = max(prompt_lens)
+        for step in range(max_new_tokens):
+            if kept_logits is not None:
+                for b in range(B):
+                    if not finished[b]:
+                        kept_logits[b].append(logits[b].cpu())
+            new = self._record(token.tolist(), stop, results, finished)  # the loop's one sync
+            if all(finished) or step == max_new_tokens - 1:
+                if kept_logits is not None:
+                    for r, rows in zip(results, kept_logits):
+                        r.logits = torch.stack(rows)
+                yield self._decoded(results), new
+                return
+            yield results, new
+            start = time.perf_counter()
+            h = dec.embed_tokens[token][:, None]
+            h, _ = decode_layers(dec, cache, h, range(dec.n_layers), (max_len, max_len))
+            cache.lengths += 1
+            cache.positions += 1
+            max_len += 1
+            logits = dec.logits(h[:, 0])
+            token = sample(logits, params, generator)
+            elapsed = (time.perf_counter() - start) * 1e3
+            for b, s in enumerate(stats):
+                if not finished[b]:
+                    keys = prompt_lens[b] + step + 1
+                    s.step_ms.append(elapsed)
+                    s.kept_visual.append(batch.n_visual[b])
+                    s.rates.append(0.0)
+                    s.flops.append(flops.decode_flops(dec, [keys] * dec.n_layers))
+                    s.dense_flops.append(s.flops[-1])
+
+    def _prefill(self, batch: PreparedBatch, cache: KVCache) -> torch.Tensor:
+        """Vision tower once for the batch, then each prompt's own causal prefill (exactly what
+        it computes alone). Returns the last prompt token's logits ``[B, V]``."""
+        dec, device = self.decoder, self.device
+        features = self.image_features(batch.pixel_values)
+        logits = []
+        for b, ids in enumerate(batch.input_ids):
+            ids = ids.to(device)
+            h = dec.embed_tokens[ids].clone()
+            start, n = batch.vis_start[b], batch.n_visual[b]
+            h[start:start + n] = features[b].to(h.dtype)
+            positions = torch.arange(len(ids), device=device)[None]
+            h, _ = prefill_layers(dec, cache, b, h[None], positions, range(dec.n_layers))
+            logits.append(dec.logits(h[:, -1]))
+            cache.lengths[:, b] = len(ids)
+            cache.positions[b] = len(ids)
+        return torch.cat(logits)
+
+    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Projected visual tokens ``[B, tokens_per_image, d]`` from the HF vision tower."""
+        out = self.hf.model.get_image_features(
+            pixel_values=pixel_values.to(self.device, self.hf.dtype))
+        features = getattr(out, "pooler_output", out)
+        return torch.stack(list(features)) if isinstance(features, (list, tuple)) else features
+
+    def _record(self, tokens, stop, results, finished):
+        new = []
+        for b, t in enumerate(tokens):
+            if finished[b]:
+                continue
+            results[b].token_ids.append(t)
+            new.append((b, t))
+            if t in stop:
+                finished[b] = True
+                results[b].finish_reason = "stop"
+        return new
+
+    def _decoded(self, results):
+        tokenizer = getattr(self.processor, "tokenizer", None)
+        if tokenizer is not None:
+            for r in results:
+                r.text = tokenizer.decode(r.token_ids, skip_special_tokens=True)
+        return results

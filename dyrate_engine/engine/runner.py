@@ -1,0 +1,64 @@
+"""Runs the decoder over the cache: prefill of one sequence, and a batched decode step split at
+a layer so the engine can score and prune between the monitor layer and the pruned layers."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..models.llama import LlamaDecoder
+from .cache import KVCache
+
+
+def prefill_layers(dec: LlamaDecoder, cache: KVCache, b: int, h: torch.Tensor,
+                   positions: torch.Tensor, layers: range, keep: torch.Tensor | None = None):
+    """Run ``layers`` on the prompt of sequence ``b`` (``h [1, T, d]``), writing its cache from
+    slot 0. ``keep`` (bool ``[T]``) runs the layers on a subset of the tokens (prefill pruning);
+    their original positions are kept. Returns the hidden states and the last layer's query."""
+    q = None
+    for i in layers:
+        layer = dec.layers[i]
+        cos, sin = dec.rope(positions)
+        q, k, v = dec.qkv(layer, h, cos, sin)
+        T = k.shape[2]
+        cache.kv[i, 0, b, :, :T] = k[0]
+        cache.kv[i, 1, b, :, :T] = v[0]
+        mask = _causal_mask(positions[0], layer.sliding_window)
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        h = dec.finish_layer(layer, h, attn)
+    return h, q
+
+
+def _causal_mask(pos: torch.Tensor, window: int | None) -> torch.Tensor:
+    allowed = pos[None, :] <= pos[:, None]
+    if window is not None:  # transformers: a key is visible iff query_pos - key_pos < window
+        allowed &= pos[:, None] - pos[None, :] < window
+    return allowed
+
+
+def decode_layers(dec: LlamaDecoder, cache: KVCache, h: torch.Tensor, layers: range,
+                  max_len: tuple[int, int], active: torch.Tensor | None = None):
+    """One decode step of ``layers`` for the whole batch (``h [B, 1, d]``), each sequence's new
+    token written at its group's length. ``max_len`` (per group, known on the host) bounds the
+    slots attention reads, so pruned layers read only their kept length. No host sync.
+    Returns hidden states and the last layer's query ``[B, H, 1, hd]``."""
+    B = h.shape[0]
+    batch = torch.arange(B, device=h.device)
+    cos, sin = dec.rope(cache.positions[:, None])
+    q = None
+    for i in layers:
+        layer = dec.layers[i]
+        g = cache.group(i)
+        slot = cache.lengths[g]
+        q, k, v = dec.qkv(layer, h, cos, sin)
+        cache.kv[i, 0, batch, :, slot] = k[:, :, 0]
+        cache.kv[i, 1, batch, :, slot] = v[:, :, 0]
+        n = max_len[g] + 1
+        slots = torch.arange(n, device=h.device)
+        visible = slots[None, :] <= slot[:, None]
+        if layer.sliding_window is not None:  # slot == position in the dense layers
+            visible &= slot[:, None] - slots[None, :] < layer.sliding_window
+        attn = F.scaled_dot_product_attention(
+            q, cache.kv[i, 0, :, :, :n], cache.kv[i, 1, :, :, :n],
+            attn_mask=visible[:, None, None, :], enable_gqa=True)
+        h = dec.finish_layer(layer, h, attn)
+    return h, q

@@ -1,0 +1,123 @@
+"""The Llama-family text decoder (Llama / Vicuna, Mistral, Qwen2) that the engine runs itself.
+
+gpt-fast style: plain tensors and functions, the weights shared with the transformers model that
+loaded them. Layers are run in ranges so the engine can stop after the monitor layer K-1, prune,
+and go on (DESIGN.md, data flow). Numerics follow transformers: RMSNorm in fp32 then cast, RoPE
+angles in fp32, softmax attention through SDPA.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .rope import apply_rope, rope_cos_sin, rope_parameters
+
+SUPPORTED_TEXT_MODELS = ("llama", "mistral", "qwen2")
+
+
+@dataclass
+class LayerWeights:
+    input_norm: torch.Tensor
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    o: torch.Tensor
+    post_norm: torch.Tensor
+    gate: torch.Tensor
+    up: torch.Tensor
+    down: torch.Tensor
+    q_bias: torch.Tensor | None = None
+    k_bias: torch.Tensor | None = None
+    v_bias: torch.Tensor | None = None
+    o_bias: torch.Tensor | None = None
+    gate_bias: torch.Tensor | None = None
+    up_bias: torch.Tensor | None = None
+    down_bias: torch.Tensor | None = None
+    sliding_window: int | None = None
+
+
+class LlamaDecoder:
+    """Weights and forward functions of the text model. Shapes: ``d`` hidden size, ``H``/``Hkv``
+    query/key heads, ``hd`` head dim."""
+
+    def __init__(self, text_config, language_model: torch.nn.Module, lm_head: torch.Tensor):
+        model_type = text_config.model_type
+        if model_type not in SUPPORTED_TEXT_MODELS:
+            raise ValueError(f"text model {model_type!r} is not supported; supported: "
+                             f"{', '.join(SUPPORTED_TEXT_MODELS)}")
+        act = getattr(text_config, "hidden_act", "silu")
+        if act != "silu":
+            raise ValueError(f"hidden_act {act!r} is not supported (only silu)")
+        self.config = text_config
+        self.n_layers = text_config.num_hidden_layers
+        self.n_heads = text_config.num_attention_heads
+        self.n_kv_heads = text_config.num_key_value_heads or self.n_heads
+        self.head_dim = getattr(text_config, "head_dim", None) or (
+            text_config.hidden_size // self.n_heads)
+        self.eps = text_config.rms_norm_eps
+        self.inv_freq, self.rope_scaling = rope_parameters(text_config)
+        self.embed_tokens = language_model.embed_tokens.weight.detach()
+        self.norm = language_model.norm.weight.detach()
+        self.lm_head = lm_head.detach()
+        windows = _sliding_windows(text_config)
+        self.layers = [_layer_weights(layer, windows[i])
+                       for i, layer in enumerate(language_model.layers)]
+        self.dtype = self.embed_tokens.dtype
+        self.device = self.embed_tokens.device
+        self.inv_freq = self.inv_freq.to(self.device)
+
+    def rms_norm(self, x, weight):
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return weight * x32.to(x.dtype)
+
+    def rope(self, positions):
+        """cos, sin ``[B, 1, T, hd]`` for positions ``[B, T]``."""
+        cos, sin = rope_cos_sin(positions, self.inv_freq, self.rope_scaling, self.dtype)
+        return cos[:, None], sin[:, None]
+
+    def qkv(self, layer: LayerWeights, h, cos, sin):
+        """Normed projections with RoPE: q ``[B, H, T, hd]``, k and v ``[B, Hkv, T, hd]``."""
+        x = self.rms_norm(h, layer.input_norm)
+        B, T, _ = x.shape
+        q = F.linear(x, layer.q, layer.q_bias).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = F.linear(x, layer.k, layer.k_bias).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = F.linear(x, layer.v, layer.v_bias).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def finish_layer(self, layer: LayerWeights, h, attn):
+        """Output projection and MLP around attention output ``attn [B, H, T, hd]``."""
+        B, _, T, _ = attn.shape
+        h = h + F.linear(attn.transpose(1, 2).reshape(B, T, -1), layer.o, layer.o_bias)
+        x = self.rms_norm(h, layer.post_norm)
+        gated = F.silu(F.linear(x, layer.gate, layer.gate_bias)) * F.linear(x, layer.up, layer.up_bias)
+        return h + F.linear(gated, layer.down, layer.down_bias)
+
+    def logits(self, h):
+        return F.linear(self.rms_norm(h, self.norm), self.lm_head).float()
+
+
+def _sliding_windows(cfg) -> list[int | None]:
+    window = getattr(cfg, "sliding_window", None)
+    if cfg.model_type == "qwen2":
+        types = getattr(cfg, "layer_types", None) or ["full_attention"] * cfg.num_hidden_layers
+        return [window if t == "sliding_attention" else None for t in types]
+    return [window] * cfg.num_hidden_layers
+
+
+def _layer_weights(layer, window) -> LayerWeights:
+    attn, mlp = layer.self_attn, layer.mlp
+    bias = lambda m: None if m.bias is None else m.bias.detach()  # noqa: E731
+    return LayerWeights(
+        input_norm=layer.input_layernorm.weight.detach(),
+        q=attn.q_proj.weight.detach(), k=attn.k_proj.weight.detach(),
+        v=attn.v_proj.weight.detach(), o=attn.o_proj.weight.detach(),
+        post_norm=layer.post_attention_layernorm.weight.detach(),
+        gate=mlp.gate_proj.weight.detach(), up=mlp.up_proj.weight.detach(),
+        down=mlp.down_proj.weight.detach(),
+        q_bias=bias(attn.q_proj), k_bias=bias(attn.k_proj), v_bias=bias(attn.v_proj),
+        o_bias=bias(attn.o_proj), gate_bias=bias(mlp.gate_proj), up_bias=bias(mlp.up_proj),
+        down_bias=bias(mlp.down_proj), sliding_window=window,
+    )

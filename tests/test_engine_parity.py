@@ -1,0 +1,45 @@
+"""Dense decoding of the engine equals transformers' greedy generate, token for token."""
+import pytest
+import torch
+from transformers import LlavaForConditionalGeneration
+
+from dyrate_engine import Engine
+from tiny_models import build_tiny_llava, hf_greedy, random_prompts
+
+BACKBONES = {
+    "llama-gqa": dict(kind="llama", kv_heads=2),
+    "llama-mha-bias": dict(kind="llama", kv_heads=4, attention_bias=True, mlp_bias=True),
+    "llama-llama3-rope": dict(kind="llama", rope_parameters={
+        "rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 16}),
+    "mistral-window": dict(kind="mistral", kv_heads=1, sliding_window=12),
+    "qwen2": dict(kind="qwen2", kv_heads=2),
+    "llama-tied": dict(kind="llama", tie_word_embeddings=True),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(BACKBONES))
+def checkpoint(request, tmp_path_factory):
+    path = build_tiny_llava(tmp_path_factory.mktemp(request.param), **BACKBONES[request.param])
+    hf = LlavaForConditionalGeneration.from_pretrained(path, dtype=torch.float32).eval()
+    return Engine.from_pretrained(path), hf
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_dense_greedy_equals_transformers(checkpoint, batch):
+    engine, hf = checkpoint
+    ids, pixels = random_prompts(batch)
+    expected_tokens, expected_logits = hf_greedy(hf, ids, pixels, max_new_tokens=12)
+    results = engine.generate_ids(ids, pixels, max_new_tokens=12, output_logits=True)
+    for r, tokens, logits in zip(results, expected_tokens, expected_logits):
+        assert r.token_ids == tokens
+        torch.testing.assert_close(r.logits, logits, atol=1e-4, rtol=0)
+
+
+def test_sequence_alone_equals_sequence_in_batch(checkpoint):
+    engine, _ = checkpoint
+    ids, pixels = random_prompts(3, seed=5)
+    together = engine.generate_ids(ids, pixels, max_new_tokens=10)
+    for b in range(3):
+        alone = engine.generate_ids([ids[b]], pixels[b:b + 1], max_new_tokens=10)
+        assert alone[0].token_ids == together[b].token_ids
