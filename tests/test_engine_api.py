@@ -118,3 +118,18 @@ def test_flops_match_torch_flop_counter(engine):
     result = engine.generate_ids(ids, pixels, max_new_tokens=3)[0]
     assert result.stats.flops[1] == flops.decode_flops(dec, [n + 1] * dec.n_layers)
     assert result.stats.flops[0] == flops.prefill_flops(dec, [n] * dec.n_layers)
+
+
+def test_cli_generate_prints_the_answer_and_a_summary(engine, tmp_path, capsys):
+    from dyrate_engine.cli import main
+
+    image = tmp_path / "img.png"
+    Image.fromarray(np.full((30, 30, 3), 200, dtype=np.uint8)).save(image)
+    model_dir = engine.hf.name_or_path
+    assert main(["generate", "--model", model_dir, "--image", str(image), "--prompt",
+                 "Describe the image.", "--max-new-tokens", "5"]) == 0
+    out, err = capsys.readouterr()
+    expected = engine.generate(Image.open(image), "Describe the image.", max_new_tokens=5)[0]
+    assert out.strip() == expected.text.strip()
+    assert "tok/s" in err and "FLOPs" in err
+    assert main(["generate", "--model", str(tmp_path), "--image", str(image), "--prompt", "x"]) == 2

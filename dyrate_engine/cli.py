@@ -1,0 +1,64 @@
+"""Command line: ``dyrate generate --model PATH --image FILE --prompt TEXT [--policy dense]``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+POLICY_HELP = "pruning policy: dense (more arrive with the pruning policies)"
+
+
+def parse_policy(spec: str):
+    from .policies import Dense
+
+    if spec == "dense":
+        return Dense()
+    raise argparse.ArgumentTypeError(f"unknown policy {spec!r}; {POLICY_HELP}")
+
+
+def cmd_generate(args) -> int:
+    import torch
+    from PIL import Image
+
+    from . import Engine
+
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    engine = Engine.from_pretrained(args.model, device=args.device, dtype=dtype)
+    image = Image.open(args.image)
+    result = engine.generate(image, args.prompt, policy=parse_policy(args.policy),
+                             max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                             top_k=args.top_k, top_p=args.top_p, seed=args.seed)[0]
+    print(result.text)
+    print(f"[{args.policy}] {result.stats.summary()}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dyrate", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    gen = sub.add_parser("generate", help="answer a prompt about an image")
+    gen.add_argument("--model", required=True, help="local LLaVA checkpoint directory")
+    gen.add_argument("--image", required=True, help="image file")
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument("--policy", default="dense", help=POLICY_HELP)
+    gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    gen.add_argument("--top-k", type=int, default=None)
+    gen.add_argument("--top-p", type=float, default=None)
+    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--device", default="cpu")
+    gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    gen.set_defaults(run=cmd_generate)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError, NotImplementedError) as error:
+        print(f"dyrate: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
