@@ -5,8 +5,8 @@ every decode step and picks a pruning rate; fused ops score, select and compact 
 """
 from . import ops
 from .engine import Engine, GenerationResult, GenerationStats, SamplingParams
-from .policies import Dense, MonitorStats, Policy
+from .policies import Dense, DyRate, FastV, MonitorStats, Policy, Schedule
 
 __version__ = "0.1.0"
 __all__ = ["ops", "Engine", "GenerationResult", "GenerationStats", "SamplingParams", "Policy",
-           "MonitorStats", "Dense", "__version__"]
+           "MonitorStats", "Dense", "FastV", "Schedule", "DyRate", "__version__"]

@@ -13,6 +13,7 @@ from ..models.llama import SUPPORTED_TEXT_MODELS, LlamaDecoder
 from ..policies.base import Dense, Policy
 from . import flops
 from .cache import KVCache
+from .pruning import PruningState, validate_policy
 from .inputs import to_model_inputs
 from .requests import PreparedBatch, validate_request
 from .results import GenerationResult, GenerationStats
@@ -118,17 +119,23 @@ class Engine:
              output_logits=False):
         """Yields ``(results, [(request, token), ...])`` after the prefill and each decode step."""
         policy = policy or Dense()
-        if policy.monitor_layer is not None:
-            raise NotImplementedError("pruning policies arrive with the pruning issue; use Dense")
+        dec, device = self.decoder, self.device
+        K = validate_policy(policy, dec.n_layers)
         batch = validate_request(
             input_ids, pixel_values, image_token_id=self.image_token_id,
             tokens_per_image=self.tokens_per_image, image_size=self.image_size,
             max_new_tokens=max_new_tokens, capacity_limit=self.max_seq_len)
-        dec, device = self.decoder, self.device
         B, prompt_lens = len(batch.input_ids), batch.prompt_lens
-        capacity = max(prompt_lens) + max_new_tokens
-        cache = KVCache.allocate(dec.n_layers, B, dec.n_kv_heads, capacity, dec.head_dim,
-                                 dtype=dec.dtype, device=device)
+        cache = KVCache.allocate(dec.n_layers, B, dec.n_kv_heads, max(prompt_lens) + max_new_tokens,
+                                 dec.head_dim, dtype=dec.dtype, device=device, prune_from=K)
+        windowed = [i for i in range(K, dec.n_layers) if dec.layers[i].sliding_window is not None
+                    and dec.layers[i].sliding_window < cache.capacity]
+        if windowed:  # compacted slots are no longer positions: the window would shift
+            raise NotImplementedError(f"pruning layers with a sliding window shorter than the "
+                                      f"sequence (layers {windowed}) is not supported")
+        policy.reset(B)
+        pruning = PruningState(policy, batch.vis_start, batch.n_visual, prompt_lens, device) \
+            if K < dec.n_layers else None
         generator = None
         if params.seed is not None:
             generator = torch.Generator(device=device).manual_seed(params.seed)
@@ -136,26 +143,26 @@ class Engine:
         stats = [GenerationStats(prompt_tokens=n, n_visual=nv)
                  for n, nv in zip(prompt_lens, batch.n_visual)]
         results = [GenerationResult([], None, s) for s in stats]
+        kept_logits = [[] for _ in range(B)] if output_logits else None
 
         start = time.perf_counter()
-        logits = self._prefill(batch, cache)
-        kept_logits = [[] for _ in range(B)] if output_logits else None
+        logits, pruned_lens = self._prefill(batch, cache, pruning)
         token = sample(logits, params, generator)
         elapsed = (time.perf_counter() - start) * 1e3
+        lens = [list(prompt_lens), pruned_lens]  # host mirror of cache.lengths
         for b, s in enumerate(stats):
             s.prefill_ms = elapsed
-            s.kept_visual.append(batch.n_visual[b])
-            s.rates.append(0.0)
-            s.flops.append(flops.prefill_flops(dec, [prompt_lens[b]] * dec.n_layers))
-            s.dense_flops.append(s.flops[-1])
+            per_layer = [prompt_lens[b]] * K + [pruned_lens[b]] * (dec.n_layers - K)
+            self._step_stats(s, b, pruning, flops.prefill_flops(dec, per_layer),
+                             flops.prefill_flops(dec, [prompt_lens[b]] * dec.n_layers),
+                             (prompt_lens[b], pruned_lens[b]))
         finished = [False] * B
-        max_len = max(prompt_lens)
         for step in range(max_new_tokens):
             if kept_logits is not None:
                 for b in range(B):
                     if not finished[b]:
                         kept_logits[b].append(logits[b].cpu())
-            new = self._record(token.tolist(), stop, results, finished)  # the loop's one sync
+            new = self._record(token.tolist(), stop, results, finished)
             if all(finished) or step == max_new_tokens - 1:
                 if kept_logits is not None:
                     for r, rows in zip(results, kept_logits):
@@ -164,40 +171,85 @@ class Engine:
                 return
             yield results, new
             start = time.perf_counter()
-            h = dec.embed_tokens[token][:, None]
-            h, _ = decode_layers(dec, cache, h, range(dec.n_layers), (max_len, max_len))
-            cache.lengths += 1
-            cache.positions += 1
-            max_len += 1
-            logits = dec.logits(h[:, 0])
+            logits = self._decode_step(token, cache, pruning, lens, step + 1, K)
             token = sample(logits, params, generator)
             elapsed = (time.perf_counter() - start) * 1e3
             for b, s in enumerate(stats):
                 if not finished[b]:
-                    keys = prompt_lens[b] + step + 1
                     s.step_ms.append(elapsed)
-                    s.kept_visual.append(batch.n_visual[b])
-                    s.rates.append(0.0)
-                    s.flops.append(flops.decode_flops(dec, [keys] * dec.n_layers))
-                    s.dense_flops.append(s.flops[-1])
+                    keys = [lens[0][b]] * K + [lens[1][b]] * (dec.n_layers - K)
+                    self._step_stats(s, b, pruning, flops.decode_flops(dec, keys),
+                                     flops.decode_flops(dec, [lens[0][b]] * dec.n_layers),
+                                     (lens[0][b], lens[1][b]))
 
-    def _prefill(self, batch: PreparedBatch, cache: KVCache) -> torch.Tensor:
+    def _decode_step(self, token, cache, pruning, lens, step, K):
+        """One token for every sequence: layers < K, the monitor and pruning, layers >= K.
+        ``lens`` (host mirror of the two groups' lengths) is updated in place."""
+        dec = self.decoder
+        h = dec.embed_tokens[token][:, None]
+        h, q = decode_layers(dec, cache, h, range(K), (max(lens[0]), max(lens[1])))
+        if pruning is not None and pruning.policy.monitors_decode:
+            n_keep = pruning.monitor(step, q[:, :, 0], cache.kv[K - 1, 0], cache.lengths[0] + 1)
+            selection = pruning.select(n_keep)
+            if selection is not None:
+                dropped = pruning.compact(cache, *selection)
+                lens[1] = [n - d for n, d in zip(lens[1], dropped)]
+        h, _ = decode_layers(dec, cache, h, range(K, dec.n_layers), (max(lens[0]), max(lens[1])))
+        cache.lengths += 1
+        cache.positions += 1
+        lens[0] = [n + 1 for n in lens[0]]
+        lens[1] = [n + 1 for n in lens[1]]
+        return dec.logits(h[:, 0])
+
+    def _step_stats(self, s: GenerationStats, b, pruning, step_flops, dense_flops, lengths):
+        s.cache_lengths.append(lengths)
+        s.kept_visual.append(pruning.n_kept[b] if pruning else s.n_visual)
+        s.rates.append(pruning.last_rates[b] if pruning else 0.0)
+        s.type_mass.append(pruning.last_type_mass[b] if pruning else [])
+        s.flops.append(step_flops)
+        s.dense_flops.append(dense_flops)
+
+    def _prefill(self, batch: PreparedBatch, cache: KVCache, pruning: PruningState | None):
         """Vision tower once for the batch, then each prompt's own causal prefill (exactly what
-        it computes alone). Returns the last prompt token's logits ``[B, V]``."""
+        it computes alone). With a pruning policy, layers < K run first for every prompt, the
+        policy sees the last prompt token's attention at layer K-1, and layers >= K run on the
+        kept tokens only (original positions kept), writing their cache compact.
+        Returns the last prompt token's logits ``[B, V]`` and the pruned layers' lengths."""
         dec, device = self.decoder, self.device
+        K = cache.prune_from
         features = self.image_features(batch.pixel_values)
-        logits = []
+        hidden, positions, queries = [], [], []
         for b, ids in enumerate(batch.input_ids):
             ids = ids.to(device)
             h = dec.embed_tokens[ids].clone()
             start, n = batch.vis_start[b], batch.n_visual[b]
             h[start:start + n] = features[b].to(h.dtype)
-            positions = torch.arange(len(ids), device=device)[None]
-            h, _ = prefill_layers(dec, cache, b, h[None], positions, range(dec.n_layers))
-            logits.append(dec.logits(h[:, -1]))
+            pos = torch.arange(len(ids), device=device)[None]
+            h, q = prefill_layers(dec, cache, b, h[None], pos, range(K))
+            hidden.append(h)
+            positions.append(pos)
+            queries.append(q[0, :, -1])
             cache.lengths[:, b] = len(ids)
             cache.positions[b] = len(ids)
-        return torch.cat(logits)
+        pruned_lens = list(batch.prompt_lens)
+        if pruning is not None:
+            n_keep = pruning.monitor(0, torch.stack(queries), cache.kv[K - 1, 0], cache.lengths[0])
+            selection = pruning.select(n_keep)
+            if selection is not None:
+                keep, counts = selection
+                for b in range(len(hidden)):
+                    start, n = batch.vis_start[b], batch.n_visual[b]
+                    token_kept = torch.ones(hidden[b].shape[1], dtype=torch.bool, device=device)
+                    token_kept[start:start + n] = keep[b, :n]
+                    hidden[b], positions[b] = hidden[b][:, token_kept], positions[b][:, token_kept]
+                    pruned_lens[b] -= n - counts[b]
+                pruning.prefill_keep(keep, counts)
+                cache.lengths[1] = torch.tensor(pruned_lens, device=device)
+        logits = []
+        for b in range(len(hidden)):
+            h, _ = prefill_layers(dec, cache, b, hidden[b], positions[b], range(K, dec.n_layers))
+            logits.append(dec.logits(h[:, -1]))
+        return torch.cat(logits), pruned_lens
 
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Projected visual tokens ``[B, tokens_per_image, d]`` from the HF vision tower."""

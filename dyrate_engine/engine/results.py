@@ -15,7 +15,8 @@ class GenerationStats:
     prefill_ms: float = 0.0
     step_ms: list[float] = field(default_factory=list)
     kept_visual: list[int] = field(default_factory=list)
-    rates: list[float] = field(default_factory=list)
+    rates: list[float] = field(default_factory=list)  # the policy's requested rate per step
+    cache_lengths: list[tuple[int, int]] = field(default_factory=list)  # (layers < K, layers >= K)
     flops: list[int] = field(default_factory=list)
     dense_flops: list[int] = field(default_factory=list)
     type_mass: list[list[float]] = field(default_factory=list)  # monitor layer, head mean, per step

@@ -24,9 +24,11 @@ class MonitorStats:
 
 
 class Policy:
-    """Base class. ``monitor_layer`` is K-1 (None: never monitor, never prune)."""
+    """Base class. ``monitor_layer`` is K-1 (None: never monitor, never prune); with
+    ``monitors_decode`` False the policy is asked at the prefill only (no monitor cost later)."""
 
     monitor_layer: int | None = None
+    monitors_decode: bool = True
     name: str = "policy"
 
     def reset(self, batch_size: int) -> None:

@@ -1,0 +1,26 @@
+"""Fixed pruning-rate schedule, the baseline for DyRate's dynamic rates (arXiv 2501.14204): the
+rate of step ``t`` (0 = prefill) is ``rates[min(t, len(rates) - 1)]``. The engine applies rates
+monotonically, so a later lower rate keeps the tokens already kept."""
+from __future__ import annotations
+
+import torch
+
+from .base import MonitorStats, Policy
+
+
+class Schedule(Policy):
+    def __init__(self, rates, layer: int = 3):
+        rates = [float(r) for r in ([rates] if isinstance(rates, (int, float)) else rates)]
+        if not rates or any(not 0 <= r <= 1 for r in rates):
+            raise ValueError(f"Schedule: rates must be a non-empty list in [0, 1], got {rates}")
+        if layer < 1:
+            raise ValueError(f"Schedule: layer K must be >= 1, got {layer}")
+        self.rate_list = rates
+        self.monitor_layer = layer - 1
+        # One rate for every step: nothing changes after the prefill, so skip the decode monitor.
+        self.monitors_decode = len(rates) > 1
+        self.name = f"schedule(K={layer},{','.join(f'{r:g}' for r in rates)})"
+
+    def rates(self, stats: MonitorStats) -> torch.Tensor:
+        rate = self.rate_list[min(stats.step, len(self.rate_list) - 1)]
+        return torch.full((stats.n_visual.shape[0],), rate, device=stats.n_visual.device)

@@ -1,0 +1,74 @@
+"""A deliberately plain reference for pruning: keep every token in every layer's cache and mask
+the keys of dropped visual tokens in layers >= K from the step they are dropped on. One sequence
+at a time, growing caches with torch.cat, the PyTorch reference ops; shares with the engine only
+the decoder's per-layer maths (tested against transformers separately)."""
+import math
+
+import torch
+import torch.nn.functional as F
+
+from dyrate_engine import ops
+from dyrate_engine.policies.base import MonitorStats
+
+
+def masked_generate(engine, ids, pixels, policy, max_new_tokens, batch_size, b):
+    """Greedy tokens and fp32 logits of sequence ``b`` of a batch of ``batch_size``."""
+    dec = engine.decoder
+    K, L = policy.monitor_layer + 1, dec.n_layers
+    features = engine.image_features(pixels[None])[0]
+    ids = ids.clone()
+    vis = (ids == engine.image_token_id).nonzero()[:, 0]
+    vis_start, n_vis, prompt_len = int(vis[0]), len(vis), len(ids)
+    h = dec.embed_tokens[ids].clone()
+    h[vis_start:vis_start + n_vis] = features
+    keys = [None] * L
+    values = [None] * L
+    dropped = torch.zeros(prompt_len + max_new_tokens, dtype=torch.bool)
+    present = torch.ones(1, n_vis, dtype=torch.bool)
+    n_kept = n_vis
+    tokens, all_logits = [], []
+    positions = torch.arange(prompt_len)
+    h = h[None]
+    for step in range(max_new_tokens):
+        h, q = _layers(dec, h, positions, range(K), keys, values, dropped, K)
+        if step == 0 or policy.monitors_decode:
+            n_keys = keys[K - 1].shape[2]
+            scores, mass = ops.attention_scores_reference(
+                q[:, :, -1], keys[K - 1], torch.tensor([n_keys]), torch.tensor([vis_start]),
+                torch.tensor([n_vis]), torch.tensor([prompt_len]), None, n_vis)
+            stats = MonitorStats(step, None, None, torch.full((batch_size,), n_vis), None)
+            rate = float(policy.rates(stats)[b])
+            wanted = min(math.ceil((1 - rate) * n_vis - 1e-9), n_kept)
+            if wanted < n_kept:
+                keep = ops.select_keep_reference(scores, present, torch.tensor([wanted]))
+                newly = present & ~keep
+                dropped[vis_start + newly[0].nonzero()[:, 0]] = True
+                present, n_kept = keep, wanted
+        h, _ = _layers(dec, h, positions, range(K, L), keys, values, dropped, K)
+        logits = dec.logits(h[:, -1])[0]
+        token = int(logits.argmax())
+        tokens.append(token)
+        all_logits.append(logits)
+        if token in engine.eos_token_ids:
+            break
+        h = dec.embed_tokens[torch.tensor([[token]])]
+        positions = torch.tensor([prompt_len + step])
+    return tokens, torch.stack(all_logits)
+
+
+def _layers(dec, h, positions, layers, keys, values, dropped, K):
+    q = None
+    for i in layers:
+        layer = dec.layers[i]
+        cos, sin = dec.rope(positions[None])
+        q, k, v = dec.qkv(layer, h, cos, sin)
+        keys[i] = k if keys[i] is None else torch.cat([keys[i], k], 2)
+        values[i] = v if values[i] is None else torch.cat([values[i], v], 2)
+        key_pos = torch.arange(keys[i].shape[2])
+        allowed = key_pos[None, :] <= positions[:, None]
+        if i >= K:
+            allowed &= ~dropped[key_pos][None, :]
+        attn = F.scaled_dot_product_attention(q, keys[i], values[i], attn_mask=allowed,
+                                              enable_gqa=True)
+        h = dec.finish_layer(layer, h, attn)
+    return h, q

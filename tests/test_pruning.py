@@ -1,0 +1,82 @@
+"""Physical KV compaction equals masking the dropped tokens' keys (DESIGN.md, invariants)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dyrate_engine import DyRate, Engine, FastV, Schedule
+from dyrate_engine.engine import flops
+from masked_reference import masked_generate
+from tiny_models import build_tiny_llava, random_prompts
+
+POLICIES = {
+    "schedule-0": lambda: Schedule([0.0], layer=2),
+    "schedule-1": lambda: Schedule([1.0], layer=2),
+    "schedule-0.75": lambda: Schedule([0.75], layer=3),
+    "schedule-non-monotone": lambda: Schedule([0.0, 0.5, 0.25, 0.9, 0.6, 1.0], layer=2),
+    "schedule-late": lambda: Schedule([0.0, 0.0, 0.0, 0.4, 0.7], layer=3),
+    "fastv": lambda: FastV(layer=2, ratio=0.5),
+    "fastv-k1": lambda: FastV(layer=1, ratio=0.75),
+}
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2"])
+def engine(request, tmp_path_factory):
+    path = build_tiny_llava(tmp_path_factory.mktemp(request.param), kind=request.param, layers=4)
+    return Engine.from_pretrained(path)
+
+
+def check_equal_to_masked(engine, policy_factory, batch, max_new_tokens=8):
+    ids, pixels = random_prompts(batch, seed=11)
+    results = engine.generate_ids(ids, pixels, policy=policy_factory(),
+                                  max_new_tokens=max_new_tokens, output_logits=True)
+    for b, r in enumerate(results):
+        tokens, logits = masked_generate(engine, ids[b], pixels[b], policy_factory(),
+                                         max_new_tokens, batch, b)
+        assert r.token_ids == tokens
+        torch.testing.assert_close(r.logits, logits, atol=1e-4, rtol=0)
+    return results
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_pruned_engine_equals_masked_reference(engine, name):
+    check_equal_to_masked(engine, POLICIES[name], batch=1)
+
+
+def test_batch_with_different_rates_per_sequence(engine):
+    table = torch.tensor([[0.0, 0.5, 0.5, 0.9, 1.0, 1.0, 1.0, 1.0],
+                          [0.25, 0.25, 0.0, 0.6, 0.6, 0.8, 0.8, 0.8],
+                          [0.9, 0.1, 0.1, 0.1, 0.95, 0.95, 0.95, 0.95]])
+    results = check_equal_to_masked(
+        engine, lambda: DyRate(lambda stats: table[:, stats.step], layer=2), batch=3)
+    kept = [r.stats.kept_visual for r in results]
+    assert kept[0][:4] == [16, 8, 8, 2] and kept[2][0] == 2 and kept[1][:2] == [12, 12]
+
+
+def test_pruned_cache_is_really_shorter_and_attention_reads_only_it(engine, monkeypatch):
+    ids, pixels = random_prompts(1, seed=3)
+    n = len(ids[0])
+    key_lengths = []
+    sdpa = F.scaled_dot_product_attention
+
+    def recording_sdpa(q, k, v, **kw):
+        if kw.get("enable_gqa"):  # the decoder's calls, not the vision tower's
+            key_lengths.append(k.shape[2])
+        return sdpa(q, k, v, **kw)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recording_sdpa)
+    result = engine.generate_ids(ids, pixels, policy=Schedule([0.75], layer=2), max_new_tokens=4)[0]
+    assert result.stats.kept_visual == [4] * 4
+    assert result.stats.cache_lengths == [(n + t, n - 12 + t) for t in range(4)]
+    # prefill: 2 layers over n tokens, 2 over the n - 12 kept; then 4 layers per decode step
+    assert key_lengths[:4] == [n, n, n - 12, n - 12]
+    for t in range(1, 4):
+        assert key_lengths[4 * t:4 * t + 4] == [n + t] * 2 + [n - 12 + t] * 2
+    dense = engine.generate_ids(ids, pixels, max_new_tokens=4)[0]
+    saved = [d - p for d, p in zip(dense.stats.flops[1:], result.stats.flops[1:])]
+    assert saved == [2 * flops.attention_flops(engine.decoder, 12)] * 3
+
+
+def test_bad_policy_layer_is_a_clear_error(engine):
+    ids, pixels = random_prompts(1)
+    with pytest.raises(ValueError, match="monitor layer"):
+        engine.generate_ids(ids, pixels, policy=Schedule([0.5], layer=4), max_new_tokens=2)
