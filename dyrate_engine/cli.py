@@ -4,15 +4,26 @@ from __future__ import annotations
 import argparse
 import sys
 
-POLICY_HELP = "pruning policy: dense (more arrive with the pruning policies)"
+POLICY_HELP = ("pruning policy: 'dense'; 'fastv[:K[:RATIO]]' (default 2:0.5); "
+               "'schedule:K:R0[,R1,...]' (rate of step t is R[min(t, last)])")
 
 
 def parse_policy(spec: str):
-    from .policies import Dense
+    """A policy from its command-line spelling (see POLICY_HELP)."""
+    from .policies import Dense, FastV, Schedule
 
-    if spec == "dense":
-        return Dense()
-    raise argparse.ArgumentTypeError(f"unknown policy {spec!r}; {POLICY_HELP}")
+    name, *fields = spec.split(":")
+    try:
+        if name == "dense" and not fields:
+            return Dense()
+        if name == "fastv" and len(fields) <= 2:
+            layer = int(fields[0]) if fields else 2
+            return FastV(layer=layer, ratio=float(fields[1]) if len(fields) > 1 else 0.5)
+        if name == "schedule" and len(fields) == 2:
+            return Schedule([float(r) for r in fields[1].split(",")], layer=int(fields[0]))
+    except ValueError as error:
+        raise ValueError(f"bad policy {spec!r}: {error}") from None
+    raise ValueError(f"unknown policy {spec!r}; {POLICY_HELP}")
 
 
 def cmd_generate(args) -> int:

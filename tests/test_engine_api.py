@@ -133,3 +133,17 @@ def test_cli_generate_prints_the_answer_and_a_summary(engine, tmp_path, capsys):
     assert out.strip() == expected.text.strip()
     assert "tok/s" in err and "FLOPs" in err
     assert main(["generate", "--model", str(tmp_path), "--image", str(image), "--prompt", "x"]) == 2
+
+
+def test_cli_policy_spellings():
+    from dyrate_engine.cli import parse_policy
+
+    assert parse_policy("dense").monitor_layer is None
+    fastv = parse_policy("fastv:3:0.25")
+    assert (fastv.monitor_layer, fastv.ratio) == (2, 0.25)
+    assert parse_policy("fastv").monitor_layer == 1
+    schedule = parse_policy("schedule:2:0,0.5,0.9")
+    assert schedule.rate_list == [0.0, 0.5, 0.9] and schedule.monitor_layer == 1
+    for bad in ("fastv:x", "schedule:2", "schedule:2:1.5", "magic"):
+        with pytest.raises(ValueError):
+            parse_policy(bad)
