@@ -1,0 +1,287 @@
+"""Decode speed of the engine against transformers' greedy ``generate``, and the bandwidth floor.
+
+A LLaVA-1.5-shaped model with random weights, built in memory (seed 0, fp32, eval): a CLIP vision
+tower at 336 px, patch 14 (576 visual tokens, "default" strategy) but otherwise tiny (hidden 64,
+1 layer; it is not what is measured), and a Llama text model of hidden 768, 12 layers, 12 heads
+(MHA, head dim 64), intermediate 2048, vocab 32000. The engine wraps the same module
+(``Engine(hf_model)``), so both run the same weights on the same prompts: B ragged sequences
+``[bos, ~20 text tokens, 576 image tokens, ~15 text tokens]`` (HF gets them left-padded with an
+attention mask) and random pixel values. EOS is disabled for both (``generation_config.eos_token_id
+= None`` for transformers, ``engine.eos_token_ids = []``), and every run is checked to produce
+exactly the requested number of new tokens for every sequence.
+
+Metric (the issue's): decode time = time of a call making N + 1 new tokens minus time of a call
+making 1 new token, so the vision tower and the prefill cancel; ``ms/step`` is that over N and
+``tokens/s`` is B * N over it. Each of the two calls is the median of ``--repeats`` runs after one
+warm-up run (``timing.median_ms``); ``±`` is (spread of the long call + spread of the short
+call) / N, a bound on how far the difference can move.
+
+At this shape the prefill is most of either call (B x ~610 tokens against B x N), so on a shared
+machine a neighbour's burst during one prefill moves the difference by more than the whole
+decode (it can even come out negative). The ``in-loop`` columns are the robust cross-check, taken
+from the same timed N + 1 runs, no extra calls: the duration of every decode step, pooled over
+the timed runs (N x repeats steps), median. For transformers a step is the interval between
+successive calls of a no-op stopping criterion (it runs once after each new token, so all of
+generate's per-step work is inside); for the engine it is its own ``stats.step_ms`` (embedding,
+layers, logits and sampling of the step; the loop's per-sequence bookkeeping, about 10 us a
+sequence, is outside that timer). The mean of those steps is in the JSON (``in_loop_mean_ms``).
+
+Bandwidth floor of one decode step: the bytes a step must read at least, over the machine's read
+bandwidth. Bytes = the text decoder's weights (every layer parameter, the final norm and the
+lm_head; the embedding table counts only the B rows a step gathers, not its 98 MB) + the KV cache
+read, 2 * layers * kv_heads * head_dim * 4 bytes * the sum over sequences of their mean context
+during decode (prompt + (N + 1) / 2). Read bandwidth = a large fp32 tensor's ``.sum()`` (bytes
+read per second), the best of a measure before and after the runs, as the machine's bandwidth
+drifts with its neighbours. The plain copy bandwidth (``timing.copy_bandwidth_gbs``) is printed
+too, but it counts bytes read + written: taken as a read bandwidth it can overstate reading by up
+to 2x (a floor up to 2x too low), hence the read-only figure. ``x floor`` = measured ms/step over
+the floor.
+
+    python python_bench/bench_decode.py --batch 1 8 16 --new-tokens 32 --repeats 3 \\
+        --json python_bench/results/decode_cpu.json
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import transformers
+from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                          LlavaForConditionalGeneration, StoppingCriteria, StoppingCriteriaList)
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import copy_bandwidth_gbs, median_ms  # noqa: E402
+
+from dyrate_engine import Engine  # noqa: E402
+
+VOCAB = 32000
+IMAGE_TOKEN = VOCAB - 1
+BOS, PAD = 1, 0
+TEXT = dict(vocab_size=VOCAB, hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
+            num_attention_heads=12, num_key_value_heads=12, max_position_embeddings=2048,
+            pad_token_id=PAD, bos_token_id=BOS, eos_token_id=2, rms_norm_eps=1e-5)
+VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,
+              image_size=336, patch_size=14)
+N_VISUAL = (VISION["image_size"] // VISION["patch_size"]) ** 2  # "default" drops CLS: 576
+
+
+@dataclass
+class Row:
+    batch: int
+    impl: str  # "hf" (transformers generate) or "engine"
+    new_tokens: int  # N: decode steps measured
+    ms_per_step: float  # (T(N + 1) - T(1)) / N
+    spread_ms: float  # (spread of T(N + 1) + spread of T(1)) / N
+    tokens_per_s: float  # B * N / (T(N + 1) - T(1))
+    in_loop_ms: float  # median of the per-step durations inside the loop (see the docstring)
+    in_loop_mean_ms: float
+    in_loop_tokens_per_s: float  # B / in_loop_ms
+    call_1_ms: float  # T(1): vision tower + prefill + first token
+    call_n_ms: float  # T(N + 1)
+    floor_ms: float = 0.0  # bytes a step must read / read bandwidth
+    x_floor: float = 0.0
+    speedup_vs_hf: float = 0.0
+    in_loop_x_floor: float = 0.0
+    in_loop_speedup_vs_hf: float = 0.0
+
+
+def build_model(seed=0) -> LlavaForConditionalGeneration:
+    text = LlamaConfig(**TEXT)
+    vision = CLIPVisionConfig(**VISION)
+    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=IMAGE_TOKEN,
+                         vision_feature_layer=-1, vision_feature_select_strategy="default")
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config).eval()
+    # No EOS: every sequence runs the full length. generate() fills a None it is *passed* from
+    # the model's generation_config, so it is unset there (and nowhere else is it looked up).
+    model.generation_config.eos_token_id = None
+    return model
+
+
+def make_prompts(batch, seed=1):
+    """Ragged ``[bos, 19..21 text, 576 image, 13..17 text]`` per sequence, and random images."""
+    g = torch.Generator().manual_seed(seed)
+    text = lambda k: torch.randint(3, IMAGE_TOKEN, (k,), generator=g)  # noqa: E731
+    ids = [torch.cat([torch.tensor([BOS]), text(19 + b % 3), torch.full((N_VISUAL,), IMAGE_TOKEN),
+                      text(13 + b % 5)]) for b in range(batch)]
+    size = VISION["image_size"]
+    return ids, torch.randn(batch, 3, size, size, generator=g)
+
+
+def left_pad(ids):
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), PAD, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    for i, x in enumerate(ids):
+        input_ids[i, width - len(x):] = x
+        mask[i, width - len(x):] = 1
+    return input_ids, mask
+
+
+class StepClock(StoppingCriteria):
+    """Never stops; notes the time each time generate() has made a token."""
+
+    def __init__(self):
+        self.times = []
+
+    def __call__(self, input_ids, scores, **kwargs):
+        self.times.append(time.perf_counter())
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+def hf_runner(hf, ids, pixels, in_loop):
+    input_ids, mask = left_pad(ids)
+    width = input_ids.shape[1]
+
+    def run(n):
+        clock = StepClock()
+        with torch.inference_mode():
+            out = hf.generate(input_ids=input_ids, attention_mask=mask, pixel_values=pixels,
+                              max_new_tokens=n, do_sample=False,
+                              stopping_criteria=StoppingCriteriaList([clock]))
+        # No EOS, so no row is finished early and padded: the width is every row's count.
+        assert out.shape[1] - width == n, f"transformers made {out.shape[1] - width} of {n} tokens"
+        assert len(clock.times) == n, (len(clock.times), n)
+        if n > 1:
+            in_loop.append([(b - a) * 1e3 for a, b in zip(clock.times, clock.times[1:])])
+    return run
+
+
+def engine_runner(engine, ids, pixels, in_loop):
+    def run(n):
+        results = engine.generate_ids(ids, pixels, max_new_tokens=n)
+        for r in results:
+            assert len(r.token_ids) == n and r.finish_reason == "length", \
+                f"engine made {len(r.token_ids)} of {n} tokens ({r.finish_reason})"
+        if n > 1:
+            in_loop.append(list(results[0].stats.step_ms))
+    return run
+
+
+def read_bandwidth_gbs(nbytes=1 << 30, repeats=10) -> float:
+    """Bytes read per second by ``.sum()`` of a large fp32 tensor, in GB/s."""
+    src = torch.ones(nbytes // 4, dtype=torch.float32)
+    ms, _ = median_ms(lambda: src.sum(), warmup=2, repeats=repeats, cold=False)
+    return nbytes / (ms * 1e-3) / 1e9
+
+
+def step_bytes(hf, engine, ids, n_new) -> dict:
+    """Bytes one decode step of the batch must read: weights and KV cache (see the docstring)."""
+    lm = hf.model.language_model
+    embed = lm.embed_tokens.weight
+    weights = sum(p.numel() * p.element_size() for name, p in lm.named_parameters()
+                  if not name.startswith("embed_tokens"))
+    if hf.lm_head.weight.data_ptr() != embed.data_ptr():
+        weights += hf.lm_head.weight.numel() * hf.lm_head.weight.element_size()
+    weights += len(ids) * embed.shape[1] * embed.element_size()
+    dec = engine.decoder
+    per_token = 2 * dec.n_layers * dec.n_kv_heads * dec.head_dim * embed.element_size()
+    mean_context = sum(len(x) + (n_new + 1) / 2 for x in ids)
+    return dict(weights=weights, kv=int(per_token * mean_context))
+
+
+def measure(name, run, batch, n, repeats):
+    out = {}
+    for tokens in (1, n + 1):
+        ms, spread = median_ms(lambda: run(tokens), warmup=1, repeats=repeats, cold=False)
+        out[tokens] = (ms, spread)
+        print(f"  batch {batch:>3} {name:<6} {tokens:>4} new tokens: {ms:10.1f} ms "
+              f"(spread {spread:.1f})", file=sys.stderr, flush=True)
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 16])
+    parser.add_argument("--new-tokens", type=int, default=32,
+                        help="N: decode steps measured (calls make N + 1 and 1 new tokens)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--impl", nargs="+", default=["hf", "engine"], choices=["hf", "engine"])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--json", default=None, help="also write the rows and the machine to this file")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    N = args.new_tokens
+
+    read_before, copy_before = read_bandwidth_gbs(), copy_bandwidth_gbs()
+    hf = build_model()
+    engine = Engine(hf)
+    engine.eos_token_ids = []
+    machine = platform.processor() or platform.machine()
+    n_text = sum(p.numel() for p in hf.model.language_model.parameters()) / 1e6
+    print(f"# built the model: text {n_text:.1f}M params + lm_head, attention "
+          f"{hf.config._attn_implementation}", file=sys.stderr, flush=True)
+
+    rows, prompts, sizes = [], {}, {}
+    for batch in args.batch:
+        ids, pixels = make_prompts(batch)
+        prompts[batch] = [len(x) for x in ids]
+        for impl in args.impl:
+            in_loop = []
+            make = hf_runner if impl == "hf" else engine_runner
+            run = make(hf if impl == "hf" else engine, ids, pixels, in_loop)
+            t = measure(impl, run, batch, N, args.repeats)
+            (long_ms, long_spread), (short_ms, short_spread) = t[N + 1], t[1]
+            decode_ms = long_ms - short_ms
+            steps = [ms for run_steps in in_loop[1:] for ms in run_steps]  # [0]: the warm-up
+            step_ms = statistics.median(steps)
+            rows.append(Row(
+                batch, impl, N, ms_per_step=decode_ms / N,
+                spread_ms=(long_spread + short_spread) / N,
+                tokens_per_s=batch * N / (decode_ms * 1e-3), in_loop_ms=step_ms,
+                in_loop_mean_ms=statistics.fmean(steps),
+                in_loop_tokens_per_s=batch / (step_ms * 1e-3),
+                call_1_ms=short_ms, call_n_ms=long_ms))
+        sizes[batch] = step_bytes(hf, engine, ids, N)
+    # The floor uses the better of the bandwidths measured before and after the runs.
+    read_bw = max(read_before, read_bandwidth_gbs())
+    copy_bw = max(copy_before, copy_bandwidth_gbs())
+    hf_rows = {r.batch: r for r in rows if r.impl == "hf"}
+    for r in rows:
+        r.floor_ms = sum(sizes[r.batch].values()) / (read_bw * 1e9) * 1e3
+        r.x_floor = r.ms_per_step / r.floor_ms
+        r.in_loop_x_floor = r.in_loop_ms / r.floor_ms
+        ref = hf_rows.get(r.batch)
+        r.speedup_vs_hf = ref.ms_per_step / r.ms_per_step if ref else float("nan")
+        r.in_loop_speedup_vs_hf = ref.in_loop_ms / r.in_loop_ms if ref else float("nan")
+
+    print(f"# {machine}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"transformers {transformers.__version__}; read bandwidth {read_bw:.1f} GB/s (sum), "
+          f"copy {copy_bw:.1f} GB/s (read + write)")
+    print(f"# Llama 768 x 12 layers MHA fp32, {N_VISUAL} visual tokens; N = {N} decode steps, "
+          f"median of {args.repeats} after 1 warm-up; bytes/step: weights "
+          f"{sizes[args.batch[0]]['weights'] / 1e6:.0f} MB, KV "
+          + ", ".join(f"B={b} {s['kv'] / 1e6:.0f} MB" for b, s in sizes.items()))
+    print(f"{'':14}| {'(T(N+1) - T(1)) / N':^45} | {'in-loop (median step)':^35} |")
+    print(f"{'batch':>5} {'impl':<7} | {'ms/step':>8} {'±':>7} {'tokens/s':>9} {'x floor':>8} "
+          f"{'vs HF':>7} | {'ms/step':>8} {'tokens/s':>9} {'x floor':>8} {'vs HF':>6} | "
+          f"{'floor ms':>8}")
+    for r in rows:
+        print(f"{r.batch:>5} {r.impl:<7} | {r.ms_per_step:8.2f} {r.spread_ms:7.2f} "
+              f"{r.tokens_per_s:9.1f} {r.x_floor:7.2f}x {r.speedup_vs_hf:6.2f}x | "
+              f"{r.in_loop_ms:8.2f} {r.in_loop_tokens_per_s:9.1f} {r.in_loop_x_floor:7.2f}x "
+              f"{r.in_loop_speedup_vs_hf:5.2f}x | {r.floor_ms:8.2f}")
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump({"date": datetime.datetime.now().isoformat(timespec="seconds"),
+                       "machine": machine, "threads": torch.get_num_threads(), "argv": sys.argv,
+                       "torch": torch.__version__, "transformers": transformers.__version__,
+                       "read_bandwidth_gbs": read_bw, "copy_bandwidth_gbs": copy_bw,
+                       "text_config": TEXT, "vision_config": VISION, "n_visual": N_VISUAL,
+                       "prompt_lens": prompts, "bytes_per_step": sizes,
+                       "rows": [asdict(r) for r in rows]}, f, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
