@@ -80,3 +80,20 @@ def test_bad_policy_layer_is_a_clear_error(engine):
     ids, pixels = random_prompts(1)
     with pytest.raises(ValueError, match="monitor layer"):
         engine.generate_ids(ids, pixels, policy=Schedule([0.5], layer=4), max_new_tokens=2)
+
+
+def test_dense_with_monitor_records_type_shares_and_equals_dense(engine):
+    from dyrate_engine import Dense
+
+    ids, pixels = random_prompts(2, seed=4)
+    plain = engine.generate_ids(ids, pixels, max_new_tokens=6)
+    watched = engine.generate_ids(ids, pixels, policy=Dense(monitor_layer=1), max_new_tokens=6)
+    for p, w in zip(plain, watched):
+        assert p.token_ids == w.token_ids
+        assert w.stats.kept_visual == [16] * len(w.token_ids)
+        assert len(w.stats.type_mass) == len(w.token_ids)
+        for shares in w.stats.type_mass:
+            assert abs(sum(shares) - 1) < 1e-5 and shares[1] > 0
+        assert w.stats.type_mass[0][3] == 0  # no response tokens yet at the prefill
+        assert w.stats.type_mass[-1][3] > 0
+    assert plain[0].stats.type_mass[0] == []  # no monitor, no cost

@@ -40,9 +40,14 @@ class Policy:
 
 
 class Dense(Policy):
-    """No pruning: every token stays in every layer."""
+    """No pruning: every token stays in every layer. With ``monitor_layer`` set, the monitor still
+    runs at every step so the stats record the token-type attention shares of dense decoding
+    (the signal of DyRate's Fig. 2); nothing is ever dropped."""
 
     name = "dense"
+
+    def __init__(self, monitor_layer: int | None = None):
+        self.monitor_layer = monitor_layer
 
     def rates(self, stats: MonitorStats) -> torch.Tensor:
         return torch.zeros(stats.n_visual.shape[0], device=stats.n_visual.device)
