@@ -36,7 +36,7 @@ def _causal_mask(pos: torch.Tensor, window: int | None) -> torch.Tensor:
 
 
 def decode_layers(dec: LlamaDecoder, cache: KVCache, h: torch.Tensor, layers: range,
-                  max_len: tuple[int, int], active: torch.Tensor | None = None):
+                  max_len: tuple[int, int]):
     """One decode step of ``layers`` for the whole batch (``h [B, 1, d]``), each sequence's new
     token written at its group's length. ``max_len`` (per group, known on the host) bounds the
     slots attention reads, so pruned layers read only their kept length. No host sync.
@@ -44,6 +44,7 @@ def decode_layers(dec: LlamaDecoder, cache: KVCache, h: torch.Tensor, layers: ra
     B = h.shape[0]
     batch = torch.arange(B, device=h.device)
     cos, sin = dec.rope(cache.positions[:, None])
+    masks = {}  # one mask per (group, window): the same for every layer that shares them
     q = None
     for i in layers:
         layer = dec.layers[i]
@@ -53,12 +54,15 @@ def decode_layers(dec: LlamaDecoder, cache: KVCache, h: torch.Tensor, layers: ra
         cache.kv[i, 0, batch, :, slot] = k[:, :, 0]
         cache.kv[i, 1, batch, :, slot] = v[:, :, 0]
         n = max_len[g] + 1
-        slots = torch.arange(n, device=h.device)
-        visible = slots[None, :] <= slot[:, None]
-        if layer.sliding_window is not None:  # slot == position in the dense layers
-            visible &= slot[:, None] - slots[None, :] < layer.sliding_window
+        key = (g, layer.sliding_window)
+        if key not in masks:
+            slots = torch.arange(n, device=h.device)
+            visible = slots[None, :] <= slot[:, None]
+            if layer.sliding_window is not None:  # slot == position in the dense layers
+                visible &= slot[:, None] - slots[None, :] < layer.sliding_window
+            masks[key] = visible[:, None, None, :]
         attn = F.scaled_dot_product_attention(
-            q, cache.kv[i, 0, :, :, :n], cache.kv[i, 1, :, :, :n],
-            attn_mask=visible[:, None, None, :], enable_gqa=True)
+            q, cache.kv[i, 0, :, :, :n], cache.kv[i, 1, :, :, :n], attn_mask=masks[key],
+            enable_gqa=True)
         h = dec.finish_layer(layer, h, attn)
     return h, q
