@@ -30,6 +30,13 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 @dataclass
 class LayerWeights:
+    """q/k/v and gate/up are views of one fused matrix each (``qkv``, ``gate_up``): one matmul
+    instead of three or two, which matters for the few-row matmuls of a decode step."""
+
+    qkv: torch.Tensor
+    qkv_bias: torch.Tensor | None
+    gate_up: torch.Tensor
+    gate_up_bias: torch.Tensor | None
     input_norm: torch.Tensor
     q: torch.Tensor
     k: torch.Tensor
@@ -93,9 +100,11 @@ class LlamaDecoder:
         """Normed projections with RoPE: q ``[B, H, T, hd]``, k and v ``[B, Hkv, T, hd]``."""
         x = self.rms_norm(h, layer.input_norm)
         B, T, _ = x.shape
-        q = linear(x, layer.q, layer.q_bias).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k = linear(x, layer.k, layer.k_bias).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = linear(x, layer.v, layer.v_bias).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k, v = linear(x, layer.qkv, layer.qkv_bias).split(
+            [layer.q.shape[0], layer.k.shape[0], layer.v.shape[0]], dim=-1)
+        q = q.reshape(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = k.reshape(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.reshape(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2).contiguous()
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
     def finish_layer(self, layer: LayerWeights, h, attn):
@@ -103,8 +112,8 @@ class LlamaDecoder:
         B, _, T, _ = attn.shape
         h = h + linear(attn.transpose(1, 2).reshape(B, T, -1), layer.o, layer.o_bias)
         x = self.rms_norm(h, layer.post_norm)
-        gated = F.silu(linear(x, layer.gate, layer.gate_bias)) * linear(x, layer.up, layer.up_bias)
-        return h + linear(gated, layer.down, layer.down_bias)
+        gate, up = linear(x, layer.gate_up, layer.gate_up_bias).split(layer.up.shape[0], dim=-1)
+        return h + linear(F.silu(gate) * up, layer.down, layer.down_bias)
 
     def logits(self, h):
         return linear(self.rms_norm(h, self.norm), self.lm_head).float()
@@ -118,16 +127,34 @@ def _sliding_windows(cfg) -> list[int | None]:
     return [window] * cfg.num_hidden_layers
 
 
+def _fuse(modules):
+    """One matrix (and bias) for several linears; each module's weight becomes a view of it, so
+    the fused copy costs no memory."""
+    weight = torch.cat([m.weight.detach() for m in modules])
+    bias = None
+    if modules[0].bias is not None:
+        bias = torch.cat([m.bias.detach() for m in modules])
+    start = 0
+    views = []
+    for m in modules:
+        view = weight[start:start + m.weight.shape[0]]
+        m.weight.data = view
+        views.append(view)
+        start += view.shape[0]
+    return weight, bias, views
+
+
 def _layer_weights(layer, window) -> LayerWeights:
     attn, mlp = layer.self_attn, layer.mlp
     bias = lambda m: None if m.bias is None else m.bias.detach()  # noqa: E731
+    qkv, qkv_bias, (q, k, v) = _fuse([attn.q_proj, attn.k_proj, attn.v_proj])
+    gate_up, gate_up_bias, (gate, up) = _fuse([mlp.gate_proj, mlp.up_proj])
     return LayerWeights(
+        qkv=qkv, qkv_bias=qkv_bias, gate_up=gate_up, gate_up_bias=gate_up_bias,
         input_norm=layer.input_layernorm.weight.detach(),
-        q=attn.q_proj.weight.detach(), k=attn.k_proj.weight.detach(),
-        v=attn.v_proj.weight.detach(), o=attn.o_proj.weight.detach(),
+        q=q, k=k, v=v, o=attn.o_proj.weight.detach(),
         post_norm=layer.post_attention_layernorm.weight.detach(),
-        gate=mlp.gate_proj.weight.detach(), up=mlp.up_proj.weight.detach(),
-        down=mlp.down_proj.weight.detach(),
+        gate=gate, up=up, down=mlp.down_proj.weight.detach(),
         q_bias=bias(attn.q_proj), k_bias=bias(attn.k_proj), v_bias=bias(attn.v_proj),
         o_bias=bias(attn.o_proj), gate_bias=bias(mlp.gate_proj), up_bias=bias(mlp.up_proj),
         down_bias=bias(mlp.down_proj), sliding_window=window,
