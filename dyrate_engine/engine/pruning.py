@@ -24,7 +24,6 @@ class PruningState:
     def __init__(self, policy: Policy, vis_start, n_visual, prompt_lens, device):
         self.policy = policy
         self.monitor_layer = policy.monitor_layer
-        self.n_visual_host = list(n_visual)
         self.max_vis = max(n_visual)
         self.vis_start = torch.tensor(vis_start, device=device)
         self.n_visual = torch.tensor(n_visual, device=device)

@@ -30,8 +30,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 @dataclass
 class LayerWeights:
-    """q/k/v and gate/up are views of one fused matrix each (``qkv``, ``gate_up``): one matmul
-    instead of three or two, which matters for the few-row matmuls of a decode step."""
+    """q/k/v and gate/up live in one fused matrix each (``qkv``, ``gate_up``): one matmul instead
+    of three or two, which matters for the few-row matmuls of a decode step. ``q``, ``k``, ``v``
+    and ``up`` are views of them, kept for their shapes."""
 
     qkv: torch.Tensor
     qkv_bias: torch.Tensor | None
@@ -43,15 +44,9 @@ class LayerWeights:
     v: torch.Tensor
     o: torch.Tensor
     post_norm: torch.Tensor
-    gate: torch.Tensor
     up: torch.Tensor
     down: torch.Tensor
-    q_bias: torch.Tensor | None = None
-    k_bias: torch.Tensor | None = None
-    v_bias: torch.Tensor | None = None
     o_bias: torch.Tensor | None = None
-    gate_bias: torch.Tensor | None = None
-    up_bias: torch.Tensor | None = None
     down_bias: torch.Tensor | None = None
     sliding_window: int | None = None
 
@@ -148,14 +143,12 @@ def _layer_weights(layer, window) -> LayerWeights:
     attn, mlp = layer.self_attn, layer.mlp
     bias = lambda m: None if m.bias is None else m.bias.detach()  # noqa: E731
     qkv, qkv_bias, (q, k, v) = _fuse([attn.q_proj, attn.k_proj, attn.v_proj])
-    gate_up, gate_up_bias, (gate, up) = _fuse([mlp.gate_proj, mlp.up_proj])
+    gate_up, gate_up_bias, (_, up) = _fuse([mlp.gate_proj, mlp.up_proj])
     return LayerWeights(
         qkv=qkv, qkv_bias=qkv_bias, gate_up=gate_up, gate_up_bias=gate_up_bias,
         input_norm=layer.input_layernorm.weight.detach(),
         q=q, k=k, v=v, o=attn.o_proj.weight.detach(),
         post_norm=layer.post_attention_layernorm.weight.detach(),
-        gate=gate, up=up, down=mlp.down_proj.weight.detach(),
-        q_bias=bias(attn.q_proj), k_bias=bias(attn.k_proj), v_bias=bias(attn.v_proj),
-        o_bias=bias(attn.o_proj), gate_bias=bias(mlp.gate_proj), up_bias=bias(mlp.up_proj),
-        down_bias=bias(mlp.down_proj), sliding_window=window,
+        up=up, down=mlp.down_proj.weight.detach(),
+        o_bias=bias(attn.o_proj), down_bias=bias(mlp.down_proj), sliding_window=window,
     )
