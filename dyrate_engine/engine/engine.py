@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import torch
@@ -51,11 +50,14 @@ class Engine:
     def from_pretrained(cls, path, device="cpu", dtype=None, *, max_seq_len=None) -> "Engine":
         """Load a local ``LlavaForConditionalGeneration`` checkpoint directory (config and
         safetensors; processor files optional), e.g. llava-hf/llava-1.5-7b-hf or a model saved
-        with ``save_pretrained``. ``dtype`` defaults to fp32; ``max_seq_len`` (prompt plus new
-        tokens) to the text model's ``max_position_embeddings``."""
+        with ``save_pretrained``, or ``"demo"`` for the bundled demo model. ``dtype`` defaults to
+        fp32; ``max_seq_len`` (prompt plus new tokens) to the text model's
+        ``max_position_embeddings``."""
         from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration
 
-        path = Path(path)
+        from ..demo import DEMO_MODEL, resolve
+
+        path = resolve(path, DEMO_MODEL)
         if not (path / "config.json").is_file():
             raise ValueError(f"{path} is not a checkpoint directory (no config.json)")
         config = AutoConfig.from_pretrained(path)
@@ -121,6 +123,7 @@ class Engine:
         policy = policy or Dense()
         dec, device = self.decoder, self.device
         K = validate_policy(policy, dec.n_layers)
+        policy.check_model(dec.config)
         batch = validate_request(
             input_ids, pixel_values, image_token_id=self.image_token_id,
             tokens_per_image=self.tokens_per_image, image_size=self.image_size,
@@ -148,6 +151,7 @@ class Engine:
         start = time.perf_counter()
         logits, pruned_lens = self._prefill(batch, cache, pruning)
         token = sample(logits, params, generator)
+        host_tokens = token.tolist()  # inside the timer: on CUDA this waits for the device's work
         elapsed = (time.perf_counter() - start) * 1e3
         lens = [list(prompt_lens), pruned_lens]  # host mirror of cache.lengths
         for b, s in enumerate(stats):
@@ -162,7 +166,7 @@ class Engine:
                 for b in range(B):
                     if not finished[b]:
                         kept_logits[b].append(logits[b].cpu())
-            new = self._record(token.tolist(), stop, results, finished)
+            new = self._record(host_tokens, stop, results, finished)
             if all(finished) or step == max_new_tokens - 1:
                 if kept_logits is not None:
                     for r, rows in zip(results, kept_logits):
@@ -173,6 +177,7 @@ class Engine:
             start = time.perf_counter()
             logits = self._decode_step(token, cache, pruning, lens, step + 1, K)
             token = sample(logits, params, generator)
+            host_tokens = token.tolist()
             elapsed = (time.perf_counter() - start) * 1e3
             for b, s in enumerate(stats):
                 if not finished[b]:

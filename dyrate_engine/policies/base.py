@@ -34,6 +34,10 @@ class Policy:
     def reset(self, batch_size: int) -> None:
         """Called once per generate call, before the prefill."""
 
+    def check_model(self, text_config) -> None:
+        """Raise a clear error if the policy cannot run on this text model (called before any
+        work; e.g. a predictor trained for another head count)."""
+
     def rates(self, stats: MonitorStats) -> torch.Tensor:
         """Pruning rate in [0, 1] per sequence, fp32 ``[B]``, on the stats' device; no host sync."""
         raise NotImplementedError

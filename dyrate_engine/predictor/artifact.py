@@ -1,0 +1,85 @@
+"""The exported predictor: ``predictor.safetensors`` (weights) and ``predictor.json`` (everything
+needed to use it correctly). Loaded with safetensors only: an artifact is an untrusted file."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from .features import FeatureSpec
+from .model import RatePredictor
+
+FORMAT_VERSION = 1
+WEIGHTS, META = "predictor.safetensors", "predictor.json"
+_FINGERPRINT_KEYS = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers",
+                     "num_attention_heads", "num_key_value_heads", "vocab_size")
+
+
+def model_fingerprint(text_config) -> str:
+    """A short hash of the text model's shape: two checkpoints with the same shape share it."""
+    get = text_config.get if isinstance(text_config, dict) else lambda k: getattr(text_config, k, None)
+    shape = {k: get(k) for k in _FINGERPRINT_KEYS}
+    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def save_predictor(directory, predictor: RatePredictor, *, layer: int, text_config,
+                   training: dict | None = None) -> Path:
+    """Write the artifact. ``layer`` is K, the first pruned layer (monitor layer K-1);
+    ``training`` records how it was made (data, lambda, steps, ...)."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in predictor.state_dict().items()},
+              directory / WEIGHTS)
+    get = text_config.get if isinstance(text_config, dict) else lambda k: getattr(text_config, k)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "rates": list(predictor.rates),
+        "features": predictor.spec.to_dict(),
+        "prune_layer": layer,
+        "monitor_layer": layer - 1,
+        "n_heads": get("num_attention_heads"),
+        "n_layers": get("num_hidden_layers"),
+        "model_fingerprint": model_fingerprint(text_config),
+        "training": training or {},
+    }
+    (directory / META).write_text(json.dumps(meta, indent=1))
+    return directory
+
+
+def load_predictor(directory) -> tuple[RatePredictor, dict]:
+    """``(predictor, meta)`` from an artifact directory; clear errors for missing or bad files."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    for name in (WEIGHTS, META):
+        if not (directory / name).is_file():
+            raise FileNotFoundError(f"{directory} is not a predictor artifact: {name} is missing")
+    meta = json.loads((directory / META).read_text())
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{directory}: predictor format {meta.get('format_version')!r} is not "
+                         f"supported (expected {FORMAT_VERSION})")
+    spec = FeatureSpec.from_dict(meta["features"])
+    predictor = RatePredictor(spec.n_heads, meta["rates"], spec.step_scale)
+    state = load_file(directory / WEIGHTS)
+    expected = {k: v.shape for k, v in predictor.state_dict().items()}
+    got = {k: v.shape for k, v in state.items()}
+    if got != expected:
+        raise ValueError(f"{directory}: weights {got} do not match predictor.json {expected}")
+    predictor.load_state_dict(state)
+    return predictor.eval(), meta
+
+
+def check_compatible(meta: dict, text_config, source="the predictor") -> None:
+    """Raise if the artifact was trained for another layer or head count than ``text_config``."""
+    heads, layers = text_config.num_attention_heads, text_config.num_hidden_layers
+    if meta["n_heads"] != heads or meta["n_layers"] != layers:
+        raise ValueError(f"{source} was trained for a model with {meta['n_layers']} layers and "
+                         f"{meta['n_heads']} attention heads; this model has {layers} layers and "
+                         f"{heads} heads")
+    if meta["prune_layer"] >= layers:
+        raise ValueError(f"{source} prunes from layer {meta['prune_layer']}, but this model has "
+                         f"only {layers} layers")

@@ -1,0 +1,138 @@
+"""The differentiable masking forward of the VLM under teacher forcing (DyRate, arXiv 2501.14204,
+Sec. 3.3): the whole prompt + answer in one pass, with every answer position's own pruning choice.
+
+Row ``t`` of the batch plays the role of the engine's decode step ``s = t - (P - 1)`` (``P`` the
+prompt length; step 0 is the prefill's last prompt token). Its monitor-layer attention (layer K-1)
+gives the predictor's features and the visual-token ranking; each candidate rate gives a keep mask
+(the top-``n_keep`` visual tokens of that row); the Gumbel-Softmax sample ``y_t`` mixes them; the
+mixed mask multiplies the attention of row ``t`` in layers >= K, renormalised. With hard
+(straight-through) samples the forward pass equals the engine's physical pruning at that step;
+gradients reach the predictor through the soft sample. Prompt rows before ``P - 1`` use step 0's
+mask, as the engine's prefill pruning does (tests/test_predictor_training.py checks both).
+
+The rows are independent: training is not monotone, while the engine is (a rate below the current
+one keeps the current set), so at inference the applied rate is the running maximum of the
+predicted ones. That prunes at least as much as trained, which the λ term already pays for.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..engine.pruning import n_keep_for
+from ..models.llama import LlamaDecoder
+from ..ops.attention_scores import IMAGE
+from .data import TeacherBatch
+
+
+def embed(engine, batch: TeacherBatch) -> torch.Tensor:
+    """Prompt + answer embeddings ``[B, T, d]`` with the visual features spliced in."""
+    dec = engine.decoder
+    with torch.no_grad():
+        features = engine.image_features(batch.pixel_values).to(dec.dtype)
+        h = dec.embed_tokens[batch.input_ids].clone()
+        for b in range(h.shape[0]):
+            start, n = int(batch.vis_start[b]), int(batch.n_visual[b])
+            h[b, start:start + n] = features[b, :n]
+    return h
+
+
+def token_types(batch: TeacherBatch, T: int) -> torch.Tensor:
+    """Type of each key slot ``[B, T]``: 0 system, 1 image, 2 instruction, 3 response."""
+    slot = torch.arange(T, device=batch.input_ids.device)[None]
+    vis_end = batch.vis_start + batch.n_visual
+    return ((slot >= batch.vis_start[:, None]).long() + (slot >= vis_end[:, None]).long()
+            + (slot >= batch.prompt_len[:, None]).long())
+
+
+def _attention(q, k, v, mask_rows=None, visual_index=None):
+    """Causal attention with explicit probabilities ``[B, H, T, T]`` (fp32). ``mask_rows [B, T, Nv]``
+    multiplies each query row's probabilities of the visual keys, then rows are renormalised."""
+    B, H, T, hd = q.shape
+    groups = H // k.shape[1]
+    k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
+    scores = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(hd)
+    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    probs = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
+    if mask_rows is not None:
+        is_vis, index = visual_index
+        gathered = mask_rows.gather(2, index[:, None, :].expand(B, T, T))  # [B, Tq, Tk]
+        key_keep = torch.where(is_vis[:, None, :], gathered, torch.ones_like(gathered))
+        probs = probs * key_keep[:, None]
+        probs = probs / probs.sum(-1, keepdim=True).clamp_min(1e-30)
+    return probs, (probs.to(v.dtype) @ v)
+
+
+def monitor_pass(dec: LlamaDecoder, h, batch: TeacherBatch, K: int):
+    """Layers < K (frozen, no grad). Returns the hidden states after layer K-1, each row's
+    per-head mass on the four token types ``[B, T, H, 4]`` and head-mean visual scores
+    ``[B, T, NvMax]`` at the monitor layer K-1 (what ``ops.attention_scores`` gives the engine)."""
+    B, T, _ = h.shape
+    positions = torch.arange(T, device=h.device)[None].expand(B, T)
+    cos, sin = dec.rope(positions)
+    with torch.no_grad():
+        for i in range(K):
+            layer = dec.layers[i]
+            q, k, v = dec.qkv(layer, h, cos, sin)
+            if i < K - 1:
+                attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            else:
+                probs, attn = _attention(q, k, v)
+            h = dec.finish_layer(layer, h, attn)
+        one_hot = F.one_hot(token_types(batch, T), 4).float()  # [B, Tk, 4]
+        type_mass = torch.einsum("bhqk,bkc->bqhc", probs, one_hot)
+        max_vis = int(batch.n_visual.max())
+        rank = torch.arange(max_vis, device=h.device)
+        vis_slot = (batch.vis_start[:, None] + rank).clamp(max=T - 1)  # [B, Nv]
+        head_mean = probs.mean(1)  # [B, Tq, Tk]
+        vis_scores = head_mean.gather(2, vis_slot[:, None, :].expand(B, T, max_vis))
+        vis_scores = vis_scores * (rank < batch.n_visual[:, None])[:, None, :]
+    return h, type_mass, vis_scores
+
+
+def keep_masks(vis_scores: torch.Tensor, n_visual: torch.Tensor, rates) -> torch.Tensor:
+    """``[B, T, R, Nv]`` float: for each row and candidate rate, the top-``n_keep`` visual tokens
+    by that row's scores, ties to the lower index (``ops.select_keep``'s order)."""
+    B, T, Nv = vis_scores.shape
+    valid = torch.arange(Nv, device=vis_scores.device) < n_visual[:, None]  # [B, Nv]
+    scores = vis_scores.masked_fill(~valid[:, None, :], float("-inf"))
+    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices
+    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(Nv, device=order.device)
+                                            .expand_as(order))
+    n_keep = n_keep_for(torch.as_tensor(rates, device=vis_scores.device)[None, :],
+                        n_visual[:, None])  # [B, R]
+    return (rank[:, :, None, :] < n_keep[:, None, :, None]).float()
+
+
+def step_rows(batch: TeacherBatch, T: int) -> torch.Tensor:
+    """The decision row of each query row ``[B, T]``: ``max(t, P - 1)`` (prompt rows use step 0)."""
+    t = torch.arange(T, device=batch.input_ids.device)[None]
+    return torch.maximum(t, batch.prompt_len[:, None] - 1)
+
+
+def pruned_pass(dec: LlamaDecoder, h, batch: TeacherBatch, K: int, mask_rows: torch.Tensor):
+    """Layers >= K with each query row's visual keys multiplied by ``mask_rows [B, T, Nv]``
+    (differentiable in ``mask_rows``). Returns the logits ``[B, T, V]``."""
+    B, T, _ = h.shape
+    positions = torch.arange(T, device=h.device)[None].expand(B, T)
+    cos, sin = dec.rope(positions)
+    types = token_types(batch, T)
+    is_vis = types == IMAGE
+    index = (torch.arange(T, device=h.device)[None] - batch.vis_start[:, None]).clamp(
+        0, mask_rows.shape[-1] - 1)
+    for i in range(K, dec.n_layers):
+        layer = dec.layers[i]
+        q, k, v = dec.qkv(layer, h, cos, sin)
+        _, attn = _attention(q, k, v, mask_rows.to(torch.float32), (is_vis, index))
+        h = dec.finish_layer(layer, h, attn.to(h.dtype))
+    return dec.logits(h)
+
+
+def answer_rows(batch: TeacherBatch, T: int) -> torch.Tensor:
+    """bool ``[B, T]``: the rows that predict an answer token (step ``t - (P - 1)``)."""
+    t = torch.arange(T, device=batch.input_ids.device)[None]
+    start = batch.prompt_len[:, None] - 1
+    return (t >= start) & (t < start + batch.answer_len[:, None])
+

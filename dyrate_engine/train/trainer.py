@@ -1,0 +1,210 @@
+"""End-to-end training of DyRate's rate predictor (arXiv 2501.14204, Sec. 3.3) with the
+Gumbel-Softmax trick: loss = answer cross-entropy under the sampled pruning + λ · the expected FLOPs
+ratio of the whole generation (prefill and every decode step, from the engine's exact FLOPs model).
+The VLM is frozen by default; ``unfreeze_layers`` lets pruned layers adapt too."""
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..engine import flops
+from ..engine.pruning import n_keep_for
+from ..predictor import DEFAULT_RATES, RatePredictor, rate_features
+from .data import Example, TeacherBatch, collate
+from .masked_forward import (answer_rows, embed, keep_masks, monitor_pass, pruned_pass,
+                             step_rows)
+
+
+@dataclass
+class TrainConfig:
+    """``lam``: weight of the expected FLOPs ratio (the quality/compute knob). With
+    ``flops_budget`` set, only the part of the expected ratio above the budget is penalised."""
+
+    rates: tuple = DEFAULT_RATES
+    layer: int = 3  # K: the first pruned layer; the monitor layer is K-1
+    lam: float = 1.0
+    flops_budget: float | None = None
+    steps: int = 300
+    batch_size: int = 8
+    lr: float = 1e-2
+    tau_start: float = 1.0  # Gumbel-Softmax temperature, annealed geometrically to tau_end
+    tau_end: float = 0.2
+    step_scale: float = 32.0
+    seed: int = 0
+    unfreeze_layers: tuple = ()
+    unfreeze_lr: float = 1e-4
+    history: list = field(default_factory=list, repr=False)
+
+    def tau(self, step: int) -> float:
+        frac = step / max(1, self.steps - 1)
+        return self.tau_start * (self.tau_end / self.tau_start) ** frac
+
+
+def step_index(batch: TeacherBatch, T: int) -> torch.Tensor:
+    """Decode step of each row ``[B, T]`` (0 for the last prompt token and before)."""
+    t = torch.arange(T, device=batch.input_ids.device)[None]
+    return (t - (batch.prompt_len[:, None] - 1)).clamp(min=0)
+
+
+def flops_table(dec, batch: TeacherBatch, K: int, rates) -> tuple[torch.Tensor, torch.Tensor]:
+    """FLOPs of each answer row's step under each candidate rate ``[B, T, R]`` and dense
+    ``[B, T]`` (zero outside the answer rows), from ``engine.flops``: row ``P-1`` is the prefill
+    with layers >= K on the kept tokens, row ``P-1+s`` decode step ``s`` with the kept keys."""
+    B, T = batch.input_ids.shape
+    L = dec.n_layers
+    table = torch.zeros(B, T, len(rates), dtype=torch.float64)
+    for b in range(B):
+        P, nv, A = (int(x[b]) for x in (batch.prompt_len, batch.n_visual, batch.answer_len))
+        dropped = [nv - int(n) for n in n_keep_for(torch.tensor(rates), torch.tensor(nv))]
+        for s in range(A):
+            for r, d in enumerate(dropped):
+                if s == 0:
+                    table[b, P - 1, r] = flops.prefill_flops(dec, [P] * K + [P - d] * (L - K))
+                else:
+                    table[b, P - 1 + s, r] = flops.decode_flops(dec, [P + s] * K
+                                                                + [P + s - d] * (L - K))
+    return table.to(batch.input_ids.device), table[..., 0].to(batch.input_ids.device)
+
+
+def predictor_logits(engine, predictor: RatePredictor, batch: TeacherBatch, K: int):
+    """Hidden states after the monitor layer, rate logits ``[B, T, R]`` and the visual scores."""
+    dec = engine.decoder
+    h = embed(engine, batch)
+    h, type_mass, vis_scores = monitor_pass(dec, h, batch, K)
+    features = rate_features(predictor.spec, type_mass, step_index(batch, h.shape[1]))
+    return h, predictor(features.to(predictor.linear.weight.dtype)), vis_scores
+
+
+def masked_loss(engine, predictor, batch: TeacherBatch, cfg: TrainConfig, tau: float | None):
+    """One forward: ``(loss, metrics)``. ``tau=None`` evaluates with hard argmax choices."""
+    dec, K = engine.decoder, cfg.layer
+    h, logits, vis_scores = predictor_logits(engine, predictor, batch, K)
+    B, T, R = logits.shape
+    soft = logits.float().softmax(-1)
+    if tau is None:
+        y = F.one_hot(logits.argmax(-1), R).float()
+    else:
+        y = F.gumbel_softmax(logits.float(), tau=tau, hard=True)  # straight-through
+    masks = keep_masks(vis_scores, batch.n_visual, cfg.rates)  # [B, T, R, Nv]
+    mixed = (y[..., None] * masks).sum(2)  # [B, T, Nv]
+    rows = step_rows(batch, T)
+    mask_rows = mixed.gather(1, rows[..., None].expand_as(mixed))
+    lm_logits = pruned_pass(dec, h, batch, K, mask_rows)
+    answer = answer_rows(batch, T)
+    targets = batch.input_ids.roll(-1, dims=1)
+    ce = F.cross_entropy(lm_logits[answer].float(), targets[answer])
+    table, dense = flops_table(dec, batch, K, cfg.rates)
+    expected = (soft.double() * table).sum() / dense.sum()
+    penalty = expected if cfg.flops_budget is None else F.relu(expected - cfg.flops_budget)
+    loss = ce + cfg.lam * penalty.float()
+    rate_values = torch.tensor(cfg.rates, device=logits.device)
+    hard = rate_values[logits.argmax(-1)][answer]
+    metrics = {"loss": float(loss.detach()), "ce": float(ce.detach()), "flops": float(expected.detach()),
+               "rate": float((soft.detach() @ rate_values)[answer].mean()),
+               "hard_rate": float(hard.mean())}
+    return loss, metrics
+
+
+def _batches(examples: list[Example], batch_size: int, rng: random.Random):
+    order = []
+    while True:
+        if len(order) < batch_size:
+            more = list(range(len(examples)))
+            rng.shuffle(more)
+            order += more
+        yield [examples[i] for i in order[:batch_size]]
+        order = order[batch_size:]
+
+
+def train_predictor(engine, examples: list[Example], cfg: TrainConfig,
+                    predictor: RatePredictor | None = None, progress: bool = True) -> RatePredictor:
+    """Train (or go on training) a predictor on ``examples``; ``cfg.history`` gets the metrics of
+    every step."""
+    dec = engine.decoder
+    if not 1 <= cfg.layer < dec.n_layers:
+        raise ValueError(f"layer K must be in [1, {dec.n_layers - 1}], got {cfg.layer}")
+    if not examples:
+        raise ValueError("no training examples")
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    if predictor is None:
+        predictor = RatePredictor(dec.n_heads, cfg.rates, cfg.step_scale)
+        torch.nn.init.zeros_(predictor.linear.weight)  # uniform choice: the sampler explores
+        torch.nn.init.zeros_(predictor.linear.bias)
+    predictor.to(engine.device)
+    params = [{"params": predictor.parameters(), "lr": cfg.lr}]
+    unfrozen = _unfreeze(dec, cfg)
+    if unfrozen:
+        params.append({"params": unfrozen, "lr": cfg.unfreeze_lr})
+    optimizer = torch.optim.Adam(params)
+    image_token = engine.image_token_id
+    pad = engine.config.text_config.pad_token_id or 0
+    batches = _batches(examples, cfg.batch_size, rng)
+    bar = tqdm(range(cfg.steps), desc="predictor", unit="step", disable=not progress)
+    predictor.train()
+    with torch.enable_grad():
+        for step in bar:
+            batch = collate(next(batches), image_token, pad).to(engine.device)
+            loss, metrics = masked_loss(engine, predictor, batch, cfg, cfg.tau(step))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            cfg.history.append({"step": step, **metrics})
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", rate=f"{metrics['rate']:.2f}",
+                            flops=f"{metrics['flops']:.2f}")
+    for p in unfrozen:
+        p.requires_grad_(False)
+    return predictor.eval()
+
+
+@torch.no_grad()
+def evaluate(engine, predictor, examples: list[Example], cfg: TrainConfig,
+             batch_size: int = 16) -> dict:
+    """Hard-choice (argmax) metrics on held-out examples: cross-entropy, mean rate, FLOPs ratio."""
+    totals, n = {}, 0
+    pad = engine.config.text_config.pad_token_id or 0
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start:start + batch_size]
+        batch = collate(chunk, engine.image_token_id, pad).to(engine.device)
+        _, metrics = masked_loss(engine, predictor, batch, cfg, tau=None)
+        for k, v in metrics.items():
+            totals[k] = totals.get(k, 0.0) + v * len(chunk)
+        n += len(chunk)
+    return {k: v / n for k, v in totals.items()}
+
+
+@torch.no_grad()
+def teacher_forced_rates(engine, predictor, batch: TeacherBatch, layer: int) -> list[list[float]]:
+    """The hard rate the predictor picks at each answer step of each sequence, teacher-forced."""
+    _, logits, _ = predictor_logits(engine, predictor, batch, layer)
+    answer = answer_rows(batch, logits.shape[1])
+    rates = predictor.rate_values[logits.argmax(-1)]
+    return [rates[b][answer[b]].tolist() for b in range(len(rates))]
+
+
+def _unfreeze(dec, cfg: TrainConfig) -> list[torch.Tensor]:
+    tensors = []
+    for i in cfg.unfreeze_layers:
+        if not cfg.layer <= i < dec.n_layers:
+            raise ValueError(f"only pruned layers [{cfg.layer}, {dec.n_layers - 1}] can be "
+                             f"unfrozen (layers < K must stay as the monitor sees them), got {i}")
+        layer = dec.layers[i]
+        for name in ("qkv", "o", "gate_up", "down", "input_norm", "post_norm"):
+            tensors.append(getattr(layer, name).requires_grad_(True))
+    return tensors
+
+
+def config_record(cfg: TrainConfig) -> dict:
+    record = asdict(cfg)
+    record.pop("history")
+    record["rates"] = list(cfg.rates)
+    record["unfreeze_layers"] = list(cfg.unfreeze_layers)
+    return record
+
+
+__all__ = ["TrainConfig", "train_predictor", "evaluate", "teacher_forced_rates", "masked_loss",
+           "flops_table", "config_record"]

@@ -1,0 +1,117 @@
+"""End-to-end predictor training (issue 5): gradients through the Gumbel-Softmax, the masking
+forward equal to the engine's physical pruning, the λ knob, and export -> engine parity."""
+import pytest
+import torch
+
+from dyrate_engine import DyRate, Engine, Schedule
+from dyrate_engine.predictor import RatePredictor, save_predictor
+from dyrate_engine.train import Example, TrainConfig, collate, teacher_forced_rates
+from dyrate_engine.train import evaluate, train_predictor
+from dyrate_engine.train.masked_forward import embed, keep_masks, monitor_pass, pruned_pass
+from dyrate_engine.train.trainer import masked_loss
+from tiny_models import IMAGE_TOKEN, build_tiny_llava, random_prompts
+
+K = 2
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    return Engine.from_pretrained(build_tiny_llava(tmp_path_factory.mktemp("m"), layers=4))
+
+
+@pytest.fixture(scope="module")
+def examples():
+    ids, pixels = random_prompts(16, seed=5)
+    g = torch.Generator().manual_seed(0)
+    return [Example(i, torch.cat([torch.randint(3, 120, (int(n),), generator=g),
+                                  torch.tensor([2])]), p)
+            for i, p, n in zip(ids, pixels, torch.randint(3, 9, (16,), generator=g))]
+
+
+def test_gradients_reach_the_predictor_through_the_sampled_masks(engine, examples):
+    torch.manual_seed(0)
+    predictor = RatePredictor(engine.decoder.n_heads)
+    batch = collate(examples[:4], IMAGE_TOKEN)
+    with torch.enable_grad():  # lam = 0: the only path is CE -> attention masks -> y_soft
+        loss, _ = masked_loss(engine, predictor, batch, TrainConfig(layer=K, lam=0.0), tau=1.0)
+        loss.backward()
+    grad = predictor.linear.weight.grad
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    assert all(p.grad is None for p in engine.hf.parameters())  # the VLM stays frozen
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.5, 0.75, 1.0])
+def test_hard_masking_forward_equals_physical_pruning(engine, rate):
+    """Rows use the step-0 keep set throughout: exactly what Schedule([rate]) does in the engine
+    (prefill pruning, then no change), so the logits of every answer row must match."""
+    ids, pixels = random_prompts(3, seed=9)
+    results = engine.generate_ids(ids, pixels, policy=Schedule([rate], layer=K),
+                                  max_new_tokens=6, output_logits=True)
+    batch = collate([Example(i, torch.tensor(r.token_ids), p)
+                     for i, p, r in zip(ids, pixels, results)], IMAGE_TOKEN)
+    with torch.no_grad():
+        h, _, scores = monitor_pass(engine.decoder, embed(engine, batch), batch, K)
+        masks = keep_masks(scores, batch.n_visual, [rate])[:, :, 0]
+        first = (batch.prompt_len - 1)[:, None, None].expand(-1, masks.shape[1], masks.shape[2])
+        logits = pruned_pass(engine.decoder, h, batch, K, masks.gather(1, first))
+    for b, r in enumerate(results):
+        start = int(batch.prompt_len[b]) - 1
+        rows = logits[b, start:start + len(r.token_ids)]
+        torch.testing.assert_close(rows, r.logits, atol=1e-4, rtol=0)
+        kept = int(masks[b, start].sum())
+        assert kept == r.stats.kept_visual[0]
+
+
+@pytest.fixture(scope="module")
+def trained(engine, examples):
+    out = {}
+    for lam in (0.0, 3.0):
+        cfg = TrainConfig(layer=K, lam=lam, steps=200, batch_size=6, lr=0.05, seed=1)
+        out[lam] = (train_predictor(engine, examples[:12], cfg, progress=False), cfg)
+    return out
+
+
+def test_training_lowers_the_loss(trained):
+    history = trained[3.0][1].history
+    first = sum(h["loss"] for h in history[:20]) / 20
+    last = sum(h["loss"] for h in history[-20:]) / 20
+    assert last < first - 0.05
+
+
+def test_larger_lambda_picks_higher_rates_on_held_out_data(engine, examples, trained):
+    held_out = examples[12:]
+    low = evaluate(engine, trained[0.0][0], held_out, trained[0.0][1])
+    high = evaluate(engine, trained[3.0][0], held_out, trained[3.0][1])
+    assert high["hard_rate"] > low["hard_rate"] + 0.2
+    assert high["flops"] < low["flops"]
+
+
+def _random_predictor(n_heads):
+    torch.manual_seed(4)
+    p = RatePredictor(n_heads)
+    with torch.no_grad():
+        p.linear.weight.mul_(40.0)  # a predictor whose choice changes from step to step
+    return p
+
+
+@pytest.mark.parametrize("which", ["trained", "random"])
+def test_exported_predictor_gives_the_training_time_rates_in_the_engine(
+        engine, trained, tmp_path, which):
+    predictor = trained[3.0][0] if which == "trained" else _random_predictor(engine.decoder.n_heads)
+    save_predictor(tmp_path, predictor, layer=K, text_config=engine.decoder.config)
+    policy = DyRate.from_pretrained(tmp_path)
+    ids, pixels = random_prompts(3, seed=21)
+    engine.eos_token_ids, eos = [], engine.eos_token_ids
+    try:
+        results = engine.generate_ids(ids, pixels, policy=policy, max_new_tokens=10)
+    finally:
+        engine.eos_token_ids = eos
+    batch = collate([Example(i, torch.tensor(r.token_ids), p)
+                     for i, p, r in zip(ids, pixels, results)], IMAGE_TOKEN)
+    expected = teacher_forced_rates(engine, predictor, batch, K)
+    seen = set()
+    for r, rates in zip(results, expected):
+        assert r.stats.rates == pytest.approx(rates)
+        seen.update(rates)
+    if which == "random":
+        assert len(seen) > 1
