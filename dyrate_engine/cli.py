@@ -5,12 +5,13 @@ import argparse
 import sys
 
 POLICY_HELP = ("pruning policy: 'dense'; 'fastv[:K[:RATIO]]' (default 2:0.5); "
-               "'schedule:K:R0[,R1,...]' (rate of step t is R[min(t, last)])")
+               "'schedule:K:R0[,R1,...]' (rate of step t is R[min(t, last)]); "
+               "'dyrate[:DIR]' (a trained predictor directory; default: the demo's)")
 
 
 def parse_policy(spec: str):
     """A policy from its command-line spelling (see POLICY_HELP)."""
-    from .policies import Dense, FastV, Schedule
+    from .policies import Dense, DyRate, FastV, Schedule
 
     name, *fields = spec.split(":")
     try:
@@ -19,6 +20,8 @@ def parse_policy(spec: str):
         if name == "fastv" and len(fields) <= 2:
             layer = int(fields[0]) if fields else 2
             return FastV(layer=layer, ratio=float(fields[1]) if len(fields) > 1 else 0.5)
+        if name == "dyrate" and len(fields) <= 1:
+            return DyRate.from_pretrained(fields[0] if fields else "demo")
         if name == "schedule" and len(fields) == 2:
             return Schedule([float(r) for r in fields[1].split(",")], layer=int(fields[0]))
     except ValueError as error:
@@ -59,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--device", default="cpu")
     gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     gen.set_defaults(run=cmd_generate)
+    from .train.command import add_parser as add_train_parser
+    add_train_parser(sub)
     return parser
 
 
