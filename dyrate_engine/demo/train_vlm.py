@@ -1,0 +1,157 @@
+"""Trains the demo VLM from scratch on the synthetic scenes (issue 6) and saves it as an HF LLaVA
+checkpoint with its processor.
+
+    python -m dyrate_engine.demo.train_vlm --out dyrate_engine/demo/model --steps 3000
+
+The whole model learns (vision tower, projector, text model) with the answer tokens as targets.
+On the 2-core dev CPU this takes about an hour; the result is committed so nobody has to.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .processor import PATCH, build_processor, chat_prompt, pixel_values
+from .scenes import IMAGE_SIZE, make_scene
+
+IGNORE = -100
+
+
+def demo_config(vocab_size: int, image_token_id: int, text_layers: int = 8):
+    """A small LLaVA: CLIP-style tower (96 px, patch 8 -> 144 visual tokens), LLaVA's MLP
+    projector, a GQA Llama text model with enough layers after the monitor layer to prune."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+
+    vision = CLIPVisionConfig(hidden_size=128, intermediate_size=512, num_hidden_layers=4,
+                              num_attention_heads=4, image_size=IMAGE_SIZE, patch_size=PATCH)
+    text = LlamaConfig(vocab_size=vocab_size, hidden_size=192, intermediate_size=512,
+                       num_hidden_layers=text_layers, num_attention_heads=6,
+                       num_key_value_heads=2, max_position_embeddings=512, pad_token_id=0,
+                       bos_token_id=1, eos_token_id=2, rms_norm_eps=1e-5, tie_word_embeddings=False)
+    return LlavaConfig(vision_config=vision, text_config=text, image_token_index=image_token_id,
+                       vision_feature_layer=-2, vision_feature_select_strategy="default",
+                       projector_hidden_act="gelu", tie_word_embeddings=False)
+
+
+class SceneEncoder:
+    """Scenes -> model inputs with answer-only labels, without the processor's per-call cost (the
+    ids are exactly what the processor makes: checked in tests)."""
+
+    def __init__(self, processor, tokens_per_image: int):
+        self.tokenizer = processor.tokenizer
+        self.image_id = self.tokenizer.convert_tokens_to_ids("<image>")
+        self.tokens_per_image = tokens_per_image
+        self.processor = processor
+        self._prompt_cache: dict[str, list[int]] = {}
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        if prompt not in self._prompt_cache:
+            ids = self.tokenizer(chat_prompt(self.processor, prompt))["input_ids"]
+            at = ids.index(self.image_id)
+            self._prompt_cache[prompt] = (ids[:at] + [self.image_id] * self.tokens_per_image
+                                          + ids[at + 1:])
+        return self._prompt_cache[prompt]
+
+    def answer_ids(self, answer: str) -> list[int]:
+        return self.tokenizer(answer, add_special_tokens=False)["input_ids"] + [
+            self.tokenizer.eos_token_id]
+
+    def batch(self, scenes):
+        rows = [(self.prompt_ids(s.prompt), self.answer_ids(s.caption())) for s in scenes]
+        width = max(len(p) + len(a) for p, a in rows)
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id)
+        labels = torch.full((len(rows), width), IGNORE)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, (p, a) in enumerate(rows):  # right padding: training only, positions unaffected
+            ids[i, :len(p) + len(a)] = torch.tensor(p + a)
+            labels[i, len(p):len(p) + len(a)] = torch.tensor(a)
+            mask[i, :len(p) + len(a)] = 1
+        return dict(input_ids=ids, attention_mask=mask, labels=labels,
+                    pixel_values=pixel_values([s.render() for s in scenes]))
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int = 100) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@torch.no_grad()
+def validation_loss(model, encoder, n: int = 128, batch_size: int = 32) -> float:
+    model.eval()
+    losses = []
+    for start in range(0, n, batch_size):
+        scenes = [make_scene("val", i) for i in range(start, min(n, start + batch_size))]
+        losses.append(float(model(**encoder.batch(scenes)).loss))
+    model.train()
+    return sum(losses) / len(losses)
+
+
+def train(out: Path, steps: int, batch_size: int = 32, lr: float = 1.5e-3, seed: int = 0,
+          text_layers: int = 8) -> dict:
+    from transformers import LlavaForConditionalGeneration
+
+    torch.manual_seed(seed)
+    processor = build_processor()
+    vocab = processor.tokenizer.get_vocab()
+    config = demo_config(len(vocab), vocab["<image>"], text_layers)
+    model = LlavaForConditionalGeneration(config)
+    model.config._attn_implementation = "sdpa"
+    tokens_per_image = (IMAGE_SIZE // PATCH) ** 2
+    encoder = SceneEncoder(processor, tokens_per_image)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01,
+                                  betas=(0.9, 0.98))
+    model.train()
+    log = []
+    start = time.perf_counter()
+    bar = tqdm(range(steps), desc="demo VLM", unit="step")
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, steps, lr)
+        scenes = [make_scene("train", step * batch_size + i) for i in range(batch_size)]
+        loss = model(**encoder.batch(scenes)).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        bar.set_postfix(loss=f"{float(loss):.3f}")
+        if (step + 1) % 250 == 0 or step + 1 == steps:
+            val = validation_loss(model, encoder)
+            log.append({"step": step + 1, "train_loss": float(loss), "val_loss": val,
+                        "minutes": (time.perf_counter() - start) / 60})
+            tqdm.write(json.dumps(log[-1]))
+            model.save_pretrained(out)  # a usable checkpoint even if interrupted
+            processor.save_pretrained(out)
+    model.generation_config.eos_token_id = config.text_config.eos_token_id
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    info = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
+            "train_scenes": steps * batch_size, "log": log,
+            "command": f"python -m dyrate_engine.demo.train_vlm --out {out} --steps {steps}"}
+    (out / "training.json").write_text(json.dumps(info, indent=1))
+    return info
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1.5e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--text-layers", type=int, default=8)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    train(args.out, args.steps, args.batch_size, args.lr, args.seed, args.text_layers)
+
+
+if __name__ == "__main__":
+    main()
