@@ -62,6 +62,20 @@ def test_hard_masking_forward_equals_physical_pruning(engine, rate):
         assert kept == r.stats.kept_visual[0]
 
 
+def test_precomputed_frozen_layers_give_the_same_loss(engine, examples):
+    from dyrate_engine.train.trainer import precompute_monitor
+
+    torch.manual_seed(2)
+    predictor = RatePredictor(engine.decoder.n_heads)
+    cfg = TrainConfig(layer=K)
+    chunk = examples[3:8]  # ragged lengths: padding differs from the precompute batches
+    cached = precompute_monitor(engine, examples, K, batch_size=3)[3:8]
+    with torch.no_grad():
+        _, direct = masked_loss(engine, predictor, collate(chunk, IMAGE_TOKEN), cfg, tau=None)
+        _, fast = masked_loss(engine, predictor, collate(cached, IMAGE_TOKEN), cfg, tau=None)
+    assert fast == pytest.approx(direct, rel=1e-5, abs=1e-6)
+
+
 @pytest.fixture(scope="module")
 def trained(engine, examples):
     out = {}

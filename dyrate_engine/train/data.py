@@ -17,6 +17,9 @@ class Example:
     prompt_ids: torch.Tensor  # 1-D, the chat-formatted prompt with its image tokens
     answer_ids: torch.Tensor  # 1-D, the answer followed by EOS
     pixel_values: torch.Tensor  # [3, S, S]
+    # The frozen layers' outputs (hidden after K-1 [T, d], type masses [T, H, 4], visual scores
+    # [T, Nv]) when precomputed with ``trainer.precompute_monitor``; None to compute per step.
+    monitor: tuple | None = None
 
 
 @dataclass
@@ -27,11 +30,13 @@ class TeacherBatch:
     n_visual: torch.Tensor  # [B]
     prompt_len: torch.Tensor  # [B]
     answer_len: torch.Tensor  # [B] (EOS included)
+    monitor: tuple | None = None  # padded [B, T, ...] versions of Example.monitor
 
     def to(self, device) -> "TeacherBatch":
+        monitor = None if self.monitor is None else tuple(t.to(device) for t in self.monitor)
         return TeacherBatch(*(t.to(device) for t in (
             self.input_ids, self.pixel_values, self.vis_start, self.n_visual, self.prompt_len,
-            self.answer_len)))
+            self.answer_len)), monitor)
 
 
 def load_jsonl(path) -> list[dict]:
@@ -92,7 +97,19 @@ def collate(examples: list[Example], image_token_id: int, pad_id: int = 0) -> Te
             raise ValueError(f"example {i} has no image tokens (id {image_token_id})")
         vis_start.append(int(where[0]))
         n_visual.append(len(where))
+    monitor = None
+    if all(e.monitor is not None for e in examples):
+        monitor = tuple(_pad([e.monitor[i] for e in examples], ids.shape[1]) for i in range(3))
     return TeacherBatch(ids, torch.stack([e.pixel_values for e in examples]),
                         torch.tensor(vis_start), torch.tensor(n_visual),
                         torch.tensor([len(e.prompt_ids) for e in examples]),
-                        torch.tensor([len(e.answer_ids) for e in examples]))
+                        torch.tensor([len(e.answer_ids) for e in examples]), monitor)
+
+
+def _pad(tensors: list[torch.Tensor], T: int) -> torch.Tensor:
+    """Zero-pad ``[T_i, X, ...]`` tensors to one ``[B, T, max X, ...]``."""
+    shape = [max(t.shape[d] for t in tensors) for d in range(1, tensors[0].dim())]
+    out = tensors[0].new_zeros(len(tensors), T, *shape)
+    for i, t in enumerate(tensors):
+        out[(i, slice(0, t.shape[0])) + tuple(slice(0, n) for n in t.shape[1:])] = t
+    return out

@@ -37,6 +37,7 @@ class TrainConfig:
     seed: int = 0
     unfreeze_layers: tuple = ()
     unfreeze_lr: float = 1e-4
+    cache_monitor: bool = True  # precompute the frozen layers once (see precompute_monitor)
     history: list = field(default_factory=list, repr=False)
 
     def tau(self, step: int) -> float:
@@ -72,9 +73,10 @@ def flops_table(dec, batch: TeacherBatch, K: int, rates) -> tuple[torch.Tensor, 
 
 def predictor_logits(engine, predictor: RatePredictor, batch: TeacherBatch, K: int):
     """Hidden states after the monitor layer, rate logits ``[B, T, R]`` and the visual scores."""
-    dec = engine.decoder
-    h = embed(engine, batch)
-    h, type_mass, vis_scores = monitor_pass(dec, h, batch, K)
+    if batch.monitor is not None:
+        h, type_mass, vis_scores = batch.monitor
+    else:
+        h, type_mass, vis_scores = monitor_pass(engine.decoder, embed(engine, batch), batch, K)
     features = rate_features(predictor.spec, type_mass, step_index(batch, h.shape[1]))
     return h, predictor(features.to(predictor.linear.weight.dtype)), vis_scores
 
@@ -107,6 +109,27 @@ def masked_loss(engine, predictor, batch: TeacherBatch, cfg: TrainConfig, tau: f
                "rate": float((soft.detach() @ rate_values)[answer].mean()),
                "hard_rate": float(hard.mean())}
     return loss, metrics
+
+
+@torch.no_grad()
+def precompute_monitor(engine, examples: list[Example], K: int, batch_size: int = 16,
+                       progress: bool = False) -> list[Example]:
+    """Examples carrying the frozen layers' outputs (vision tower, layers < K, the monitor's
+    statistics), so training steps run only the pruned layers. Exact: a row of a right-padded
+    causal batch equals the unpadded row. Costs ``T x (d + 4H + Nv)`` floats per example."""
+    out = []
+    pad = engine.config.text_config.pad_token_id or 0
+    starts = range(0, len(examples), batch_size)
+    for start in tqdm(starts, desc="frozen layers", unit="batch", disable=not progress):
+        chunk = examples[start:start + batch_size]
+        batch = collate(chunk, engine.image_token_id, pad).to(engine.device)
+        h, type_mass, vis_scores = monitor_pass(engine.decoder, embed(engine, batch), batch, K)
+        for i, e in enumerate(chunk):
+            T, nv = len(e.prompt_ids) + len(e.answer_ids), int(batch.n_visual[i])
+            out.append(Example(e.prompt_ids, e.answer_ids, e.pixel_values,
+                               (h[i, :T].clone(), type_mass[i, :T].clone(),
+                                vis_scores[i, :T, :nv].clone())))
+    return out
 
 
 def _batches(examples: list[Example], batch_size: int, rng: random.Random):
@@ -143,6 +166,8 @@ def train_predictor(engine, examples: list[Example], cfg: TrainConfig,
     optimizer = torch.optim.Adam(params)
     image_token = engine.image_token_id
     pad = engine.config.text_config.pad_token_id or 0
+    if cfg.cache_monitor:
+        examples = precompute_monitor(engine, examples, cfg.layer, progress=progress)
     batches = _batches(examples, cfg.batch_size, rng)
     bar = tqdm(range(cfg.steps), desc="predictor", unit="step", disable=not progress)
     predictor.train()
