@@ -23,8 +23,9 @@ from the same timed N + 1 runs, no extra calls: the duration of every decode ste
 the timed runs (N x repeats steps), median. For transformers a step is the interval between
 successive calls of a no-op stopping criterion (it runs once after each new token, so all of
 generate's per-step work is inside); for the engine it is its own ``stats.step_ms`` (embedding,
-layers, logits and sampling of the step; the loop's per-sequence bookkeeping, about 10 us a
-sequence, is outside that timer). The mean of those steps is in the JSON (``in_loop_mean_ms``).
+layers, logits, sampling and reading the sampled tokens; the loop's per-sequence bookkeeping,
+about 10 us a sequence, is outside that timer); ``dyrate bench e2e`` times steps the same way.
+The mean of those steps is in the JSON (``in_loop_mean_ms``).
 
 Bandwidth floor of one decode step: the bytes a step must read at least, over the machine's read
 bandwidth. Bytes = the text decoder's weights (every layer parameter, the final norm and the
@@ -43,34 +44,24 @@ the floor.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import statistics
 import sys
-import time
 from dataclasses import asdict, dataclass
 
 import torch
-import transformers
-from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                          LlavaForConditionalGeneration, StoppingCriteria, StoppingCriteriaList)
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import copy_bandwidth_gbs, median_ms  # noqa: E402
+if not __package__:  # run as a script: make the package importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from python_bench.presets import (PRESETS, build_model, decoder_weight_bytes,  # noqa: E402
+                                  kv_bytes_per_token, make_prompts)
+from python_bench.report import machine_info, save_json  # noqa: E402
+from python_bench.runners import run_engine, run_hf  # noqa: E402
+from python_bench.timing import copy_bandwidth_gbs, median_ms, read_bandwidth_gbs  # noqa: E402
 
 from dyrate_engine import Engine  # noqa: E402
 
-VOCAB = 32000
-IMAGE_TOKEN = VOCAB - 1
-BOS, PAD = 1, 0
-TEXT = dict(vocab_size=VOCAB, hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
-            num_attention_heads=12, num_key_value_heads=12, max_position_embeddings=2048,
-            pad_token_id=PAD, bos_token_id=BOS, eos_token_id=2, rms_norm_eps=1e-5)
-VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,
-              image_size=336, patch_size=14)
-N_VISUAL = (VISION["image_size"] // VISION["patch_size"]) ** 2  # "default" drops CLS: 576
+PRESET = PRESETS["cpu"]  # Llama 768 x 12, 576 visual tokens (the shape described above)
 
 
 @dataclass
@@ -93,99 +84,20 @@ class Row:
     in_loop_speedup_vs_hf: float = 0.0
 
 
-def build_model(seed=0) -> LlavaForConditionalGeneration:
-    text = LlamaConfig(**TEXT)
-    vision = CLIPVisionConfig(**VISION)
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=IMAGE_TOKEN,
-                         vision_feature_layer=-1, vision_feature_select_strategy="default")
-    torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config).eval()
-    # No EOS: every sequence runs the full length. generate() fills a None it is *passed* from
-    # the model's generation_config, so it is unset there (and nowhere else is it looked up).
-    model.generation_config.eos_token_id = None
-    return model
-
-
-def make_prompts(batch, seed=1):
-    """Ragged ``[bos, 19..21 text, 576 image, 13..17 text]`` per sequence, and random images."""
-    g = torch.Generator().manual_seed(seed)
-    text = lambda k: torch.randint(3, IMAGE_TOKEN, (k,), generator=g)  # noqa: E731
-    ids = [torch.cat([torch.tensor([BOS]), text(19 + b % 3), torch.full((N_VISUAL,), IMAGE_TOKEN),
-                      text(13 + b % 5)]) for b in range(batch)]
-    size = VISION["image_size"]
-    return ids, torch.randn(batch, 3, size, size, generator=g)
-
-
-def left_pad(ids):
-    width = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), PAD, dtype=torch.long)
-    mask = torch.zeros_like(input_ids)
-    for i, x in enumerate(ids):
-        input_ids[i, width - len(x):] = x
-        mask[i, width - len(x):] = 1
-    return input_ids, mask
-
-
-class StepClock(StoppingCriteria):
-    """Never stops; notes the time each time generate() has made a token."""
-
-    def __init__(self):
-        self.times = []
-
-    def __call__(self, input_ids, scores, **kwargs):
-        self.times.append(time.perf_counter())
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-
-
-def hf_runner(hf, ids, pixels, in_loop):
-    input_ids, mask = left_pad(ids)
-    width = input_ids.shape[1]
-
+def runner(impl, model, ids, pixels, in_loop):
+    """``run(n)``: one call making n new tokens; the decode steps of n > 1 calls go to in_loop."""
     def run(n):
-        clock = StepClock()
-        with torch.inference_mode():
-            out = hf.generate(input_ids=input_ids, attention_mask=mask, pixel_values=pixels,
-                              max_new_tokens=n, do_sample=False,
-                              stopping_criteria=StoppingCriteriaList([clock]))
-        # No EOS, so no row is finished early and padded: the width is every row's count.
-        assert out.shape[1] - width == n, f"transformers made {out.shape[1] - width} of {n} tokens"
-        assert len(clock.times) == n, (len(clock.times), n)
+        r = run_hf(model, ids, pixels, n) if impl == "hf" else run_engine(model, ids, pixels, n)
         if n > 1:
-            in_loop.append([(b - a) * 1e3 for a, b in zip(clock.times, clock.times[1:])])
+            in_loop.append(r.step_ms)
     return run
 
 
-def engine_runner(engine, ids, pixels, in_loop):
-    def run(n):
-        results = engine.generate_ids(ids, pixels, max_new_tokens=n)
-        for r in results:
-            assert len(r.token_ids) == n and r.finish_reason == "length", \
-                f"engine made {len(r.token_ids)} of {n} tokens ({r.finish_reason})"
-        if n > 1:
-            in_loop.append(list(results[0].stats.step_ms))
-    return run
-
-
-def read_bandwidth_gbs(nbytes=1 << 30, repeats=10) -> float:
-    """Bytes read per second by ``.sum()`` of a large fp32 tensor, in GB/s."""
-    src = torch.ones(nbytes // 4, dtype=torch.float32)
-    ms, _ = median_ms(lambda: src.sum(), warmup=2, repeats=repeats, cold=False)
-    return nbytes / (ms * 1e-3) / 1e9
-
-
-def step_bytes(hf, engine, ids, n_new) -> dict:
+def step_bytes(hf, ids, n_new) -> dict:
     """Bytes one decode step of the batch must read: weights and KV cache (see the docstring)."""
-    lm = hf.model.language_model
-    embed = lm.embed_tokens.weight
-    weights = sum(p.numel() * p.element_size() for name, p in lm.named_parameters()
-                  if not name.startswith("embed_tokens"))
-    if hf.lm_head.weight.data_ptr() != embed.data_ptr():
-        weights += hf.lm_head.weight.numel() * hf.lm_head.weight.element_size()
-    weights += len(ids) * embed.shape[1] * embed.element_size()
-    dec = engine.decoder
-    per_token = 2 * dec.n_layers * dec.n_kv_heads * dec.head_dim * embed.element_size()
     mean_context = sum(len(x) + (n_new + 1) / 2 for x in ids)
-    return dict(weights=weights, kv=int(per_token * mean_context))
+    per_token = kv_bytes_per_token(hf) * hf.config.text_config.num_hidden_layers
+    return dict(weights=decoder_weight_bytes(hf, len(ids)), kv=int(per_token * mean_context))
 
 
 def measure(name, run, batch, n, repeats):
@@ -213,22 +125,21 @@ def main(argv=None):
     N = args.new_tokens
 
     read_before, copy_before = read_bandwidth_gbs(), copy_bandwidth_gbs()
-    hf = build_model()
+    hf = build_model(PRESET)
     engine = Engine(hf)
     engine.eos_token_ids = []
-    machine = platform.processor() or platform.machine()
+    machine = machine_info("cpu")
     n_text = sum(p.numel() for p in hf.model.language_model.parameters()) / 1e6
     print(f"# built the model: text {n_text:.1f}M params + lm_head, attention "
           f"{hf.config._attn_implementation}", file=sys.stderr, flush=True)
 
     rows, prompts, sizes = [], {}, {}
     for batch in args.batch:
-        ids, pixels = make_prompts(batch)
+        ids, pixels = make_prompts(PRESET, batch)
         prompts[batch] = [len(x) for x in ids]
         for impl in args.impl:
             in_loop = []
-            make = hf_runner if impl == "hf" else engine_runner
-            run = make(hf if impl == "hf" else engine, ids, pixels, in_loop)
+            run = runner(impl, hf if impl == "hf" else engine, ids, pixels, in_loop)
             t = measure(impl, run, batch, N, args.repeats)
             (long_ms, long_spread), (short_ms, short_spread) = t[N + 1], t[1]
             decode_ms = long_ms - short_ms
@@ -241,7 +152,7 @@ def main(argv=None):
                 in_loop_mean_ms=statistics.fmean(steps),
                 in_loop_tokens_per_s=batch / (step_ms * 1e-3),
                 call_1_ms=short_ms, call_n_ms=long_ms))
-        sizes[batch] = step_bytes(hf, engine, ids, N)
+        sizes[batch] = step_bytes(hf, ids, N)
     # The floor uses the better of the bandwidths measured before and after the runs.
     read_bw = max(read_before, read_bandwidth_gbs())
     copy_bw = max(copy_before, copy_bandwidth_gbs())
@@ -254,10 +165,10 @@ def main(argv=None):
         r.speedup_vs_hf = ref.ms_per_step / r.ms_per_step if ref else float("nan")
         r.in_loop_speedup_vs_hf = ref.in_loop_ms / r.in_loop_ms if ref else float("nan")
 
-    print(f"# {machine}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"transformers {transformers.__version__}; read bandwidth {read_bw:.1f} GB/s (sum), "
-          f"copy {copy_bw:.1f} GB/s (read + write)")
-    print(f"# Llama 768 x 12 layers MHA fp32, {N_VISUAL} visual tokens; N = {N} decode steps, "
+    print(f"# {machine['cpu']}, {machine['threads']} threads, torch {machine['torch']}, "
+          f"transformers {machine['transformers']}, commit {machine['commit']}, {machine['date']}; "
+          f"read bandwidth {read_bw:.1f} GB/s (sum), copy {copy_bw:.1f} GB/s (read + write)")
+    print(f"# {PRESET.shape()}, fp32; N = {N} decode steps, "
           f"median of {args.repeats} after 1 warm-up; bytes/step: weights "
           f"{sizes[args.batch[0]]['weights'] / 1e6:.0f} MB, KV "
           + ", ".join(f"B={b} {s['kv'] / 1e6:.0f} MB" for b, s in sizes.items()))
@@ -271,15 +182,11 @@ def main(argv=None):
               f"{r.in_loop_ms:8.2f} {r.in_loop_tokens_per_s:9.1f} {r.in_loop_x_floor:7.2f}x "
               f"{r.in_loop_speedup_vs_hf:5.2f}x | {r.floor_ms:8.2f}")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump({"date": datetime.datetime.now().isoformat(timespec="seconds"),
-                       "machine": machine, "threads": torch.get_num_threads(), "argv": sys.argv,
-                       "torch": torch.__version__, "transformers": transformers.__version__,
-                       "read_bandwidth_gbs": read_bw, "copy_bandwidth_gbs": copy_bw,
-                       "text_config": TEXT, "vision_config": VISION, "n_visual": N_VISUAL,
-                       "prompt_lens": prompts, "bytes_per_step": sizes,
-                       "rows": [asdict(r) for r in rows]}, f, indent=1)
+        save_json({"suite": "decode", "machine": machine, "read_bandwidth_gbs": read_bw,
+                   "copy_bandwidth_gbs": copy_bw, "text_config": PRESET.text,
+                   "vision_config": PRESET.vision, "n_visual": PRESET.n_visual,
+                   "prompt_lens": prompts, "bytes_per_step": sizes,
+                   "rows": [asdict(r) for r in rows]}, args.json)
     return rows
 
 

@@ -5,26 +5,33 @@ Shapes of LLaVA-1.5-7B (32 heads of dim 128, 576 visual tokens after a 35-token 
 the reference runs in the same process on the same inputs, and a plain large copy gives the
 bandwidth ceiling (bytes read + written per second).
 
-    python python_bench/bench_ops.py --device cpu --batch 1 8 --json out/ops_cpu.json
+    dyrate bench ops --device cpu --batch 1,8 --json out/ops_cpu.json
+    python python_bench/bench_ops.py --device cpu --batch 1 8 --json out/ops_cpu.json  # the same
+
+``--shape tiny`` runs toy sizes (seconds; for tests and dry runs, not for figures).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 from dataclasses import asdict, dataclass
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import copy_bandwidth_gbs, median_ms  # noqa: E402
+if not __package__:  # run as a script: make the package importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from python_bench.report import machine_info, save_json  # noqa: E402
+from python_bench.timing import copy_bandwidth_gbs, median_ms  # noqa: E402
 
 import dyrate_engine.ops as ops  # noqa: E402
 
 LLAVA_7B = dict(heads=32, kv_heads=32, head_dim=128, n_visual=576, vis_start=35, prompt_len=640,
                 capacity=700, pruned_layers=29)
+SHAPES = {"llava-1.5-7b": LLAVA_7B,
+          "tiny": dict(heads=4, kv_heads=2, head_dim=16, n_visual=36, vis_start=5, prompt_len=50,
+                       capacity=60, pruned_layers=3)}
+COPY_BYTES = {"llava-1.5-7b": 1 << 30, "tiny": 256 << 20}  # the copy-bandwidth measure's buffer
 
 
 @dataclass
@@ -42,8 +49,8 @@ class Row:
     of_copy_bw: float
 
 
-def make_inputs(batch, dtype, device, seed=0):
-    s = LLAVA_7B
+def make_inputs(batch, dtype, device, seed=0, shape=LLAVA_7B):
+    s = shape
     g = torch.Generator(device="cpu").manual_seed(seed)
     full = torch.full((batch,), s["capacity"], dtype=torch.long)
     return dict(
@@ -57,12 +64,13 @@ def make_inputs(batch, dtype, device, seed=0):
         scores=torch.rand(batch, s["n_visual"], generator=g).to(device),
         present=torch.ones(batch, s["n_visual"], dtype=torch.bool, device=device),
         n_keep=torch.full((batch,), s["n_visual"] // 2, dtype=torch.long, device=device),
+        shape=s,
     )
 
 
 def bench_attention_scores(x, args):
     a = (x["q"], x["k_cache"], x["lengths"], x["vis_start"], x["vis_len"], x["prompt_len"])
-    nv = LLAVA_7B["n_visual"]
+    nv = x["shape"]["n_visual"]
     fused = lambda: torch.ops.dyrate.attention_scores(*a, None, nv)  # noqa: E731
     reference = lambda: ops.attention_scores_reference(*a, None, nv)  # noqa: E731
     key_bytes = int(x["lengths"].sum()) * x["k_cache"].shape[1] * x["k_cache"].shape[3] \
@@ -79,7 +87,7 @@ def bench_select_keep(x, args):
 
 
 def bench_compact_kv(x, args):
-    s = LLAVA_7B
+    s = x["shape"]
     B = x["q"].shape[0]
     kv = torch.empty(s["pruned_layers"], 2, B, s["kv_heads"], s["capacity"], s["head_dim"],
                      dtype=x["k_cache"].dtype, device=x["k_cache"].device)
@@ -115,50 +123,60 @@ def _row(name, t, fused, reference, nbytes, args, setup=None):
                ms, spread, ref_ms, ref_ms / ms, gbs, 0.0)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch", type=int, nargs="+", default=None,
-                        help="batch sizes (default: 1 8 on CPU, 1 8 32 64 on CUDA)")
+    parser.add_argument("--batch", nargs="+", default=None,
+                        help="batch sizes, e.g. 1,8 or 1 8 (default: 1 8 on CPU, 1 8 32 64 on CUDA)")
+    parser.add_argument("--shape", default="llava-1.5-7b", choices=list(SHAPES))
     parser.add_argument("--dtype", nargs="+", default=["bfloat16", "float32"])
     parser.add_argument("--ops", nargs="+", default=["attention_scores", "select_keep", "compact_kv_"])
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", default=None, help="also write the rows and the machine to this file")
-    args = parser.parse_args(argv)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def run(args):
     device = torch.device(args.device)
-    batches = args.batch or ([1, 8] if device.type == "cpu" else [1, 8, 32, 64])
-    copy_before = copy_bandwidth_gbs(device)
-    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() \
-        or platform.machine()
+    batches = [int(b) for v in args.batch for b in str(v).split(",") if b] if args.batch \
+        else ([1, 8] if device.type == "cpu" else [1, 8, 32, 64])
+    shape = SHAPES[args.shape]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    copy_before = copy_bandwidth_gbs(device, COPY_BYTES[args.shape])
+    machine = machine_info(device)
     benches = {"attention_scores": bench_attention_scores, "select_keep": bench_select_keep,
                "compact_kv_": bench_compact_kv}
     rows = []
     for dtype in args.dtype:
         for batch in batches:
-            x = make_inputs(batch, getattr(torch, dtype), device)
+            x = make_inputs(batch, getattr(torch, dtype), device, shape=shape)
             for name in args.ops:
                 rows.append(benches[name](x, args))
                 print(f"  measured {name} {dtype} batch {batch}", file=sys.stderr, flush=True)
     # The ceiling is the better of a copy measured before and after the ops: this machine's
     # bandwidth drifts with its neighbours, and the best sustained copy is the honest ceiling.
-    copy_bw = max(copy_before, copy_bandwidth_gbs(device))
+    copy_bw = max(copy_before, copy_bandwidth_gbs(device, COPY_BYTES[args.shape]))
     for r in rows:
         r.of_copy_bw = r.gbs / copy_bw
-    print(f"# {machine}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"kernels: {ops.backends()['compact_kv_'][device.type]}, "
-          f"copy bandwidth {copy_bw:.1f} GB/s (read + write)")
+    print(f"# {machine.get('gpu') or machine['cpu']}, {machine['threads']} threads, torch "
+          f"{machine['torch']}, kernels: {machine['kernels']}, shape {args.shape}, commit "
+          f"{machine['commit']}, {machine['date']}; copy bandwidth {copy_bw:.1f} GB/s (read + write)")
     print(f"{'op':<17}{'dtype':<10}{'batch':>5}  {'ms':>9} {'±':>7} {'ref ms':>9} {'speedup':>8}"
           f" {'GB/s':>7} {'of copy':>8}")
     for r in rows:
         print(f"{r.op:<17}{r.dtype:<10}{r.batch:>5}  {r.ms:9.3f} {r.spread_ms:7.3f} "
               f"{r.reference_ms:9.3f} {r.speedup:7.2f}x {r.gbs:7.1f} {r.of_copy_bw:7.0%}")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine, "threads": torch.get_num_threads(), "argv": sys.argv,
-                       "torch": torch.__version__, "copy_bandwidth_gbs": copy_bw,
-                       "shape": LLAVA_7B, "rows": [asdict(r) for r in rows]}, f, indent=1)
+        save_json({"suite": "ops", "machine": machine, "copy_bandwidth_gbs": copy_bw,
+                   "shape_name": args.shape, "shape": shape, "rows": [asdict(r) for r in rows]},
+                  args.json)
     return rows
 
 

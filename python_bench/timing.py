@@ -1,4 +1,5 @@
-"""Timing helpers shared by the benchmarks: medians after warm-up, and the copy-bandwidth ceiling."""
+"""Timing helpers shared by the benchmarks: medians after warm-up, spreads, and the bandwidth
+ceilings (copy: bytes read + written per second; read: bytes read per second)."""
 from __future__ import annotations
 
 import statistics
@@ -52,3 +53,17 @@ def copy_bandwidth_gbs(device="cpu", nbytes=1 << 30, repeats=10) -> float:
     dst = torch.empty_like(src)
     ms, _ = median_ms(lambda: dst.copy_(src), device=device, warmup=2, repeats=repeats, cold=False)
     return 2 * nbytes / (ms * 1e-3) / 1e9
+
+
+def read_bandwidth_gbs(device="cpu", nbytes=1 << 30, repeats=10) -> float:
+    """Bytes read per second by ``.sum()`` of a large fp32 tensor, in GB/s."""
+    src = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
+    ms, _ = median_ms(lambda: src.sum(), device=device, warmup=2, repeats=repeats, cold=False)
+    return nbytes / (ms * 1e-3) / 1e9
+
+
+def spread(values) -> dict:
+    """Median, min and max of repeated measurements (and the values themselves)."""
+    values = [float(v) for v in values]
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "values": values}

@@ -1,0 +1,131 @@
+"""``dyrate bench e2e | ops | compare``: the benchmark suite behind the project's CLI.
+
+    dyrate bench e2e --preset cpu --out out/bench/cpu_a          # table, JSON, PNG plots
+    dyrate bench e2e --preset llava-1.5-7b --batch 1,8,32        # on a GPU
+    dyrate bench ops --device cuda --json out/bench/ops.json
+    dyrate bench compare out/bench/cpu_a/e2e_cpu.json out/bench/cpu_b/e2e_cpu.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+DEFAULT_POLICIES = ["hf", "dense", "fastv:2:0.5", "schedule:3:0.5", "schedule:3:0.75",
+                    "ramp:3:0.5:0.9", "dyrate"]
+POLICY_HELP = ("contenders: 'hf' (transformers generate); the engine under 'dense', "
+               "'fastv[:K[:R]]', 'schedule:K:R0[,R1,...]' (rate of step t is R[min(t, last)]), "
+               "'ramp:K:R0:R1[:STEPS]' (a Schedule rising linearly from R0 at the prefill to R1 "
+               "after STEPS steps, default N/2: visual tokens drop while decoding), 'dyrate' "
+               "(--predictor, else an untrained predictor: measures cost only), 'dyrate:DIR' "
+               "or 'dyrate:demo' (a trained predictor)")
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 1,8,32, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers like 1,8,32, got {text!r}")
+    return values
+
+
+def add_bench_parser(subparsers) -> None:
+    from .presets import PRESETS
+
+    bench = subparsers.add_parser("bench", help="benchmarks: end to end, ops, compare two runs",
+                                  description=__doc__.splitlines()[0])
+    sub = bench.add_subparsers(dest="bench_command", required=True)
+
+    e2e = sub.add_parser("e2e", help="transformers generate and the engine under each policy")
+    presets = "; ".join(f"{p.name}: {p.about}" for p in PRESETS.values())
+    e2e.add_argument("--preset", default="tiny", choices=list(PRESETS), help=presets)
+    e2e.add_argument("--batch", type=_ints, default=None, help="batch sizes, e.g. 1,16 "
+                     "(default: the preset's)")
+    e2e.add_argument("--new-tokens", type=int, default=None,
+                     help="new tokens per sequence, at least 2 (default: the preset's)")
+    e2e.add_argument("--repeats", type=int, default=None, help="timed rounds (default: the preset's)")
+    e2e.add_argument("--warmup", type=int, default=1, help="untimed rounds of 2 tokens per batch")
+    e2e.add_argument("--policies", nargs="+", default=DEFAULT_POLICIES, metavar="SPEC",
+                     help=f"{POLICY_HELP} (default: {' '.join(DEFAULT_POLICIES)})")
+    e2e.add_argument("--predictor", default=None,
+                     help="trained predictor directory (or 'demo') for the bare 'dyrate'")
+    e2e.add_argument("--device", default=None, help="default: the preset's")
+    e2e.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    e2e.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    e2e.add_argument("--seed", type=int, default=0)
+    e2e.add_argument("--force", action="store_true",
+                     help="run a GPU preset on the CPU anyway (hours at 7B)")
+    e2e.add_argument("--out", default="out/bench", help="folder for the JSON and the plots")
+    e2e.add_argument("--no-plots", action="store_true")
+    e2e.add_argument("--no-progress", action="store_true")
+    e2e.set_defaults(run=cmd_e2e)
+
+    ops = sub.add_parser("ops", help="each fused op against its PyTorch reference")
+    from .bench_ops import add_arguments
+    add_arguments(ops)
+    ops.set_defaults(run=cmd_ops)
+
+    cmp = sub.add_parser("compare", help="do two e2e runs agree within their own spread?")
+    cmp.add_argument("a", help="e2e JSON of the first run")
+    cmp.add_argument("b", help="e2e JSON of the second run")
+    cmp.add_argument("--tolerance", type=float, default=0.0,
+                     help="widen every [min, max] range by this relative amount (default 0)")
+    cmp.set_defaults(run=cmd_compare)
+
+
+def cmd_e2e(args) -> int:
+    import torch
+
+    from .e2e import run_suite
+    from .presets import PRESETS
+    from .report import machine_info, plot, print_table, save_json
+
+    preset = PRESETS[args.preset]
+    device = torch.device(args.device or preset.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"preset {preset.name} runs on CUDA and this machine has none; pass "
+                         f"--device cpu --force to run it on the CPU anyway")
+    if device.type == "cpu" and preset.device != "cpu" and not args.force:
+        raise ValueError(f"preset {preset.name} is for a GPU ({preset.shape()}): on a CPU it "
+                         f"would take hours; pass --force to run it anyway")
+    new_tokens = args.new_tokens or preset.new_tokens
+    if new_tokens < 2:
+        raise ValueError(f"--new-tokens must be at least 2 (one decode step), got {new_tokens}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
+    result = run_suite(preset, batches=args.batch or list(preset.batches), new_tokens=new_tokens,
+                       repeats=args.repeats or preset.repeats, warmup=args.warmup,
+                       policies=args.policies, device=device, dtype=args.dtype or preset.dtype,
+                       predictor=args.predictor, seed=args.seed, progress=not args.no_progress,
+                       log=log)
+    result["machine"] = machine_info(device)
+    print_table(result)
+    path = os.path.join(args.out, f"e2e_{preset.name}.json")
+    save_json(result, path)
+    print(f"# wrote {path}")
+    if not args.no_plots:
+        for p in plot(result, args.out, log=print):
+            print(f"# wrote {p}")
+    return 0
+
+
+def cmd_ops(args) -> int:
+    from .bench_ops import run
+    run(args)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .report import compare
+
+    runs = []
+    for path in (args.a, args.b):
+        with open(path) as f:
+            runs.append(json.load(f))
+    ok, lines = compare(*runs, tolerance=args.tolerance)
+    print("\n".join(lines))
+    return 0 if ok else 1

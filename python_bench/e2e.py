@@ -1,0 +1,211 @@
+"""End-to-end benchmark: transformers ``generate`` and the engine under each policy, same weights.
+
+For each batch size the contenders (``hf``, and the engine under Dense, FastV, Schedule, DyRate)
+run interleaved: ``--warmup`` rounds in which each makes 2 tokens, then ``--repeats`` rounds in
+which each makes ``--new-tokens`` (interleaving spreads a noisy neighbour's bursts over every
+contender instead of one). Per call (``runners``): prefill ms (call start to first token),
+median decode step ms, decode tokens/s = B / median step, end-to-end tokens/s = B x N / wall
+time, peak memory, and the achieved fraction of the bandwidth floor: per decode step,
+floor = (weight bytes + bytes of KV that step reads) / copy bandwidth, fraction = floor / step
+time, median over the steps. Each row reports every metric's median, min and max over the
+repeats. FLOPs, KV bytes and kept visual tokens are deterministic (exact counts from the engine).
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from .cli import POLICY_HELP
+from .presets import Preset, build_model, decoder_weight_bytes, kv_bytes_per_token, make_prompts
+from .report import TIMED
+from .runners import Run, run_engine, run_hf
+from .timing import copy_bandwidth_gbs, read_bandwidth_gbs, spread
+
+
+@dataclass
+class Contender:
+    spec: str
+    label: str
+    impl: str  # "hf" or "engine"
+    make_policy: Callable = lambda: None
+    first_pruned: int = 0  # K (n_layers when nothing is pruned)
+    note: str = ""
+
+
+def _untrained_dyrate(engine, seed, layer=3):
+    """DyRate with a seeded, untrained predictor for random-weight models: its rates mean
+    nothing, its cost (monitor, features, linear, pruning) is the real one."""
+    from dyrate_engine import DyRate
+    try:
+        from dyrate_engine.predictor import RatePredictor
+    except ImportError as error:
+        raise LookupError(f"dyrate skipped: dyrate_engine.predictor is not importable ({error})")
+    torch.manual_seed(seed)
+    model = RatePredictor(engine.decoder.n_heads).to(engine.device).eval()
+    return lambda: DyRate(model, layer=layer)
+
+
+def make_contenders(specs, engine, new_tokens, predictor=None, seed=0):
+    """Contenders from their spellings (POLICY_HELP); returns (contenders, notes of skipped)."""
+    from dyrate_engine import Schedule
+    from dyrate_engine.cli import parse_policy
+    from dyrate_engine.engine.pruning import validate_policy
+
+    out, skipped = [], []
+    n_layers = engine.decoder.n_layers
+    for spec in specs:
+        name, *fields = spec.split(":")
+        label, note = spec, ""
+        if name == "hf":
+            out.append(Contender(spec, "hf generate", "hf", first_pruned=n_layers))
+            continue
+        if name == "dyrate" and not fields and predictor:
+            spec = f"dyrate:{predictor}"
+        if name == "dyrate" and not fields and not predictor:
+            try:
+                make = _untrained_dyrate(engine, seed)
+            except LookupError as error:
+                skipped.append(str(error))
+                continue
+            label = "dyrate(untrained)"
+            note = "untrained random predictor: measures the cost of DyRate's machinery, not its rates"
+        elif name == "ramp":
+            if len(fields) not in (3, 4):
+                raise ValueError(f"bad contender {spec!r}; {POLICY_HELP}")
+            layer, r0, r1 = int(fields[0]), float(fields[1]), float(fields[2])
+            steps = int(fields[3]) if len(fields) == 4 else max(1, new_tokens // 2)
+            rates = [r0 + (r1 - r0) * t / steps for t in range(steps + 1)]
+            make = lambda layer=layer, rates=rates: Schedule(rates, layer=layer)  # noqa: E731
+            label = f"ramp:{layer}:{r0:g}->{r1:g}"
+        else:
+            make = lambda spec=spec: parse_policy(spec)  # noqa: E731
+            note = f"trained predictor {spec.split(':', 1)[1]}" if name == "dyrate" else ""
+        try:
+            policy = make()
+        except ValueError as error:
+            raise ValueError(f"{error}\n(dyrate bench e2e --policies: {POLICY_HELP})") from None
+        if hasattr(policy, "check_model"):  # e.g. a predictor trained for another head count
+            policy.check_model(engine.config.text_config)
+        out.append(Contender(spec, label, "engine", make, validate_policy(policy, n_layers), note))
+    return out, skipped
+
+
+def _kv_steps(c: Contender, run: Run, hf, batch, n_layers, prompt_lens, width):
+    """Bytes of KV each decode step reads, and the cache's allocated and final occupied bytes."""
+    per_token = kv_bytes_per_token(hf)
+    n = len(run.step_ms) + 1
+    if c.impl == "hf":  # one dynamic cache, left-padded to the widest prompt
+        allocated = n_layers * per_token * batch * (width + n - 1)
+        return [n_layers * per_token * batch * (width + i) for i in range(1, n)], allocated, allocated
+    K = c.first_pruned
+
+    def read(i):  # lengths after step i = keys step i attended (its own token included)
+        return sum((K * s.cache_lengths[i][0] + (n_layers - K) * s.cache_lengths[i][1]) * per_token
+                   for s in (r.stats for r in run.results))
+    allocated = n_layers * per_token * batch * (max(prompt_lens) + n)
+    return [read(i) for i in range(1, n)], allocated, read(n - 1)
+
+
+def _exact(c: Contender, run: Run) -> dict:
+    """FLOPs as run over dense FLOPs of the same tokens, and the kept visual tokens per step."""
+    if c.impl == "hf":
+        return dict(flops_vs_dense=1.0, decode_flops_vs_dense=1.0, kept_visual_by_step=[])
+    stats = [r.stats for r in run.results]
+    flops = sum(sum(s.flops) for s in stats) / sum(sum(s.dense_flops) for s in stats)
+    decode = sum(sum(s.flops[1:]) for s in stats) / max(1, sum(sum(s.dense_flops[1:]) for s in stats))
+    kept = [statistics.fmean(s.kept_visual[i] for s in stats) for i in range(len(stats[0].kept_visual))]
+    return dict(flops_vs_dense=flops, decode_flops_vs_dense=decode, kept_visual_by_step=kept)
+
+
+def run_suite(preset: Preset, *, batches, new_tokens, repeats, warmup, policies, device, dtype,
+              predictor=None, seed=0, progress=True, log=print) -> dict:
+    """Measure every (batch, contender); returns the JSON-ready result (see report.save)."""
+    nbytes = preset.bandwidth_mib << 20
+    bandwidth = [copy_bandwidth_gbs(device, nbytes)]
+    hf = build_model(preset, device, dtype, seed)
+    from dyrate_engine import Engine
+    engine = Engine(hf)
+    engine.eos_token_ids = []
+    contenders, skipped = make_contenders(policies, engine, new_tokens, predictor, seed)
+    for note in skipped:
+        log(f"# {note}")
+    n_layers = engine.decoder.n_layers
+    bar = tqdm(total=len(batches) * len(contenders) * (warmup + repeats), unit="call",
+               disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    rows, all_lens = [], {}
+    for batch in batches:
+        ids, pixels = make_prompts(preset, batch, seed + 1)
+        prompt_lens, width = [len(x) for x in ids], max(len(x) for x in ids)
+        all_lens[batch] = prompt_lens
+        runs = {c.spec: [] for c in contenders}
+        for round_ in range(warmup + repeats):
+            for c in contenders:
+                bar.set_description(f"batch {batch} {c.label}"[:40])
+                n = new_tokens if round_ >= warmup else 2
+                run = run_hf(hf, ids, pixels, n) if c.impl == "hf" else \
+                    run_engine(engine, ids, pixels, n, c.make_policy())
+                if round_ >= warmup:
+                    runs[c.spec].append(run)
+                bar.update()
+        weights = decoder_weight_bytes(hf, batch)
+        for c in contenders:
+            kv_steps, kv_alloc, kv_final = _kv_steps(c, runs[c.spec][-1], hf, batch, n_layers,
+                                                     prompt_lens, width)
+            rows.append(dict(
+                batch=batch, policy=c.spec, label=c.label, impl=c.impl, note=c.note,
+                first_pruned_layer=c.first_pruned, runs=runs[c.spec], weights_bytes=weights,
+                kv_read_bytes_by_step=kv_steps, kv_allocated_bytes=kv_alloc,
+                kv_final_bytes=kv_final, **_exact(c, runs[c.spec][-1])))
+    bar.close()
+    bandwidth.append(copy_bandwidth_gbs(device, nbytes))
+    # The ceiling is the best copy measured before and after: the bandwidth of a shared machine
+    # drifts with its neighbours, and its best sustained figure is the honest ceiling.
+    copy_bw = max(bandwidth)
+    for row in rows:
+        _finish_row(row, copy_bw)
+    _ratios(rows)
+    return dict(preset=preset.name, shape=preset.shape(), n_visual=preset.n_visual,
+                prompt_lens=all_lens, batches=list(batches), new_tokens=new_tokens,
+                repeats=repeats, warmup=warmup, device=str(device), dtype=dtype,
+                copy_bandwidth_gbs=copy_bw, copy_bandwidth_measures_gbs=bandwidth,
+                read_bandwidth_gbs=read_bandwidth_gbs(device, nbytes), skipped=skipped, rows=rows)
+
+
+def _finish_row(row, copy_bw):
+    """Per-repeat metrics -> median / min / max; per-step medians for the plots."""
+    batch, runs = row["batch"], row.pop("runs")
+    floors = [(row["weights_bytes"] + kv) / (copy_bw * 1e9) * 1e3
+              for kv in row["kv_read_bytes_by_step"]]
+    per_run = {k: [] for k in TIMED}
+    for run in runs:
+        step = statistics.median(run.step_ms)
+        n = len(run.step_ms) + 1
+        per_run["prefill_ms"].append(run.prefill_ms)
+        per_run["step_ms"].append(step)
+        per_run["tokens_per_s"].append(batch / step * 1e3)
+        per_run["e2e_tokens_per_s"].append(batch * n / run.wall_ms * 1e3)
+        per_run["wall_ms"].append(run.wall_ms)
+        per_run["peak_mem_mb"].append(run.peak_mem_bytes / 2**20)
+        per_run["of_floor"].append(statistics.median(f / s for f, s in zip(floors, run.step_ms)))
+    row["metrics"] = {k: spread(v) for k, v in per_run.items()}
+    row["floor_ms_by_step"] = floors
+    row["step_ms_by_step"] = [statistics.median(s) for s in zip(*(r.step_ms for r in runs))]
+
+
+def _ratios(rows):
+    """tokens/s of each row over the dense engine's and over HF's at the same batch, with the
+    range the repeats allow (worst over best, best over worst)."""
+    by = {(r["batch"], r["policy"]): r for r in rows}
+    for r in rows:
+        for base in ("dense", "hf"):
+            ref = by.get((r["batch"], base))
+            if ref is None or ref is r:
+                continue
+            a, b = r["metrics"]["tokens_per_s"], ref["metrics"]["tokens_per_s"]
+            r[f"vs_{base}"] = {"median": a["median"] / b["median"], "min": a["min"] / b["max"],
+                               "max": a["max"] / b["min"]}

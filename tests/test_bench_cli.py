@@ -1,0 +1,130 @@
+"""`dyrate bench e2e | ops | compare` at toy sizes: the JSON has every metric with sane values,
+and compare tells agreeing runs from disagreeing ones. No timing assertions."""
+import copy
+import importlib
+import json
+import math
+
+import pytest
+import torch
+
+from dyrate_engine.cli import main
+
+POLICIES = ["hf", "dense", "fastv:2:0.5", "schedule:3:0.75", "ramp:3:0.5:0.9", "dyrate"]
+TIMED = ["prefill_ms", "step_ms", "tokens_per_s", "e2e_tokens_per_s", "wall_ms", "peak_mem_mb",
+         "of_floor"]
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory):
+    out = tmp_path_factory.mktemp("e2e")
+    threads = torch.get_num_threads()
+    try:
+        rc = main(["bench", "e2e", "--preset", "tiny", "--batch", "1,2", "--new-tokens", "4",
+                   "--repeats", "2", "--threads", "1", "--no-progress", "--out", str(out),
+                   "--policies", *POLICIES])
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0
+    path = out / "e2e_tiny.json"
+    return path, json.loads(path.read_text())
+
+
+def rows_by(result):
+    return {(r["batch"], r["policy"]): r for r in result["rows"]}
+
+
+def test_e2e_json_has_every_metric_with_sane_values(e2e):
+    _, result = e2e
+    assert result["machine"]["torch"] and result["machine"]["date"]
+    assert result["copy_bandwidth_gbs"] > 0
+    rows = rows_by(result)
+    assert set(rows) == {(b, p) for b in (1, 2) for p in POLICIES}
+    for r in result["rows"]:
+        for name in TIMED:
+            m = r["metrics"][name]
+            assert len(m["values"]) == 2
+            assert 0 < m["min"] <= m["median"] <= m["max"], (r["label"], name, m)
+        assert 0 < r["metrics"]["of_floor"]["median"] < 10
+        assert len(r["step_ms_by_step"]) == len(r["floor_ms_by_step"]) == 3  # N - 1 steps
+        assert 0 < r["kv_final_bytes"] <= r["kv_allocated_bytes"]
+        assert r["weights_bytes"] > 0
+
+
+def test_e2e_pruning_shows_in_flops_kv_and_kept_tokens(e2e):
+    _, result = e2e
+    rows, nv = rows_by(result), result["n_visual"]
+    for b in (1, 2):
+        dense, sched = rows[(b, "dense")], rows[(b, "schedule:3:0.75")]
+        ramp, fastv = rows[(b, "ramp:3:0.5:0.9")], rows[(b, "fastv:2:0.5")]
+        assert rows[(b, "hf")]["flops_vs_dense"] == dense["flops_vs_dense"] == 1.0
+        assert sched["flops_vs_dense"] < 1.0 and fastv["flops_vs_dense"] < 1.0
+        assert set(dense["kept_visual_by_step"]) == {nv}
+        assert set(sched["kept_visual_by_step"]) == {math.ceil(0.25 * nv)}
+        kept = ramp["kept_visual_by_step"]
+        assert all(a >= b for a, b in zip(kept, kept[1:])) and kept[-1] < kept[1] < nv
+        assert sched["kv_final_bytes"] < dense["kv_final_bytes"]
+        assert sched["kv_allocated_bytes"] == dense["kv_allocated_bytes"]
+        assert sched["kv_read_bytes_by_step"][0] < dense["kv_read_bytes_by_step"][0]
+        assert {"vs_dense", "vs_hf"} <= set(sched)
+    assert rows[(2, "dyrate")]["label"] == "dyrate(untrained)"
+    assert "cost" in rows[(2, "dyrate")]["note"]
+
+
+def test_e2e_writes_plots(e2e):
+    pytest.importorskip("matplotlib")
+    path, _ = e2e
+    for suffix in ("tokens_per_s", "steps"):
+        assert (path.parent / f"e2e_tiny_{suffix}.png").stat().st_size > 1000
+
+
+def test_compare_agrees_with_itself_and_flags_a_doctored_run(e2e, tmp_path, capsys):
+    path, result = e2e
+    assert main(["bench", "compare", str(path), str(path)]) == 0
+    assert "AGREE" in capsys.readouterr().out
+
+    slow = copy.deepcopy(result)
+    m = slow["rows"][1]["metrics"]["tokens_per_s"]
+    for key in ("median", "min", "max"):
+        m[key] *= 0.1
+    m["values"] = [v * 0.1 for v in m["values"]]
+    (tmp_path / "slow.json").write_text(json.dumps(slow))
+    assert main(["bench", "compare", str(path), str(tmp_path / "slow.json")]) == 1
+    out = capsys.readouterr().out
+    assert "DISAGREE" in out and "\n       tokens_per_s" in out
+    # A widened tolerance accepts it; a changed exact count never is.
+    assert main(["bench", "compare", str(path), str(tmp_path / "slow.json"),
+                 "--tolerance", "10"]) == 0
+    other = copy.deepcopy(result)
+    other["rows"][0]["flops_vs_dense"] = 0.5
+    (tmp_path / "flops.json").write_text(json.dumps(other))
+    assert main(["bench", "compare", str(path), str(tmp_path / "flops.json"),
+                 "--tolerance", "10"]) == 1
+
+
+def test_ops_at_tiny_sizes(tmp_path):
+    path = tmp_path / "ops.json"
+    assert main(["bench", "ops", "--device", "cpu", "--shape", "tiny", "--batch", "1,2",
+                 "--dtype", "float32", "--warmup", "1", "--repeats", "2", "--json", str(path)]) == 0
+    result = json.loads(path.read_text())
+    assert result["shape_name"] == "tiny" and result["machine"]["cpu"]
+    assert {(r["op"], r["batch"]) for r in result["rows"]} == \
+        {(op, b) for op in ("attention_scores", "select_keep", "compact_kv_") for b in (1, 2)}
+    for r in result["rows"]:
+        assert r["ms"] > 0 and r["reference_ms"] > 0 and r["speedup"] > 0
+
+
+def test_gpu_preset_refuses_the_cpu_and_bad_specs_fail_early(capsys):
+    if not torch.cuda.is_available():
+        assert main(["bench", "e2e", "--preset", "llava-1.5-7b"]) == 2
+        assert "CUDA" in capsys.readouterr().err
+    assert main(["bench", "e2e", "--preset", "llava-1.5-7b", "--device", "cpu"]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert main(["bench", "e2e", "--preset", "tiny", "--new-tokens", "1"]) == 2
+    with pytest.raises(SystemExit):
+        main(["bench", "e2e", "--batch", "0,x"])
+
+
+def test_scripts_import():
+    for name in ("bench_decode", "bench_ops", "presets", "runners", "e2e", "report"):
+        importlib.import_module(f"python_bench.{name}")
