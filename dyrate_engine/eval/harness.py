@@ -1,0 +1,149 @@
+"""The quality harness: run pruning policies over an evaluation set with the engine, in batches,
+and aggregate per policy the caption metrics, the FLOPs reduction against dense decoding, the
+visual tokens kept and the throughput; plus, for dense decoding with a monitor layer, the mean
+attention share of each token type per decode step (DyRate's Fig. 2)."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+from ..policies import Dense, DyRate, FastV, Policy, Schedule
+from .data import EvalItem
+from .metrics import caption_scores
+
+TOKEN_TYPES = ("system", "image", "instruction", "response")
+_FAMILIES = ((DyRate, "dyrate"), (FastV, "fastv"), (Schedule, "schedule"), (Dense, "dense"))
+
+
+@dataclass
+class EvalPolicy:
+    """A policy to evaluate, its row label and its family (one line in the Pareto plot)."""
+
+    label: str
+    family: str
+    policy: Policy
+
+
+def eval_policy(policy: Policy, label: str | None = None) -> EvalPolicy:
+    """Wrap ``policy`` with its family (dense / fastv / schedule / dyrate, else its class name)
+    and a label (default: ``policy.name``, with the training lambda for a loaded DyRate)."""
+    family = next((name for cls, name in _FAMILIES if isinstance(policy, cls)),
+                  type(policy).__name__.lower())
+    if label is None:
+        label = policy.name
+        lam = ((getattr(policy, "meta", None) or {}).get("training") or {}).get("lam")
+        if family == "dyrate" and lam is not None:
+            label = f"{label[:-1]},lam={lam:g})"
+    return EvalPolicy(label, family, policy)
+
+
+@dataclass
+class PolicyResult:
+    """Aggregates of one policy over the set. ``flops_reduction`` is 1 - sum(flops) /
+    sum(dense_flops) over every request and step (prefill included); ``mean_kept_visual`` the
+    mean over every step of every request of the visual tokens left in the pruned layers;
+    ``tokens_per_s`` the new tokens of all requests over the wall time of the generate calls."""
+
+    label: str
+    family: str
+    cider: float
+    bleu4: float
+    exact_match: float
+    flops_reduction: float
+    mean_kept_visual: float
+    mean_visual: float
+    tokens_per_s: float
+    new_tokens: int
+    wall_s: float
+    images: int
+    outputs: dict = field(default_factory=dict)  # key -> {"text", "cider", "exact"}
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict of every field."""
+        return asdict(self)
+
+
+def generate_all(engine, items: list[EvalItem], policy: Policy, *, max_new_tokens: int,
+                 batch_size: int, desc: str = "", progress: bool = True):
+    """Greedy answers of every item under ``policy``, ``batch_size`` requests per generate call
+    (a request's result does not depend on its batch). Returns ``(results, wall seconds)``,
+    the time counting the generate calls only (not image loading)."""
+    from tqdm import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    results, wall = [], 0.0
+    with tqdm(total=len(items), desc=desc, unit="image", disable=not progress,
+              leave=False) as bar:
+        for start in range(0, len(items), batch_size):
+            batch = items[start:start + batch_size]
+            images = [it.load_image() for it in batch]
+            t0 = time.perf_counter()
+            results += engine.generate(images, [it.prompt for it in batch], policy=policy,
+                                       max_new_tokens=max_new_tokens)
+            wall += time.perf_counter() - t0
+            bar.update(len(batch))
+    return results, wall
+
+
+def run_policy(engine, items: list[EvalItem], entry: EvalPolicy, *, max_new_tokens: int = 48,
+               batch_size: int = 16, progress: bool = True) -> PolicyResult:
+    """Caption every item under ``entry.policy`` and aggregate (see :class:`PolicyResult`)."""
+    results, wall = generate_all(engine, items, entry.policy, max_new_tokens=max_new_tokens,
+                                 batch_size=batch_size, desc=entry.label, progress=progress)
+    texts = {it.key: (r.text or "").strip() for it, r in zip(items, results)}
+    scores = caption_scores(texts, {it.key: it.references for it in items})
+    stats = [r.stats for r in results]
+    dense = sum(sum(s.dense_flops) for s in stats)
+    kept = [k for s in stats for k in s.kept_visual]
+    new_tokens = sum(len(r.token_ids) for r in results)
+    return PolicyResult(
+        label=entry.label, family=entry.family, cider=scores["cider"], bleu4=scores["bleu4"],
+        exact_match=scores["exact_match"],
+        flops_reduction=1 - sum(sum(s.flops) for s in stats) / dense if dense else 0.0,
+        mean_kept_visual=sum(kept) / len(kept) if kept else 0.0,
+        mean_visual=sum(s.n_visual for s in stats) / len(stats),
+        tokens_per_s=new_tokens / wall if wall > 0 else 0.0, new_tokens=new_tokens,
+        wall_s=wall, images=len(items),
+        outputs={k: {"text": texts[k], **scores["per_item"][k]} for k in texts})
+
+
+def attention_shares(engine, items: list[EvalItem], monitor_layer: int = 2, *,
+                     max_new_tokens: int = 48, batch_size: int = 16,
+                     progress: bool = True) -> dict:
+    """Dense decoding with the monitor at ``monitor_layer``: the head-mean attention share of the
+    newest token on each token type, averaged per decode step (0 = the last prompt token) over
+    the requests still generating at that step. Returns ``{"monitor_layer", "steps",
+    "requests" (per step), "shares": {type: [mean per step]}}``."""
+    results, _ = generate_all(engine, items, Dense(monitor_layer=monitor_layer),
+                              max_new_tokens=max_new_tokens, batch_size=batch_size,
+                              desc=f"attention (layer {monitor_layer})", progress=progress)
+    sums: list[list[float]] = []
+    counts: list[int] = []
+    for r in results:
+        for step, mass in enumerate(r.stats.type_mass):
+            if step == len(sums):
+                sums.append([0.0] * len(TOKEN_TYPES))
+                counts.append(0)
+            sums[step] = [a + b for a, b in zip(sums[step], mass)]
+            counts[step] += 1
+    return {"monitor_layer": monitor_layer, "steps": list(range(len(sums))), "requests": counts,
+            "shares": {name: [row[i] / n for row, n in zip(sums, counts)]
+                       for i, name in enumerate(TOKEN_TYPES)}}
+
+
+def warm_up(engine, items: list[EvalItem]) -> None:
+    """One short generate call so that one-time costs do not land in the first policy's time."""
+    engine.generate([items[0].load_image()], [items[0].prompt], max_new_tokens=2)
+
+
+def format_table(rows: list[PolicyResult]) -> str:
+    """The results as a fixed-width text table, one row per policy."""
+    header = ("policy", "CIDEr", "BLEU-4", "exact", "FLOPs red.", "kept visual", "tok/s")
+    lines = [(r.label, f"{r.cider:.3f}", f"{r.bleu4:.3f}", f"{r.exact_match:.1%}",
+              f"{r.flops_reduction:.1%}", f"{r.mean_kept_visual:.1f}/{r.mean_visual:g}",
+              f"{r.tokens_per_s:.1f}") for r in rows]
+    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
+    fmt = lambda row: "  ".join(  # noqa: E731
+        c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+    return "\n".join([fmt(header), "  ".join("-" * w for w in widths), *map(fmt, lines)])

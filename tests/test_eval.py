@@ -1,0 +1,142 @@
+"""The quality harness (``dyrate eval``): metric wrappers against pycocoevalcap, the eval-set
+loaders, the harness and plots on a tiny random model, and the CLI end to end."""
+import json
+
+import pytest
+from PIL import Image
+
+from dyrate_engine import Engine
+from dyrate_engine.cli import main, parse_policy
+from dyrate_engine.demo.scenes import make_scene
+from dyrate_engine.eval import caption_scores, eval_policy, load_eval_set, run_policy, tokenize
+from dyrate_engine.eval.harness import attention_shares
+from dyrate_engine.eval.plots import attention_plot, pareto_plot
+
+from tiny_models import IMAGE_SIZE, build_tiny_llava, build_tiny_processor
+
+pytest.importorskip("pycocoevalcap")
+
+REFS = {"a": ["a red circle at the top left", "a small red circle in the corner"],
+        "b": ["two blue squares in the center"],
+        "c": ["a large green triangle at the bottom", "one green triangle"]}
+
+
+def test_identical_captions_score_as_pycocoevalcap_and_match_exactly():
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+
+    hyps = {k: refs[0] for k, refs in REFS.items()}
+    scores = caption_scores(hyps, REFS)
+    gts = dict(enumerate(REFS.values()))  # already lowercase words: tokenising changes nothing
+    res = {i: [hyps[k]] for i, k in enumerate(REFS)}
+    assert scores["cider"] == pytest.approx(Cider().compute_score(gts, res)[0])
+    assert scores["bleu4"] == pytest.approx(Bleu(4).compute_score(gts, res, verbose=0)[0][3])
+    assert scores["exact_match"] == 1.0
+    wrong = caption_scores({**hyps, "b": "a yellow circle at the top"}, REFS)
+    assert wrong["cider"] < scores["cider"] and wrong["bleu4"] < scores["bleu4"]
+    assert wrong["exact_match"] == pytest.approx(2 / 3)
+    assert wrong["per_item"]["b"]["cider"] < scores["per_item"]["b"]["cider"]
+
+
+def test_tokenize_separates_and_drops_punctuation_and_case():
+    assert tokenize("A Dog, sitting (outside).") == ["a", "dog", "sitting", "outside"]
+    assert tokenize("one shape .", keep_punctuation=True) == ["one", "shape", "."]
+    # Case and spacing of punctuation do not matter for exact match.
+    assert caption_scores({"x": "There is one shape."}, {"x": ["there is one shape ."]}
+                          )["exact_match"] == 1.0
+
+
+def test_synthetic_split_loader():
+    items = load_eval_set("demo-test:5")
+    assert len(items) == 5
+    for i, item in enumerate(items):
+        scene = make_scene("test", i)
+        assert item.references == [scene.caption()] and item.prompt == scene.prompt
+        assert item.load_image().size == scene.render().size
+    assert len(load_eval_set("demo-val:7", limit=3)) == 3
+
+
+@pytest.mark.parametrize("spec", ["demo-nosuch", "demo-test:0", "demo-test:x", "missing.jsonl"])
+def test_bad_data_is_a_clear_error(spec):
+    with pytest.raises((ValueError, FileNotFoundError), match="bad data"):
+        load_eval_set(spec)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A 4-layer tiny model with its processor, and a JSONL of three images (one captioned twice)."""
+    root = tmp_path_factory.mktemp("eval")
+    build_tiny_llava(root / "model", layers=4)
+    build_tiny_processor(root / "model")
+    records = []
+    for i, colour in enumerate(["red", "green", "blue"]):
+        Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), colour).save(root / f"{i}.png")
+        records.append({"image": f"{i}.png", "prompt": "Describe the image.",
+                        "answer": f"a {colour} square"})
+    records.append({"image": "0.png", "prompt": "Describe the image.", "answer": "all red"})
+    (root / "set.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return root
+
+
+def test_jsonl_and_coco_records_are_grouped_by_image(tiny, tmp_path):
+    items = load_eval_set(str(tiny / "set.jsonl"))
+    assert [len(it.references) for it in items] == [2, 1, 1]
+    coco = {"images": [{"id": 7, "file_name": "0.png"}, {"id": 8, "file_name": "1.png"}],
+            "annotations": [{"image_id": 7, "caption": "x y"}, {"image_id": 8, "caption": "z"},
+                            {"image_id": 7, "caption": "x z "}]}
+    (tmp_path / "captions.json").write_text(json.dumps(coco))
+    items = load_eval_set(coco=str(tmp_path / "captions.json"), images=str(tiny))
+    assert [(it.key, it.references) for it in items] == [("7", ["x y", "x z"]), ("8", ["z"])]
+    with pytest.raises(FileNotFoundError, match="missing"):
+        load_eval_set(coco=str(tmp_path / "captions.json"), images=str(tmp_path))
+
+
+def test_harness_measures_pruning_and_writes_plots(tiny, tmp_path):
+    engine = Engine.from_pretrained(tiny / "model")
+    items = load_eval_set(str(tiny / "set.jsonl"))
+    kw = dict(max_new_tokens=4, batch_size=2, progress=False)
+    rows = [run_policy(engine, items, eval_policy(parse_policy(spec)), **kw)
+            for spec in ("dense", "schedule:3:0.5", "fastv:2:0.75")]
+    dense, schedule, fastv = rows
+    assert dense.flops_reduction == 0 and dense.mean_kept_visual == dense.mean_visual == 16
+    for pruned in (schedule, fastv):
+        assert pruned.flops_reduction > 0 and pruned.mean_kept_visual < dense.mean_kept_visual
+    assert fastv.mean_kept_visual == 4 and schedule.mean_kept_visual == 8
+    assert [r.family for r in rows] == ["dense", "schedule", "fastv"]
+    assert set(dense.outputs) == {it.key for it in items} and dense.tokens_per_s > 0
+    # A request's answer does not depend on its batch.
+    alone = run_policy(engine, items, eval_policy(parse_policy("schedule:3:0.5")),
+                       **{**kw, "batch_size": 1})
+    assert alone.outputs == schedule.outputs
+
+    shares = attention_shares(engine, items, 1, **kw)
+    assert shares["requests"][0] == len(items) and shares["monitor_layer"] == 1
+    for step in shares["steps"]:
+        assert sum(shares["shares"][t][step] for t in shares["shares"]) == pytest.approx(1, 1e-4)
+    assert shares["shares"]["response"][0] == 0  # the prefill's last token is in the prompt
+    for path in (pareto_plot(rows, tmp_path / "p.png"), attention_plot(shares, tmp_path / "a.png")):
+        assert path.stat().st_size > 1000
+
+
+def test_cli_eval_end_to_end(tiny, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["eval", "--model", str(tiny / "model"), "--data", str(tiny / "set.jsonl"),
+                 "--policy", "schedule:3:0.5", "--sweep", "--sweep-rates", "0.75",
+                 "--sweep-ratios", "0.5", "--max-new-tokens", "3", "--batch-size", "2",
+                 "--no-progress", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "results.json").read_text())
+    labels = [p["label"] for p in report["policies"]]
+    assert labels == ["dense", "schedule(K=3,0.5)", "schedule(K=3,0.75)", "fastv(K=2,R=0.5)"]
+    assert all(label in printed for label in labels) and "CIDEr" in printed
+    assert report["images"] == 3 and report["attention_shares"]["monitor_layer"] == 2
+    for name in ("pareto.png", "attention_shares.png"):
+        assert (out / name).stat().st_size > 1000
+
+
+@pytest.mark.parametrize("args", [["--data", "nowhere.jsonl"], ["--data", "demo-nosuch:3"],
+                                  ["--coco", "nowhere.json"]])
+def test_cli_eval_bad_data_exits_2(args, tmp_path, capsys):
+    assert main(["eval", *args, "--out", str(tmp_path)]) == 2
+    assert "dyrate: error:" in capsys.readouterr().err
