@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 # The CPU build of torch that lies on the development machines' disk; any other version downloads GBs.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: test build venv cuda-check cmake-check bench-ops clean
+.PHONY: test demo build venv cuda-check cmake-check bench-ops clean
 
 venv: $(VENV)/.ready
 $(VENV)/.ready: pyproject.toml
@@ -25,6 +25,10 @@ test: build
 	$(MAKE) cmake-check
 	@if command -v nvcc >/dev/null 2>&1; then $(MAKE) cuda-check; \
 	else echo "nvcc not found: CUDA compile check skipped"; fi
+
+# Captions the bundled example image with the demo model, dense and with its DyRate predictor.
+demo: build
+	$(PY) -m dyrate_engine.demo
 
 # The same ops as a shared library against libtorch, and a C++ program that runs each op once.
 cmake-check: venv

@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(run=cmd_generate)
     from .train.command import add_parser as add_train_parser
     add_train_parser(sub)
+    from .eval.command import add_parser as add_eval_parser
+    add_eval_parser(sub)
+    from python_bench.cli import add_bench_parser  # the benchmark suite, shipped with the package
+    add_bench_parser(sub)
     return parser
 
 
