@@ -70,33 +70,11 @@ def hf_greedy(model, ids, pixels, max_new_tokens):
 def build_tiny_processor(directory):
     """A real LlavaProcessor (word-level tokenizer, CLIP image processor, chat template) whose
     ids fit the tiny model: <image> is IMAGE_TOKEN, the vocabulary is VOCAB words."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import CLIPImageProcessor, LlavaProcessor, PreTrainedTokenizerFast
+    from dyrate_engine.demo.processor import SPECIALS, word_level_processor
 
-    specials = ["<pad>", "<s>", "</s>", "<unk>"]
     words = ["USER:", "ASSISTANT:", "What", "is", "this?", "Describe", "the", "image."]
-    words += [f"w{i}" for i in range(IMAGE_TOKEN - len(specials) - len(words))]
-    vocab = {t: i for i, t in enumerate(specials + words)}
+    words += [f"w{i}" for i in range(IMAGE_TOKEN - len(SPECIALS) - len(words))]
+    vocab = {t: i for i, t in enumerate(SPECIALS + words)}
     vocab["<image>"] = IMAGE_TOKEN
-    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer.decoder = decoders.WordPiece(prefix="##")
-    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False)
-                                  for t in specials + ["<image>"]])
-    tok = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>",
-                                  unk_token="<unk>", pad_token="<pad>",
-                                  extra_special_tokens={"image_token": "<image>"},
-                                  padding_side="left", add_bos_token=True)
-    template = (
-        "{% for message in messages %}{{ message['role'].upper() + ': ' }}"
-        "{% for c in message['content'] %}{% if c['type'] == 'image' %}{{ '<image>\n' }}{% endif %}"
-        "{% endfor %}{% for c in message['content'] %}{% if c['type'] == 'text' %}"
-        "{{ c['text'] + ' ' }}{% endif %}{% endfor %}{% endfor %}"
-        "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}")
-    images = CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
-                                crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
-    processor = LlavaProcessor(image_processor=images, tokenizer=tok, patch_size=PATCH,
-                               vision_feature_select_strategy="default",
-                               num_additional_image_tokens=1, chat_template=template)
-    processor.save_pretrained(directory)
+    word_level_processor(vocab, IMAGE_SIZE, PATCH).save_pretrained(directory)
     return directory

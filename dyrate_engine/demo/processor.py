@@ -32,10 +32,17 @@ def vocabulary() -> dict[str, int]:
 
 def build_processor():
     """A fresh ``LlavaProcessor`` for the demo model (deterministic: same ids every time)."""
+    return word_level_processor(vocabulary(), IMAGE_SIZE, PATCH)
+
+
+def word_level_processor(vocab: dict[str, int], image_size: int, patch: int):
+    """A real ``LlavaProcessor``: whitespace word-level tokenizer over ``vocab`` (which holds
+    ``SPECIALS`` and ``<image>``), a CLIP image processor at ``image_size`` and the LLaVA-1.5
+    style chat template. Shared by the demo model and the tests' tiny models."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import CLIPImageProcessor, LlavaProcessor, PreTrainedTokenizerFast
 
-    tokenizer = Tokenizer(models.WordLevel(vocab=vocabulary(), unk_token="<unk>"))
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     # Join words with single spaces and leave " ." alone, so decoded text equals the caption.
     tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=False)
@@ -45,10 +52,10 @@ def build_processor():
                                   unk_token="<unk>", pad_token="<pad>",
                                   extra_special_tokens={"image_token": "<image>"},
                                   padding_side="left", add_bos_token=True)
-    images = CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
-                                crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+    images = CLIPImageProcessor(size={"shortest_edge": image_size},
+                                crop_size={"height": image_size, "width": image_size},
                                 image_mean=list(MEAN), image_std=list(STD))
-    return LlavaProcessor(image_processor=images, tokenizer=tok, patch_size=PATCH,
+    return LlavaProcessor(image_processor=images, tokenizer=tok, patch_size=patch,
                           vision_feature_select_strategy="default",
                           num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE)
 
