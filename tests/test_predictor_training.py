@@ -51,14 +51,15 @@ def test_hard_masking_forward_equals_physical_pruning(engine, rate):
                      for i, p, r in zip(ids, pixels, results)], IMAGE_TOKEN)
     with torch.no_grad():
         h, _, scores = monitor_pass(engine.decoder, embed(engine, batch), batch, K)
-        masks = keep_masks(scores, batch.n_visual, [rate])[:, :, 0]
-        first = (batch.prompt_len - 1)[:, None, None].expand(-1, masks.shape[1], masks.shape[2])
-        logits = pruned_pass(engine.decoder, h, batch, K, masks.gather(1, first))
+        masks = keep_masks(scores, batch.n_visual, [rate])  # [B, T, 1, Nv]
+        first = (batch.prompt_len - 1)[:, None, None, None].expand_as(masks)
+        logits = pruned_pass(engine.decoder, h, batch, K, masks.gather(1, first),
+                             torch.ones(masks.shape[:3]))
     for b, r in enumerate(results):
         start = int(batch.prompt_len[b]) - 1
         rows = logits[b, start:start + len(r.token_ids)]
         torch.testing.assert_close(rows, r.logits, atol=1e-4, rtol=0)
-        kept = int(masks[b, start].sum())
+        kept = int(masks[b, start, 0].sum())
         assert kept == r.stats.kept_visual[0]
 
 

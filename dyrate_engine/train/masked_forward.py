@@ -4,11 +4,12 @@ Sec. 3.3): the whole prompt + answer in one pass, with every answer position's o
 Row ``t`` of the batch plays the role of the engine's decode step ``s = t - (P - 1)`` (``P`` the
 prompt length; step 0 is the prefill's last prompt token). Its monitor-layer attention (layer K-1)
 gives the predictor's features and the visual-token ranking; each candidate rate gives a keep mask
-(the top-``n_keep`` visual tokens of that row); the Gumbel-Softmax sample ``y_t`` mixes them; the
-mixed mask multiplies the attention of row ``t`` in layers >= K, renormalised. With hard
-(straight-through) samples the forward pass equals the engine's physical pruning at that step;
-gradients reach the predictor through the soft sample. Prompt rows before ``P - 1`` use step 0's
-mask, as the engine's prefill pruning does (tests/test_predictor_training.py checks both).
+(the top-``n_keep`` visual tokens of that row); the Gumbel-Softmax sample ``y_t`` mixes the K
+masked attentions of row ``t`` in every layer >= K (``_attention`` says why the masked softmaxes
+are mixed rather than one mixed mask applied). With hard (straight-through) samples the forward
+pass equals the engine's physical pruning at that step; gradients reach the predictor through the
+soft sample. Prompt rows before ``P - 1`` use step 0's masks, as the engine's prefill pruning does
+(tests/test_predictor_training.py checks both).
 
 The rows are independent: training is not monotone, while the engine is (a rate below the current
 one keeps the current set), so at inference the applied rate is the running maximum of the
@@ -47,22 +48,36 @@ def token_types(batch: TeacherBatch, T: int) -> torch.Tensor:
             + (slot >= batch.prompt_len[:, None]).long())
 
 
-def _attention(q, k, v, mask_rows=None, visual_index=None):
-    """Causal attention with explicit probabilities ``[B, H, T, T]`` (fp32). ``mask_rows [B, T, Nv]``
-    multiplies each query row's probabilities of the visual keys, then rows are renormalised."""
+def _attention(q, k, v, keep=None, visual_index=None):
+    """Causal attention with explicit probabilities ``[B, H, T, T]`` (fp32).
+
+    With ``keep = (keep_rows [B, T, R, Nv] bool, weights [B, T, R])``: each candidate ``r``'s
+    keep set masks the visual keys of every query row (a masked softmax, stable in log space),
+    and the row's attention is the ``weights``-mix of the R masked attentions. With one-hot
+    weights that is exactly the pruned attention; the gradient of a weight is the difference
+    the candidate's attention makes, a bounded quantity. (Multiplying the probabilities by a
+    mixed 0/1 mask instead has a derivative of p_j / (kept mass) at the hard point, which
+    explodes on rows whose attention sat on dropped tokens.)"""
     B, H, T, hd = q.shape
     groups = H // k.shape[1]
     k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
     scores = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(hd)
     causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-    probs = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
-    if mask_rows is not None:
-        is_vis, index = visual_index
-        gathered = mask_rows.gather(2, index[:, None, :].expand(B, T, T))  # [B, Tq, Tk]
-        key_keep = torch.where(is_vis[:, None, :], gathered, torch.ones_like(gathered))
-        probs = probs * key_keep[:, None]
-        probs = probs / probs.sum(-1, keepdim=True).clamp_min(1e-30)
-    return probs, (probs.to(v.dtype) @ v)
+    if keep is None:
+        probs = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
+        return probs, probs.to(v.dtype) @ v
+    keep_rows, weights = keep
+    is_vis, index = visual_index
+    # A query always sees itself: that changes only rows of dropped visual tokens, which no kept
+    # row reads (the engine does not compute them at all), and keeps every row non-empty.
+    maskable = is_vis[:, None, :] & ~torch.eye(T, dtype=torch.bool, device=q.device)
+    probs = 0.0
+    for r in range(keep_rows.shape[2]):
+        kept = keep_rows[:, :, r].gather(2, index[:, None, :].expand(B, T, T))  # [B, Tq, Tk]
+        allowed = causal & (kept | ~maskable)
+        masked = torch.softmax(scores.masked_fill(~allowed[:, None], float("-inf")), dim=-1)
+        probs = probs + weights[:, None, :, r, None] * masked
+    return probs, probs.to(v.dtype) @ v
 
 
 def monitor_pass(dec: LlamaDecoder, h, batch: TeacherBatch, K: int):
@@ -93,7 +108,7 @@ def monitor_pass(dec: LlamaDecoder, h, batch: TeacherBatch, K: int):
 
 
 def keep_masks(vis_scores: torch.Tensor, n_visual: torch.Tensor, rates) -> torch.Tensor:
-    """``[B, T, R, Nv]`` float: for each row and candidate rate, the top-``n_keep`` visual tokens
+    """``[B, T, R, Nv]`` bool: for each row and candidate rate, the top-``n_keep`` visual tokens
     by that row's scores, ties to the lower index (``ops.select_keep``'s order)."""
     B, T, Nv = vis_scores.shape
     valid = torch.arange(Nv, device=vis_scores.device) < n_visual[:, None]  # [B, Nv]
@@ -103,7 +118,7 @@ def keep_masks(vis_scores: torch.Tensor, n_visual: torch.Tensor, rates) -> torch
                                             .expand_as(order))
     n_keep = n_keep_for(torch.as_tensor(rates, device=vis_scores.device)[None, :],
                         n_visual[:, None])  # [B, R]
-    return (rank[:, :, None, :] < n_keep[:, None, :, None]).float()
+    return rank[:, :, None, :] < n_keep[:, None, :, None]
 
 
 def step_rows(batch: TeacherBatch, T: int) -> torch.Tensor:
@@ -112,20 +127,22 @@ def step_rows(batch: TeacherBatch, T: int) -> torch.Tensor:
     return torch.maximum(t, batch.prompt_len[:, None] - 1)
 
 
-def pruned_pass(dec: LlamaDecoder, h, batch: TeacherBatch, K: int, mask_rows: torch.Tensor):
-    """Layers >= K with each query row's visual keys multiplied by ``mask_rows [B, T, Nv]``
-    (differentiable in ``mask_rows``). Returns the logits ``[B, T, V]``."""
+def pruned_pass(dec: LlamaDecoder, h, batch: TeacherBatch, K: int, keep_rows: torch.Tensor,
+                weights: torch.Tensor):
+    """Layers >= K where query row ``t`` attends through the ``weights [B, T, R]``-mix of the
+    candidates' keep sets ``keep_rows [B, T, R, Nv]`` (differentiable in ``weights``).
+    Returns the logits ``[B, T, V]``."""
     B, T, _ = h.shape
     positions = torch.arange(T, device=h.device)[None].expand(B, T)
     cos, sin = dec.rope(positions)
-    types = token_types(batch, T)
-    is_vis = types == IMAGE
+    is_vis = token_types(batch, T) == IMAGE
     index = (torch.arange(T, device=h.device)[None] - batch.vis_start[:, None]).clamp(
-        0, mask_rows.shape[-1] - 1)
+        0, keep_rows.shape[-1] - 1)
+    keep = (keep_rows.bool(), weights.float())
     for i in range(K, dec.n_layers):
         layer = dec.layers[i]
         q, k, v = dec.qkv(layer, h, cos, sin)
-        _, attn = _attention(q, k, v, mask_rows.to(torch.float32), (is_vis, index))
+        _, attn = _attention(q, k, v, keep, (is_vis, index))
         h = dec.finish_layer(layer, h, attn.to(h.dtype))
     return dec.logits(h)
 

@@ -82,7 +82,8 @@ def predictor_logits(engine, predictor: RatePredictor, batch: TeacherBatch, K: i
 
 
 def masked_loss(engine, predictor, batch: TeacherBatch, cfg: TrainConfig, tau: float | None):
-    """One forward: ``(loss, metrics)``. ``tau=None`` evaluates with hard argmax choices."""
+    """One forward: ``(loss, metrics)``. ``tau=None`` evaluates with hard argmax choices (and
+    their FLOPs, where training uses the expectation under the predicted distribution)."""
     dec, K = engine.decoder, cfg.layer
     h, logits, vis_scores = predictor_logits(engine, predictor, batch, K)
     B, T, R = logits.shape
@@ -92,15 +93,18 @@ def masked_loss(engine, predictor, batch: TeacherBatch, cfg: TrainConfig, tau: f
     else:
         y = F.gumbel_softmax(logits.float(), tau=tau, hard=True)  # straight-through
     masks = keep_masks(vis_scores, batch.n_visual, cfg.rates)  # [B, T, R, Nv]
-    mixed = (y[..., None] * masks).sum(2)  # [B, T, Nv]
-    rows = step_rows(batch, T)
-    mask_rows = mixed.gather(1, rows[..., None].expand_as(mixed))
-    lm_logits = pruned_pass(dec, h, batch, K, mask_rows)
+    rows = step_rows(batch, T)  # prompt rows take step 0's choice, as the prefill does
+    keep_rows = masks.gather(1, rows[:, :, None, None].expand_as(masks))
+    weights = y.gather(1, rows[:, :, None].expand_as(y))
+    lm_logits = pruned_pass(dec, h, batch, K, keep_rows, weights)
     answer = answer_rows(batch, T)
     targets = batch.input_ids.roll(-1, dims=1)
     ce = F.cross_entropy(lm_logits[answer].float(), targets[answer])
     table, dense = flops_table(dec, batch, K, cfg.rates)
-    expected = (soft.double() * table).sum() / dense.sum()
+    # Training penalises the expected FLOPs under the predicted distribution; evaluation
+    # reports the FLOPs of the hard choices actually made.
+    weights = soft if tau is not None else y
+    expected = (weights.double() * table).sum() / dense.sum()
     penalty = expected if cfg.flops_budget is None else F.relu(expected - cfg.flops_budget)
     loss = ce + cfg.lam * penalty.float()
     rate_values = torch.tensor(cfg.rates, device=logits.device)
