@@ -130,3 +130,31 @@ def test_exported_predictor_gives_the_training_time_rates_in_the_engine(
         seen.update(rates)
     if which == "random":
         assert len(seen) > 1
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.75])
+def test_prefill_ranking_loss_is_the_engine_loss_for_a_constant_rate(engine, rate):
+    """ranking='prefill' trains on exactly what the engine computes: with the predictor pinned
+    to one rate, the teacher-forced CE equals the CE of the engine's own Schedule([rate]) logits
+    on the same tokens."""
+    import torch.nn.functional as F
+
+    ids, pixels = random_prompts(3, seed=13)
+    results = engine.generate_ids(ids, pixels, policy=Schedule([rate], layer=K),
+                                  max_new_tokens=5, output_logits=True)
+    examples = [Example(i, torch.tensor(r.token_ids), p) for i, p, r in zip(ids, pixels, results)]
+    rates = (0.0, rate)
+    pinned = RatePredictor(engine.decoder.n_heads, rates)
+    torch.nn.init.zeros_(pinned.linear.weight)
+    with torch.no_grad():
+        pinned.linear.bias.copy_(torch.tensor([0.0, 5.0]))
+    cfg = TrainConfig(layer=K, rates=rates, lam=0.0, ranking="prefill")
+    with torch.no_grad():
+        _, metrics = masked_loss(engine, pinned, collate(examples, IMAGE_TOKEN), cfg, tau=None)
+    logits = torch.cat([r.logits for r in results])
+    targets = torch.cat([torch.tensor(r.token_ids) for r in results])
+    assert metrics["ce"] == pytest.approx(float(F.cross_entropy(logits, targets)), abs=1e-4)
+    cfg.ranking = "step"  # each row's own ranking reads tokens the engine dropped: not equal
+    with torch.no_grad():
+        _, per_step = masked_loss(engine, pinned, collate(examples, IMAGE_TOKEN), cfg, tau=None)
+    assert per_step["ce"] != pytest.approx(metrics["ce"], abs=1e-4)

@@ -32,6 +32,10 @@ def add_parser(sub) -> None:
     p.add_argument("--max-examples", type=int, default=None, help="use at most N records")
     p.add_argument("--val-fraction", type=float, default=0.1, help="held out for the report")
     p.add_argument("--unfreeze-layers", default="", help="comma list of pruned layers to tune")
+    p.add_argument("--unfreeze-lr", type=float, default=1e-4, help="learning rate of those layers")
+    p.add_argument("--ranking", choices=["step", "prefill"], default="step",
+                   help="rank visual tokens by each answer position's scores (step) or by the "
+                        "last prompt token's, as the engine's monotone cache keeps them (prefill)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(run=run)
 
@@ -59,7 +63,8 @@ def run(args) -> int:
     cfg = TrainConfig(rates=tuple(float(r) for r in args.rates.split(",")), layer=args.layer,
                       lam=args.lam, flops_budget=args.flops_budget, steps=args.steps,
                       batch_size=args.batch_size, lr=args.lr, tau_start=args.tau_start,
-                      tau_end=args.tau_end, seed=args.seed,
+                      tau_end=args.tau_end, seed=args.seed, unfreeze_lr=args.unfreeze_lr,
+                      ranking=args.ranking,
                       unfreeze_layers=tuple(int(i) for i in args.unfreeze_layers.split(",") if i))
     predictor = train_predictor(engine, train, cfg)
     report = evaluate(engine, predictor, val, cfg) if val else {}

@@ -38,6 +38,11 @@ class TrainConfig:
     unfreeze_layers: tuple = ()
     unfreeze_lr: float = 1e-4
     cache_monitor: bool = True  # precompute the frozen layers once (see precompute_monitor)
+    # Which scores rank the visual tokens of answer row t: "step" (row t's own, as the paper
+    # describes) or "prefill" (the last prompt token's, for every row). The engine's cache is
+    # monotone: tokens dropped at the prefill never return, so with "step" a row may read tokens
+    # the engine no longer has; "prefill" matches the engine exactly for a constant rate.
+    ranking: str = "step"
     history: list = field(default_factory=list, repr=False)
 
     def tau(self, step: int) -> float:
@@ -92,6 +97,9 @@ def masked_loss(engine, predictor, batch: TeacherBatch, cfg: TrainConfig, tau: f
         y = F.one_hot(logits.argmax(-1), R).float()
     else:
         y = F.gumbel_softmax(logits.float(), tau=tau, hard=True)  # straight-through
+    if cfg.ranking == "prefill":  # every row ranks by the last prompt token's scores
+        first = (batch.prompt_len - 1)[:, None, None].expand_as(vis_scores)
+        vis_scores = vis_scores.gather(1, first)
     masks = keep_masks(vis_scores, batch.n_visual, cfg.rates)  # [B, T, R, Nv]
     rows = step_rows(batch, T)  # prompt rows take step 0's choice, as the prefill does
     keep_rows = masks.gather(1, rows[:, :, None, None].expand_as(masks))
