@@ -1,0 +1,51 @@
+"""The bundled demo (issue 6): the committed model and predictor load by name, caption the test
+split mostly right, and `python -m dyrate_engine.demo` shows dense and DyRate side by side."""
+import pytest
+
+from dyrate_engine import DyRate, Engine
+from dyrate_engine.demo import DEMO_MODEL, DEMO_PREDICTOR
+from dyrate_engine.demo.scenes import make_scene
+
+N = 24
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return Engine.from_pretrained("demo")
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return [make_scene("test", i) for i in range(N)]
+
+
+def test_demo_files_are_small_and_safetensors_only():
+    files = [p for p in DEMO_MODEL.iterdir()] + [p for p in DEMO_PREDICTOR.iterdir()]
+    assert sum(p.stat().st_size for p in files) < 20 * 2**20
+    assert not [p for p in files if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
+
+
+def test_dense_captions_are_mostly_right(engine, scenes):
+    results = engine.generate([s.render() for s in scenes], [s.prompt for s in scenes],
+                              max_new_tokens=48)
+    exact = sum(r.text == s.caption() for r, s in zip(results, scenes)) / N
+    assert exact >= 0.6, [(r.text, s.caption()) for r, s in zip(results, scenes)][:4]
+
+
+def test_demo_predictor_prunes_and_keeps_the_answer_close(engine, scenes):
+    policy = DyRate.from_pretrained("demo")
+    assert policy.meta["n_layers"] == engine.decoder.n_layers
+    results = engine.generate([s.render() for s in scenes], [s.prompt for s in scenes],
+                              policy=policy, max_new_tokens=48)
+    saved = sum(r.stats.flops_saved for r in results) / N
+    assert saved > 0.1
+    assert all(set(r.stats.rates) <= set(policy.predictor.rates) for r in results)
+    assert all(r.stats.kept_visual[-1] < r.stats.n_visual for r in results)
+
+
+def test_demo_main_prints_both_answers(capsys):
+    from dyrate_engine.demo.__main__ import main
+
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "[dense]" in out and "[dyrate(K=" in out and "FLOPs saved" in out
