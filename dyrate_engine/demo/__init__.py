@@ -8,10 +8,10 @@ DEMO_MODEL = DEMO_DIR / "model"
 DEMO_PREDICTOR = DEMO_DIR / "predictor"
 
 
-def resolve(path, default: Path):
-    """``default`` for the name ``"demo"``, else the path itself."""
+def resolve(path, default: Path, marker: str) -> Path:
+    """``default`` for the name ``"demo"`` (which must hold ``marker``), else the path itself."""
     if str(path) == "demo":
-        if not (default / ("config.json" if default == DEMO_MODEL else "predictor.json")).is_file():
+        if not (default / marker).is_file():
             raise FileNotFoundError(f"the bundled demo files are missing from {default}")
         return default
     return Path(path)

@@ -57,7 +57,7 @@ class Engine:
 
         from ..demo import DEMO_MODEL, resolve
 
-        path = resolve(path, DEMO_MODEL)
+        path = resolve(path, DEMO_MODEL, "config.json")
         if not (path / "config.json").is_file():
             raise ValueError(f"{path} is not a checkpoint directory (no config.json)")
         config = AutoConfig.from_pretrained(path)

@@ -35,7 +35,7 @@ class DyRate(Policy):
 
         from ..demo import DEMO_PREDICTOR, resolve
 
-        predictor, meta = load_predictor(resolve(path, DEMO_PREDICTOR))
+        predictor, meta = load_predictor(resolve(path, DEMO_PREDICTOR, "predictor.json"))
         return cls(predictor, layer=meta["prune_layer"], meta=meta)
 
     def check_model(self, text_config) -> None:
