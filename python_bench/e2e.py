@@ -2,16 +2,21 @@
 
 For each batch size the contenders (``hf``, and the engine under Dense, FastV, Schedule, DyRate)
 run interleaved: ``--warmup`` rounds in which each makes 2 tokens, then ``--repeats`` rounds in
-which each makes ``--new-tokens`` (interleaving spreads a noisy neighbour's bursts over every
-contender instead of one). Per call (``runners``): prefill ms (call start to first token),
+which each makes ``--new-tokens``, in a new seeded order each round (interleaving spreads a noisy
+neighbour's bursts over every contender instead of one; shuffling keeps a contender's place in
+the round from becoming a bias). Each round starts with a measure of the copy bandwidth, the
+ceiling for that round's calls. Per call (``runners``): prefill ms (call start to first token),
 median decode step ms, decode tokens/s = B / median step, end-to-end tokens/s = B x N / wall
 time, peak memory, and the achieved fraction of the bandwidth floor: per decode step,
-floor = (weight bytes + bytes of KV that step reads) / copy bandwidth, fraction = floor / step
-time, median over the steps. Each row reports every metric's median, min and max over the
-repeats. FLOPs, KV bytes and kept visual tokens are deterministic (exact counts from the engine).
+floor = (weight bytes + bytes of KV that step reads) / the round's copy bandwidth, fraction =
+floor / step time, median over the steps. Each row reports every metric's median, min and max
+over the repeats; the ratios to Dense and to HF are paired by round (a contender's tokens/s over
+the baseline's in the same round), which cancels the drift of a shared machine between rounds.
+FLOPs, KV bytes and kept visual tokens are deterministic (exact counts from the engine).
 """
 from __future__ import annotations
 
+import random
 import statistics
 import sys
 from dataclasses import dataclass
@@ -144,12 +149,19 @@ def run_suite(preset: Preset, *, batches, new_tokens, repeats, warmup, policies,
         all_lens[batch] = prompt_lens
         runs = {c.spec: [] for c in contenders}
         for round_ in range(warmup + repeats):
-            for c in contenders:
+            timed = round_ >= warmup
+            order = list(contenders)
+            if timed:
+                random.Random(seed * 1000 + batch * 100 + round_).shuffle(order)
+                bar.set_description(f"batch {batch} bandwidth")
+                bandwidth.append(copy_bandwidth_gbs(device, nbytes, repeats=5))
+            for c in order:
                 bar.set_description(f"batch {batch} {c.label}"[:40])
-                n = new_tokens if round_ >= warmup else 2
+                n = new_tokens if timed else 2
                 run = run_hf(hf, ids, pixels, n) if c.impl == "hf" else \
                     run_engine(engine, ids, pixels, n, c.make_policy())
-                if round_ >= warmup:
+                if timed:
+                    run.bandwidth_gbs = bandwidth[-1]
                     runs[c.spec].append(run)
                 bar.update()
         weights = decoder_weight_bytes(hf, batch)
@@ -162,10 +174,10 @@ def run_suite(preset: Preset, *, batches, new_tokens, repeats, warmup, policies,
                 kv_read_bytes_by_step=kv_steps, kv_allocated_bytes=kv_alloc,
                 kv_final_bytes=kv_final, **_exact(c, runs[c.spec][-1])))
     bar.close()
-    bandwidth.append(copy_bandwidth_gbs(device, nbytes))
-    # The ceiling is the best copy measured before and after: the bandwidth of a shared machine
-    # drifts with its neighbours, and its best sustained figure is the honest ceiling.
-    copy_bw = max(bandwidth)
+    # Each call's floor uses the bandwidth measured at the start of its round: a shared machine's
+    # bandwidth drifts with its neighbours, and one figure for the whole run (the best, say) made
+    # the fraction of the floor move by 15-40% between two runs of the same code (2026-11-25).
+    copy_bw = statistics.median(bandwidth)
     for row in rows:
         _finish_row(row, copy_bw)
     _ratios(rows)
@@ -176,13 +188,18 @@ def run_suite(preset: Preset, *, batches, new_tokens, repeats, warmup, policies,
                 read_bandwidth_gbs=read_bandwidth_gbs(device, nbytes), skipped=skipped, rows=rows)
 
 
+def _floors_ms(row, bandwidth_gbs):
+    return [(row["weights_bytes"] + kv) / (bandwidth_gbs * 1e9) * 1e3
+            for kv in row["kv_read_bytes_by_step"]]
+
+
 def _finish_row(row, copy_bw):
-    """Per-repeat metrics -> median / min / max; per-step medians for the plots."""
+    """Per-repeat metrics -> median / min / max; per-step medians for the plots (whose floor
+    uses the run's median bandwidth)."""
     batch, runs = row["batch"], row.pop("runs")
-    floors = [(row["weights_bytes"] + kv) / (copy_bw * 1e9) * 1e3
-              for kv in row["kv_read_bytes_by_step"]]
     per_run = {k: [] for k in TIMED}
     for run in runs:
+        floors = _floors_ms(row, run.bandwidth_gbs)
         step = statistics.median(run.step_ms)
         n = len(run.step_ms) + 1
         per_run["prefill_ms"].append(run.prefill_ms)
@@ -193,19 +210,18 @@ def _finish_row(row, copy_bw):
         per_run["peak_mem_mb"].append(run.peak_mem_bytes / 2**20)
         per_run["of_floor"].append(statistics.median(f / s for f, s in zip(floors, run.step_ms)))
     row["metrics"] = {k: spread(v) for k, v in per_run.items()}
-    row["floor_ms_by_step"] = floors
+    row["floor_ms_by_step"] = _floors_ms(row, copy_bw)
     row["step_ms_by_step"] = [statistics.median(s) for s in zip(*(r.step_ms for r in runs))]
 
 
 def _ratios(rows):
-    """tokens/s of each row over the dense engine's and over HF's at the same batch, with the
-    range the repeats allow (worst over best, best over worst)."""
+    """tokens/s of each row over the dense engine's and over HF's at the same batch, paired by
+    round: median, min and max of the per-round ratios."""
     by = {(r["batch"], r["policy"]): r for r in rows}
     for r in rows:
         for base in ("dense", "hf"):
             ref = by.get((r["batch"], base))
             if ref is None or ref is r:
                 continue
-            a, b = r["metrics"]["tokens_per_s"], ref["metrics"]["tokens_per_s"]
-            r[f"vs_{base}"] = {"median": a["median"] / b["median"], "min": a["min"] / b["max"],
-                               "max": a["max"] / b["min"]}
+            a, b = r["metrics"]["tokens_per_s"]["values"], ref["metrics"]["tokens_per_s"]["values"]
+            r[f"vs_{base}"] = spread([x / y for x, y in zip(a, b)])

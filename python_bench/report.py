@@ -63,13 +63,15 @@ def _m(row, name, fmt, width):
 def print_table(result: dict, file=sys.stdout) -> None:
     m = result["machine"]
     where = m.get("gpu") or m["cpu"]
+    bw = result.get("copy_bandwidth_measures_gbs") or [result["copy_bandwidth_gbs"]]
     print(f"# {where}, {m['threads']} threads, torch {m['torch']}, transformers "
           f"{m['transformers']}, kernels: {m['kernels']}, commit {m['commit']}, {m['date']}",
           file=file)
     print(f"# preset {result['preset']}: {result['shape']}; {result['dtype']} on "
           f"{result['device']}; N = {result['new_tokens']} new tokens; median of "
           f"{result['repeats']} after {result['warmup']} warm-up round(s), ± = max - min; copy "
-          f"bandwidth {result['copy_bandwidth_gbs']:.1f} GB/s (the floor's), read "
+          f"bandwidth {result['copy_bandwidth_gbs']:.1f} GB/s [{min(bw):.1f}, {max(bw):.1f}] "
+          f"(measured each round; a round's floor uses its own), read "
           f"{result['read_bandwidth_gbs']:.1f} GB/s", file=file)
     for note in result.get("skipped", []):
         print(f"# {note}", file=file)
@@ -87,7 +89,8 @@ def print_table(result: dict, file=sys.stdout) -> None:
               f"{r['metrics']['peak_mem_mb']['median']:8.0f} {r['kv_allocated_bytes'] / 2**20:7.1f} "
               f"{r['kv_final_bytes'] / 2**20:7.1f} {kept:6.0f} {r['flops_vs_dense']:6.1%} "
               f"{r['metrics']['of_floor']['median']:6.1%}", file=file)
-    print("# decode tokens/s ratios, median [worst, best over the repeats]:", file=file)
+    print("# decode tokens/s ratios, paired by round: median [min, max] of the per-round ratios:",
+          file=file)
     for r in result["rows"]:
         ratios = [f"vs {base} {r[k]['median']:.2f}x [{r[k]['min']:.2f}, {r[k]['max']:.2f}]"
                   for base in ("dense", "hf") if (k := f"vs_{base}") in r]

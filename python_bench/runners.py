@@ -31,6 +31,7 @@ class Run:
     wall_ms: float  # the whole call
     peak_mem_bytes: int
     results: list = field(default_factory=list)  # the engine's GenerationResults
+    bandwidth_gbs: float | None = None  # copy bandwidth measured at the start of the call's round
 
 
 class StepClock(StoppingCriteria):

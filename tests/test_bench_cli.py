@@ -51,6 +51,22 @@ def test_e2e_json_has_every_metric_with_sane_values(e2e):
         assert r["weights_bytes"] > 0
 
 
+def test_e2e_measures_bandwidth_each_round_and_pairs_ratios_by_round(e2e):
+    _, result = e2e
+    bandwidth = result["copy_bandwidth_measures_gbs"]
+    assert len(bandwidth) == 1 + 2 * 2  # one before the run, one per timed round and batch
+    assert min(bandwidth) <= result["copy_bandwidth_gbs"] <= max(bandwidth)
+    rows = rows_by(result)
+    for b in (1, 2):
+        dense, hf = rows[(b, "dense")], rows[(b, "hf")]
+        for r in (rows[(b, p)] for p in POLICIES if p not in ("dense", "hf")):
+            for base, ref in (("dense", dense), ("hf", hf)):
+                per_round = [x / y for x, y in zip(r["metrics"]["tokens_per_s"]["values"],
+                                                   ref["metrics"]["tokens_per_s"]["values"])]
+                assert r[f"vs_{base}"]["values"] == pytest.approx(per_round)
+                assert r[f"vs_{base}"]["min"] == pytest.approx(min(per_round))
+
+
 def test_e2e_pruning_shows_in_flops_kv_and_kept_tokens(e2e):
     _, result = e2e
     rows, nv = rows_by(result), result["n_visual"]
