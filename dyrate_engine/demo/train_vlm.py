@@ -1,16 +1,23 @@
 """Trains the demo VLM from scratch on the synthetic scenes (issue 6) and saves it as an HF LLaVA
 checkpoint with its processor.
 
-    python -m dyrate_engine.demo.train_vlm --out dyrate_engine/demo/model --steps 3000
+    python -m dyrate_engine.demo.train_vlm --out base --steps 1500
+    python -m dyrate_engine.demo.train_vlm --init base --out dyrate_engine/demo/model \
+        --steps 400 --lr 3e-4 --drop-layer 3 --drop-rates 0,0.25,0.5,0.75,0.9
 
 The whole model learns (vision tower, projector, text model) with the answer tokens as targets.
-On the 2-core dev CPU this takes about an hour; the result is committed so nobody has to.
+The second stage (``--drop-layer``) continues with the engine's prefill pruning in the loop
+(``token_drop``), each scene at a random rate, so that the model survives pruning as large
+pretrained VLMs do. On the 2-core dev CPU the two stages take about 1.5 hours; the result is
+committed so nobody has to.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +26,7 @@ from tqdm import tqdm
 
 from .processor import PATCH, build_processor, chat_prompt, pixel_values
 from .scenes import IMAGE_SIZE, make_scene
+from .token_drop import VisualTokenDrop
 
 IGNORE = -100
 
@@ -95,15 +103,24 @@ def validation_loss(model, encoder, n: int = 128, batch_size: int = 32) -> float
 
 
 def train(out: Path, steps: int, batch_size: int = 32, lr: float = 1.5e-3, seed: int = 0,
-          text_layers: int = 8) -> dict:
+          text_layers: int = 8, init: Path | None = None, drop_layer: int | None = None,
+          drop_rates=(0.0, 0.25, 0.5, 0.75, 0.9), first_scene: int = 0) -> dict:
     from transformers import LlavaForConditionalGeneration
 
     torch.manual_seed(seed)
     processor = build_processor()
     vocab = processor.tokenizer.get_vocab()
-    config = demo_config(len(vocab), vocab["<image>"], text_layers)
-    model = LlavaForConditionalGeneration(config)
+    if init is None:
+        config = demo_config(len(vocab), vocab["<image>"], text_layers)
+        model = LlavaForConditionalGeneration(config)
+    else:
+        model = LlavaForConditionalGeneration.from_pretrained(init, dtype=torch.float32)
+        config = model.config
     model.config._attn_implementation = "sdpa"
+    drop = contextlib.nullcontext()
+    if drop_layer is not None:
+        drop = VisualTokenDrop(model, drop_layer, drop_rates, vocab["<image>"],
+                               torch.Generator().manual_seed(seed))
     tokens_per_image = (IMAGE_SIZE // PATCH) ** 2
     encoder = SceneEncoder(processor, tokens_per_image)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01,
@@ -114,9 +131,14 @@ def train(out: Path, steps: int, batch_size: int = 32, lr: float = 1.5e-3, seed:
     bar = tqdm(range(steps), desc="demo VLM", unit="step")
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, steps, lr)
-        scenes = [make_scene("train", step * batch_size + i) for i in range(batch_size)]
-        loss = model(**encoder.batch(scenes)).loss
+            group["lr"] = lr_at(step, steps, lr, warmup=min(100, steps // 10))
+        scenes = [make_scene("train", first_scene + step * batch_size + i)
+                  for i in range(batch_size)]
+        inputs = encoder.batch(scenes)
+        if drop_layer is not None:
+            drop.set_batch(inputs["input_ids"], inputs["labels"], inputs["attention_mask"])
+        with drop:
+            loss = model(**inputs).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -133,10 +155,28 @@ def train(out: Path, steps: int, batch_size: int = 32, lr: float = 1.5e-3, seed:
     model.save_pretrained(out)
     processor.save_pretrained(out)
     info = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
-            "train_scenes": steps * batch_size, "log": log,
-            "command": f"python -m dyrate_engine.demo.train_vlm --out {out} --steps {steps}"}
+            "train_scenes": [first_scene, first_scene + steps * batch_size], "log": log,
+            "init": str(init) if init else None, "drop_layer": drop_layer,
+            "drop_rates": list(drop_rates) if drop_layer is not None else None,
+            "command": " ".join(["python -m dyrate_engine.demo.train_vlm"] + sys.argv[1:])}
+    stages = []
+    if init is not None and (init / "training.json").exists():
+        earlier = json.loads((init / "training.json").read_text())
+        stages = earlier.get("stages", [earlier])
+    info = {"stages": stages + [info]}
     (out / "training.json").write_text(json.dumps(info, indent=1))
     return info
+
+
+def scenes_seen(init: Path | None) -> int:
+    """End of the training scene range [0, n) that a checkpoint's stages used."""
+    path = init / "training.json" if init is not None else None
+    if path is None or not path.exists():
+        return 0
+    info = json.loads(path.read_text())
+    ends = [s["train_scenes"][-1] if isinstance(s["train_scenes"], list) else s["train_scenes"]
+            for s in info.get("stages", [info])]
+    return max(ends)
 
 
 def main(argv=None) -> None:
@@ -148,9 +188,20 @@ def main(argv=None) -> None:
     parser.add_argument("--lr", type=float, default=1.5e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--text-layers", type=int, default=8)
+    parser.add_argument("--init", type=Path, help="continue from this checkpoint")
+    parser.add_argument("--drop-layer", type=int,
+                        help="train with prefill pruning after this layer (the engine's K)")
+    parser.add_argument("--drop-rates", default="0,0.25,0.5,0.75,0.9",
+                        help="rates drawn per scene with --drop-layer (comma-separated)")
+    parser.add_argument("--first-scene", type=int, default=None,
+                        help="index of the first training scene (default: after the init's)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    train(args.out, args.steps, args.batch_size, args.lr, args.seed, args.text_layers)
+    # A second stage sees new scenes, not the first stage's again.
+    first = args.first_scene if args.first_scene is not None else scenes_seen(args.init)
+    rates = [float(r) for r in args.drop_rates.split(",")]
+    train(args.out, args.steps, args.batch_size, args.lr, args.seed, args.text_layers,
+          args.init, args.drop_layer, rates, first)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,102 @@
+"""Visual-token dropout that mirrors the engine's prefill pruning, for training the demo VLM
+(issue 6).
+
+A model trained only densely has no reason to gather what a caption needs into the visual tokens
+that its monitor layer attends to most, so pruning hurts it far more than it would hurt a large
+pretrained VLM (FastV, arXiv 2403.06764, and DyRate, arXiv 2501.14204, rely on that redundancy).
+Training with the pruning itself in the loop teaches both halves: layers >= K learn to caption
+from the kept tokens, and layers < K learn to put the information where the ranking looks.
+
+During ``model(**batch)`` inside ``with VisualTokenDrop(...)``: at layer K-1, each row's last
+prompt token's head-mean attention ranks its visual tokens (ties to the lower index, as
+``ops.select_keep``); each row draws a rate from ``rates``; layers >= K then see only the top
+``n_keep_for(rate)`` visual tokens, for every query, as the engine's prefill pruning leaves them.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+from ..engine.pruning import n_keep_for
+
+IGNORE = -100
+
+
+class VisualTokenDrop:
+    """Hooks a HF ``LlavaForConditionalGeneration``; ``set_batch`` before each forward."""
+
+    def __init__(self, model, layer: int, rates, image_token_id: int, generator=None):
+        self.layers = model.model.language_model.layers
+        if not 1 <= layer < len(self.layers):
+            raise ValueError(f"drop layer must be in [1, {len(self.layers) - 1}], got {layer}")
+        self.layer, self.image_token_id = layer, image_token_id
+        self.rates = torch.tensor([float(r) for r in rates])
+        if not len(self.rates) or (self.rates < 0).any() or (self.rates >= 1).any():
+            raise ValueError(f"drop rates must be in [0, 1), got {list(rates)}")
+        self.generator = generator
+        self.batch = self.mask = None
+        self.handles = []
+
+    def __enter__(self):
+        self.handles.append(self.layers[self.layer - 1].register_forward_pre_hook(
+            self._rank, with_kwargs=True))
+        for layer in self.layers[self.layer:]:
+            self.handles.append(layer.register_forward_pre_hook(self._apply, with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+    def set_batch(self, input_ids, labels, attention_mask):
+        """Right-padded training batch: the prompt ends where the labels start."""
+        B = input_ids.shape[0]
+        has_label = labels != IGNORE
+        if not has_label.any(1).all():
+            raise ValueError("every row needs answer labels")
+        self.batch = dict(is_visual=input_ids == self.image_token_id,
+                          last_prompt=has_label.float().argmax(1) - 1,
+                          valid=attention_mask.bool())
+        pick = torch.randint(len(self.rates), (B,), generator=self.generator)
+        self.batch["rate"] = self.rates[pick]
+
+    @torch.no_grad()
+    def _rank(self, module, args, kwargs):
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        attn = module.self_attn
+        x = module.input_layernorm(hidden)
+        B, T, _ = x.shape
+        hd = attn.head_dim
+        q = attn.q_proj(x).view(B, T, -1, hd).transpose(1, 2)
+        k = attn.k_proj(x).view(B, T, -1, hd).transpose(1, 2)
+        cos, sin = kwargs["position_embeddings"]
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+        rows = self.batch["last_prompt"]
+        q_last = q[torch.arange(B), :, rows]  # [B, H, hd]
+        scores = torch.einsum("bhd,bhtd->bht", q_last.float(), k.float()) / math.sqrt(hd)
+        slots = torch.arange(T, device=x.device)
+        scores = scores.masked_fill((slots[None] > rows[:, None])[:, None], float("-inf"))
+        head_mean = scores.softmax(-1).mean(1)  # [B, T]
+        is_visual = self.batch["is_visual"]
+        # Rank visual slots only; ties go to the lower slot (a stable sort).
+        ranked = head_mean.masked_fill(~is_visual, float("-inf"))
+        order = torch.sort(ranked, dim=-1, descending=True, stable=True).indices
+        rank = torch.empty_like(order).scatter_(1, order, slots.expand(B, T))
+        n_keep = n_keep_for(self.batch["rate"], is_visual.sum(1)).to(x.device)
+        dropped = is_visual & (rank >= n_keep[:, None])  # [B, T] key slots
+        causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+        # A dropped token still sees itself so that its (unused) row is never empty.
+        allowed = causal[None] & self.batch["valid"][:, None, :] & ~dropped[:, None, :]
+        allowed = allowed | torch.eye(T, dtype=torch.bool, device=x.device)
+        # Additive, so that SDPA and eager attention read it the same way.
+        self.mask = torch.zeros(allowed.shape, dtype=hidden.dtype, device=x.device).masked_fill(
+            ~allowed, torch.finfo(hidden.dtype).min)[:, None]
+        return None
+
+    def _apply(self, module, args, kwargs):
+        kwargs["attention_mask"] = self.mask
+        return args, kwargs
