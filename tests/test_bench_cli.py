@@ -142,5 +142,5 @@ def test_gpu_preset_refuses_the_cpu_and_bad_specs_fail_early(capsys):
 
 
 def test_scripts_import():
-    for name in ("bench_decode", "bench_ops", "presets", "runners", "e2e", "report"):
+    for name in ("bench_decode", "bench_ops", "bench_step_parts", "presets", "runners", "e2e", "report"):
         importlib.import_module(f"python_bench.{name}")
