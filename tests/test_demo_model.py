@@ -49,3 +49,15 @@ def test_demo_main_prints_both_answers(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
     assert "[dense]" in out and "[dyrate(K=" in out and "FLOPs saved" in out
+
+
+def test_a_later_training_stage_starts_after_the_scenes_of_every_earlier_one(tmp_path):
+    import json
+
+    from dyrate_engine.demo.train_vlm import earlier_stages, scenes_seen
+    assert scenes_seen(None) == 0 and scenes_seen(tmp_path) == 0
+    (tmp_path / "training.json").write_text(json.dumps({"steps": 10, "train_scenes": 320}))
+    assert scenes_seen(tmp_path) == 320 and len(earlier_stages(tmp_path)) == 1
+    stages = [{"train_scenes": 320}, {"train_scenes": [320, 960]}]
+    (tmp_path / "training.json").write_text(json.dumps({"stages": stages}))
+    assert scenes_seen(tmp_path) == 960 and earlier_stages(tmp_path) == stages

@@ -19,9 +19,9 @@ import math
 import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from ..engine.pruning import n_keep_for
+from ..train.masked_forward import keep_masks
 
-IGNORE = -100
+IGNORE = -100  # the label of prompt and padding positions (transformers' ignore_index)
 
 
 class VisualTokenDrop:
@@ -57,11 +57,12 @@ class VisualTokenDrop:
         has_label = labels != IGNORE
         if not has_label.any(1).all():
             raise ValueError("every row needs answer labels")
-        self.batch = dict(is_visual=input_ids == self.image_token_id,
-                          last_prompt=has_label.float().argmax(1) - 1,
-                          valid=attention_mask.bool())
+        is_visual = input_ids == self.image_token_id
         pick = torch.randint(len(self.rates), (B,), generator=self.generator)
-        self.batch["rate"] = self.rates[pick]
+        # LLaVA prompts hold one contiguous run of image tokens (what the engine assumes too).
+        self.batch = dict(vis_start=is_visual.float().argmax(1), n_visual=is_visual.sum(1),
+                          last_prompt=has_label.float().argmax(1) - 1,
+                          valid=attention_mask.bool(), pick=pick, rate=self.rates[pick])
 
     @torch.no_grad()
     def _rank(self, module, args, kwargs):
@@ -81,13 +82,15 @@ class VisualTokenDrop:
         slots = torch.arange(T, device=x.device)
         scores = scores.masked_fill((slots[None] > rows[:, None])[:, None], float("-inf"))
         head_mean = scores.softmax(-1).mean(1)  # [B, T]
-        is_visual = self.batch["is_visual"]
-        # Rank visual slots only; ties go to the lower slot (a stable sort).
-        ranked = head_mean.masked_fill(~is_visual, float("-inf"))
-        order = torch.sort(ranked, dim=-1, descending=True, stable=True).indices
-        rank = torch.empty_like(order).scatter_(1, order, slots.expand(B, T))
-        n_keep = n_keep_for(self.batch["rate"], is_visual.sum(1)).to(x.device)
-        dropped = is_visual & (rank >= n_keep[:, None])  # [B, T] key slots
+        # The training code's ranking (ops.select_keep's order), for every candidate rate; each
+        # row then takes its drawn one.
+        vis_start, n_visual = self.batch["vis_start"], self.batch["n_visual"]
+        rank = torch.arange(int(n_visual.max()), device=x.device)
+        vis_slot = (vis_start[:, None] + rank).clamp(max=T - 1)  # [B, Nv]
+        keep = keep_masks(head_mean.gather(1, vis_slot)[:, None], n_visual, self.rates.tolist())
+        keep = keep[torch.arange(B), 0, self.batch["pick"]]  # [B, Nv]
+        dropped = torch.zeros(B, T, dtype=torch.bool, device=x.device).scatter_(
+            1, vis_slot, ~keep & (rank < n_visual[:, None]))  # [B, T] key slots
         causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
         # A dropped token still sees itself so that its (unused) row is never empty.
         allowed = causal[None] & self.batch["valid"][:, None, :] & ~dropped[:, None, :]

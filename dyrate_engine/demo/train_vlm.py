@@ -26,9 +26,7 @@ from tqdm import tqdm
 
 from .processor import PATCH, build_processor, chat_prompt, pixel_values
 from .scenes import IMAGE_SIZE, make_scene
-from .token_drop import VisualTokenDrop
-
-IGNORE = -100
+from .token_drop import IGNORE, VisualTokenDrop
 
 
 def demo_config(vocab_size: int, image_token_id: int, text_layers: int = 8):
@@ -143,10 +141,10 @@ def train(out: Path, steps: int, batch_size: int = 32, lr: float = 1.5e-3, seed:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        bar.set_postfix(loss=f"{float(loss):.3f}")
+        bar.set_postfix(loss=f"{loss.item():.3f}")
         if (step + 1) % 250 == 0 or step + 1 == steps:
             val = validation_loss(model, encoder)
-            log.append({"step": step + 1, "train_loss": float(loss), "val_loss": val,
+            log.append({"step": step + 1, "train_loss": loss.item(), "val_loss": val,
                         "minutes": (time.perf_counter() - start) / 60})
             tqdm.write(json.dumps(log[-1]))
             model.save_pretrained(out)  # a usable checkpoint even if interrupted
@@ -159,24 +157,25 @@ def train(out: Path, steps: int, batch_size: int = 32, lr: float = 1.5e-3, seed:
             "init": str(init) if init else None, "drop_layer": drop_layer,
             "drop_rates": list(drop_rates) if drop_layer is not None else None,
             "command": " ".join(["python -m dyrate_engine.demo.train_vlm"] + sys.argv[1:])}
-    stages = []
-    if init is not None and (init / "training.json").exists():
-        earlier = json.loads((init / "training.json").read_text())
-        stages = earlier.get("stages", [earlier])
-    info = {"stages": stages + [info]}
+    info = {"stages": earlier_stages(init) + [info]}
     (out / "training.json").write_text(json.dumps(info, indent=1))
     return info
 
 
-def scenes_seen(init: Path | None) -> int:
-    """End of the training scene range [0, n) that a checkpoint's stages used."""
+def earlier_stages(init: Path | None) -> list[dict]:
+    """The training records of a checkpoint (a record without ``stages`` is one stage)."""
     path = init / "training.json" if init is not None else None
     if path is None or not path.exists():
-        return 0
+        return []
     info = json.loads(path.read_text())
-    ends = [s["train_scenes"][-1] if isinstance(s["train_scenes"], list) else s["train_scenes"]
-            for s in info.get("stages", [info])]
-    return max(ends)
+    return info.get("stages", [info])
+
+
+def scenes_seen(init: Path | None) -> int:
+    """End of the training scene range [0, n) that a checkpoint's stages used (the first
+    stage's record holds a count, later ones a [start, end) range)."""
+    return max((s["train_scenes"][-1] if isinstance(s["train_scenes"], list) else s["train_scenes"]
+                for s in earlier_stages(init)), default=0)
 
 
 def main(argv=None) -> None:
