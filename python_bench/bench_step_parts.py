@@ -5,7 +5,6 @@ matmul shape at 8 and 16 rows in the layouts one could use (RESULTS.md, 2026-11-
     python -m python_bench.bench_step_parts
 """
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
@@ -13,17 +12,11 @@ import torch.nn.functional as F
 from dyrate_engine import Engine
 from dyrate_engine.models.llama import linear
 from python_bench.presets import PRESETS, build_model, make_prompts
+from python_bench.timing import median_ms
 
 
 def t(fn, n=20):
-    for _ in range(3):
-        fn()
-    xs = []
-    for _ in range(n):
-        s = time.perf_counter()
-        fn()
-        xs.append((time.perf_counter() - s) * 1e3)
-    return statistics.median(xs)
+    return median_ms(fn, warmup=3, repeats=n, cold=False)[0]
 
 
 def step_parts():
