@@ -88,4 +88,23 @@ inline void check_compact_kv(const at::Tensor& kv, const at::Tensor& lengths,
   TORCH_CHECK(lengths.is_contiguous(), "dyrate.compact_kv_: lengths must be contiguous");
 }
 
+// decode_linear: x [..., K]; weight [N, K]; bias [N]; one float dtype, one device.
+inline void check_decode_linear(const at::Tensor& x, const at::Tensor& weight,
+                                const std::optional<at::Tensor>& bias) {
+  TORCH_CHECK(x.dim() >= 1, "dyrate.decode_linear: x must have at least one dimension");
+  TORCH_CHECK(weight.dim() == 2 && weight.size(1) == x.size(-1),
+              "dyrate.decode_linear: weight must be [N, ", x.size(-1), "], got ", weight.sizes());
+  check_float_dtype(x, "x");
+  TORCH_CHECK(weight.scalar_type() == x.scalar_type() && weight.device() == x.device(),
+              "dyrate.decode_linear: weight is ", weight.scalar_type(), " on ", weight.device(),
+              " but x is ", x.scalar_type(), " on ", x.device());
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0),
+                "dyrate.decode_linear: bias must be [", weight.size(0), "], got ", bias->sizes());
+    TORCH_CHECK(bias->scalar_type() == x.scalar_type() && bias->device() == x.device(),
+                "dyrate.decode_linear: bias is ", bias->scalar_type(), " on ", bias->device(),
+                " but x is ", x.scalar_type(), " on ", x.device());
+  }
+}
+
 }  // namespace dyrate

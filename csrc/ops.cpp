@@ -16,4 +16,6 @@ TORCH_LIBRARY(dyrate, m) {
   m.def(
       "compact_kv_(Tensor(a!) kv, Tensor(b!) lengths, Tensor vis_start, Tensor(c!) present, "
       "Tensor keep_mask) -> ()");
+  // x @ weight^T + bias for the few rows of a decode step (the decoder's linears and LM head).
+  m.def("decode_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
 }

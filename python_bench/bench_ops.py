@@ -27,10 +27,10 @@ from python_bench.timing import copy_bandwidth_gbs, median_ms  # noqa: E402
 import dyrate_engine.ops as ops  # noqa: E402
 
 LLAVA_7B = dict(heads=32, kv_heads=32, head_dim=128, n_visual=576, vis_start=35, prompt_len=640,
-                capacity=700, pruned_layers=29)
+                capacity=700, pruned_layers=29, hidden=4096, intermediate=11008)
 SHAPES = {"llava-1.5-7b": LLAVA_7B,
           "tiny": dict(heads=4, kv_heads=2, head_dim=16, n_visual=36, vis_start=5, prompt_len=50,
-                       capacity=60, pruned_layers=3)}
+                       capacity=60, pruned_layers=3, hidden=64, intermediate=176)}
 COPY_BYTES = {"llava-1.5-7b": 1 << 30, "tiny": 256 << 20}  # the copy-bandwidth measure's buffer
 
 
@@ -113,13 +113,28 @@ def bench_compact_kv(x, args):
     return row
 
 
-def _row(name, t, fused, reference, nbytes, args, setup=None):
+def bench_decode_linear(x, args):
+    """The fused gate/up projection of one layer (the largest matmul of a decode step) against
+    F.linear, the BLAS call that transformers makes; one row per sequence."""
+    s, like = x["shape"], x["q"]
+    g = torch.Generator(device="cpu").manual_seed(1)
+    weight = torch.randn(2 * s["intermediate"], s["hidden"], generator=g).to(like)
+    rows = torch.randn(like.shape[0], s["hidden"], generator=g).to(like)
+    nbytes = (weight.numel() + rows.numel() + rows.shape[0] * weight.shape[0]) * like.element_size()
+    fused = lambda: torch.ops.dyrate.decode_linear(rows, weight, None)  # noqa: E731
+    reference = lambda: ops.decode_linear_reference(rows, weight, None)  # noqa: E731
+    return _row("decode_linear", weight, fused, reference, nbytes, args, batch=rows.shape[0])
+
+
+def _row(name, t, fused, reference, nbytes, args, setup=None, batch=None):
     kw = dict(device=t.device, warmup=args.warmup, repeats=args.repeats, setup=setup)
     ms, spread = median_ms(fused, **kw)
     ref_ms, _ = median_ms(reference, **kw)
     gbs = nbytes / (ms * 1e-3) / 1e9
-    return Row(name, t.device.type, str(t.dtype).removeprefix("torch."), t.shape[0]
-               if name != "compact_kv_" else t.shape[2], "x".join(map(str, t.shape)),
+    if batch is None:
+        batch = t.shape[2] if name == "compact_kv_" else t.shape[0]
+    return Row(name, t.device.type, str(t.dtype).removeprefix("torch."), batch,
+               "x".join(map(str, t.shape)),
                ms, spread, ref_ms, ref_ms / ms, gbs, 0.0)
 
 
@@ -129,7 +144,8 @@ def add_arguments(parser):
                         help="batch sizes, e.g. 1,8 or 1 8 (default: 1 8 on CPU, 1 8 32 64 on CUDA)")
     parser.add_argument("--shape", default="llava-1.5-7b", choices=list(SHAPES))
     parser.add_argument("--dtype", nargs="+", default=["bfloat16", "float32"])
-    parser.add_argument("--ops", nargs="+", default=["attention_scores", "select_keep", "compact_kv_"])
+    parser.add_argument("--ops", nargs="+", default=None,
+                        help="default: all; decode_linear only on CPU (on CUDA it is F.linear)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -152,12 +168,13 @@ def run(args):
     copy_before = copy_bandwidth_gbs(device, COPY_BYTES[args.shape])
     machine = machine_info(device)
     benches = {"attention_scores": bench_attention_scores, "select_keep": bench_select_keep,
-               "compact_kv_": bench_compact_kv}
+               "compact_kv_": bench_compact_kv, "decode_linear": bench_decode_linear}
+    names = args.ops or [n for n in benches if device.type == "cpu" or n != "decode_linear"]
     rows = []
     for dtype in args.dtype:
         for batch in batches:
             x = make_inputs(batch, getattr(torch, dtype), device, shape=shape)
-            for name in args.ops:
+            for name in names:
                 rows.append(benches[name](x, args))
                 print(f"  measured {name} {dtype} batch {batch}", file=sys.stderr, flush=True)
     # The ceiling is the better of a copy measured before and after the ops: this machine's

@@ -12,20 +12,18 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .. import ops as _ops  # noqa: F401  (registers torch.ops.dyrate.decode_linear)
 from .rope import apply_rope, rope_cos_sin, rope_parameters
 
 SUPPORTED_TEXT_MODELS = ("llama", "mistral", "qwen2")
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
-    """``F.linear``, but for a few rows (a batched decode step) as ``weight @ x^T``: on the 2-core
-    dev CPU (torch 2.13, MKL) that streams the weight instead of packing it, e.g. the 32000 x 768
-    lm_head at 16 rows 26 -> 16 ms, 768 x 2048 at 16 rows 1.0 -> 0.5 ms (2026-11-25)."""
-    rows = x.numel() // x.shape[-1]
-    if not 1 < rows <= 64 or x.device.type != "cpu":
+    """The decoder's linears and LM head: on the CPU ``dyrate.decode_linear`` (a decode step's
+    few rows at weight bandwidth, where BLAS is 2-3x slower; see its docstring), else F.linear."""
+    if x.device.type != "cpu":
         return F.linear(x, weight, bias)
-    out = (weight @ x.reshape(rows, -1).t()).t().contiguous().view(*x.shape[:-1], weight.shape[0])
-    return out if bias is None else out + bias
+    return torch.ops.dyrate.decode_linear(x, weight, bias)
 
 
 @dataclass

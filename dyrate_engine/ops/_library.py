@@ -19,6 +19,7 @@ SCHEMAS = {
     "select_keep": "select_keep(Tensor scores, Tensor present, Tensor n_keep) -> Tensor",
     "compact_kv_": "compact_kv_(Tensor(a!) kv, Tensor(b!) lengths, Tensor vis_start, "
     "Tensor(c!) present, Tensor keep_mask) -> ()",
+    "decode_linear": "decode_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor",
 }
 
 

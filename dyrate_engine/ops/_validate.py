@@ -124,3 +124,17 @@ def check_compact_kv(kv, lengths, vis_start, present, keep_mask, validate):
     for bad, message in checks:
         if bool(bad.any()):
             _fail(op, f"{message} (sequence {_first_bad(bad)})")
+
+
+def check_decode_linear(x, weight, bias):
+    op = "decode_linear"
+    if x.dim() < 1:
+        _fail(op, "x must have at least one dimension")
+    _check_float(op, "x", x)
+    if weight.dim() != 2 or weight.shape[1] != x.shape[-1]:
+        _fail(op, f"weight must be [N, {x.shape[-1]}], got {tuple(weight.shape)}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and (t.dtype != x.dtype or t.device != x.device):
+            _fail(op, f"{name} is {t.dtype} on {t.device} but x is {x.dtype} on {x.device}")
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != weight.shape[0]):
+        _fail(op, f"bias must be [{weight.shape[0]}], got {tuple(bias.shape)}")

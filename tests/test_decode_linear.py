@@ -1,0 +1,100 @@
+"""decode_linear against F.linear in float64, on the kernel's paths and their edges: rows 0-64
+(blocks of 3 and the remainders), 65+ (the BLAS path), weight rows not a multiple of 4, K not a
+multiple of 8 (the scalar tail), every dtype, biases, leading dims, strided inputs."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dyrate_engine import ops
+from dyrate_engine.models.llama import linear
+from conftest import FLOAT_DTYPES, poison_allocator
+
+# Output rounding of each dtype, plus fp32 summation order over K <= 2048 terms of size 1/K.
+TOLERANCE = {torch.float32: 2e-6, torch.bfloat16: 1.6e-2, torch.float16: 2e-3}
+
+
+def case(gen, rows, n, k, dtype, bias=True, lead=()):
+    # Scaled so every output is O(1) and the tolerance means the same for every K.
+    x = (torch.randn(*lead, rows, k, generator=gen) / k ** 0.5).to(dtype)
+    w = torch.randn(n, k, generator=gen).to(dtype)
+    b = torch.randn(n, generator=gen).to(dtype) if bias else None
+    return x, w, b
+
+
+def check(x, w, b, device):
+    poison_allocator(device)
+    got = ops.decode_linear(x.to(device), w.to(device), None if b is None else b.to(device)).cpu()
+    exact = F.linear(x.double(), w.double(), None if b is None else b.double())
+    assert got.dtype == x.dtype and got.shape == exact.shape
+    torch.testing.assert_close(got.double(), exact, rtol=TOLERANCE[x.dtype],
+                               atol=TOLERANCE[x.dtype])
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("rows", [0, 1, 2, 3, 4, 5, 7, 8, 16, 17, 64, 65, 200])
+def test_matches_float64(device, dtype, rows):
+    gen = torch.Generator().manual_seed(rows)
+    for n, k in ((1, 1), (3, 7), (5, 9), (33, 100), (70, 768), (8, 2048)):
+        check(*case(gen, rows, n, k, dtype, bias=n % 2 == 1), device)
+
+
+def test_leading_dims_and_strided_input(device):
+    gen = torch.Generator().manual_seed(1)
+    x, w, b = case(gen, 3, 21, 40, torch.float32, lead=(4,))
+    check(x, w, b, device)  # [4, 3, 40]: 12 rows
+    check(x.transpose(0, 1), w, b, device)  # non-contiguous rows
+    wide = torch.randn(21, 80, generator=gen)
+    check(x, wide[:, ::2], b, device)  # strided weight
+
+
+def test_zero_inner_dimension_gives_the_bias(device):
+    x, w, b = torch.empty(2, 0), torch.empty(3, 0), torch.arange(3.0)
+    check(x, w, b, device)
+    check(x, w, None, device)
+
+
+def test_is_what_the_decoder_uses():
+    gen = torch.Generator().manual_seed(2)
+    x, w, b = case(gen, 5, 12, 24, torch.float32)
+    torch.testing.assert_close(linear(x, w, b), ops.decode_linear(x, w, b), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda x, w, b: (x, w[:, :-1], b), r"weight must be \[N, 8\]"),
+    (lambda x, w, b: (x, w.double(), b), "weight is torch.float64"),
+    (lambda x, w, b: (x, w, b[:-1]), r"bias must be \[5\]"),
+    (lambda x, w, b: (x, w, b.half()), "bias is torch.float16"),
+    (lambda x, w, b: (x.long(), w, b), "x must be float32"),
+])
+def test_bad_arguments(bad, message):
+    x, w, b = torch.randn(2, 8), torch.randn(5, 8), torch.randn(5)
+    with pytest.raises(ValueError, match=message):
+        ops.decode_linear(*bad(x, w, b))
+
+
+def test_cpu_kernel_checks_shapes_without_the_wrapper():
+    if ops.backends()["decode_linear"]["cpu"] != "extension":
+        pytest.skip("extension not built")
+    with pytest.raises(RuntimeError, match="weight must be"):
+        torch.ops.dyrate.decode_linear(torch.randn(2, 8), torch.randn(5, 7), None)
+
+
+def test_opcheck(device):
+    gen = torch.Generator().manual_seed(3)
+    for rows in (4, 80):
+        x, w, b = case(gen, rows, 9, 16, torch.float32)
+        torch.library.opcheck(torch.ops.dyrate.decode_linear.default,
+                              (x.to(device), w.to(device), b.to(device)))
+
+
+def test_gradients_equal_f_linear():
+    gen = torch.Generator().manual_seed(5)
+    for rows in (3, 80):  # the kernel and the BLAS path
+        x, w, b = case(gen, rows, 6, 10, torch.float32, lead=(2,))
+        got = [t.clone().requires_grad_() for t in (x, w, b)]
+        want = [t.clone().requires_grad_() for t in (x, w, b)]
+        grad_out = torch.randn(2, rows, 6, generator=gen)
+        ops.decode_linear(*got).backward(grad_out)
+        F.linear(*want).backward(grad_out)
+        for g, wnt in zip(got, want):
+            torch.testing.assert_close(g.grad, wnt.grad)
