@@ -47,7 +47,7 @@ def add_bench_parser(subparsers) -> None:
     e2e.add_argument("--new-tokens", type=int, default=None,
                      help="new tokens per sequence, at least 2 (default: the preset's)")
     e2e.add_argument("--repeats", type=int, default=None, help="timed rounds (default: the preset's)")
-    e2e.add_argument("--warmup", type=int, default=1, help="untimed rounds of 2 tokens per batch")
+    e2e.add_argument("--warmup", type=int, default=1, help="untimed rounds of 2 tokens per contender, at the smallest batch")
     e2e.add_argument("--policies", nargs="+", default=DEFAULT_POLICIES, metavar="SPEC",
                      help=f"{POLICY_HELP} (default: {' '.join(DEFAULT_POLICIES)})")
     e2e.add_argument("--predictor", default=None,

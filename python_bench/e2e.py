@@ -1,10 +1,10 @@
 """End-to-end benchmark: transformers ``generate`` and the engine under each policy, same weights.
 
-For each batch size the contenders (``hf``, and the engine under Dense, FastV, Schedule, DyRate)
-run interleaved: ``--warmup`` rounds in which each makes 2 tokens, then ``--repeats`` rounds in
-which each makes ``--new-tokens``, in a new seeded order each round (interleaving spreads a noisy
-neighbour's bursts over every contender instead of one; shuffling keeps a contender's place in
-the round from becoming a bias). Each round starts with a measure of the copy bandwidth, the
+The contenders (``hf``, and the engine under Dense, FastV, Schedule, DyRate) run interleaved:
+``--warmup`` rounds at the smallest batch in which each makes 2 tokens, then ``--repeats`` timed
+rounds that go round the batch sizes, in which each makes ``--new-tokens``, in a new seeded order
+each round (interleaving spreads a noisy neighbour's bursts over every contender and batch instead
+of one; shuffling keeps a contender's place in the round from becoming a bias). Each round starts with a measure of the copy bandwidth, the
 ceiling for that round's calls. Per call (``runners``): prefill ms (call start to first token),
 median decode step ms, decode tokens/s = B / median step, end-to-end tokens/s = B x N / wall
 time, peak memory, and the achieved fraction of the bandwidth floor: per decode step,
@@ -140,39 +140,52 @@ def run_suite(preset: Preset, *, batches, new_tokens, repeats, warmup, policies,
     for note in skipped:
         log(f"# {note}")
     n_layers = engine.decoder.n_layers
-    bar = tqdm(total=len(batches) * len(contenders) * (warmup + repeats), unit="call",
+    # Warm-up rounds run at the smallest batch only: what a first call pays (lazy imports and
+    # caches, the allocator's first growth) does not depend on the batch, and a warm-up round at
+    # batch 16 cost 90 of the cpu preset's 500 seconds.
+    bar = tqdm(total=len(contenders) * (warmup + repeats * len(batches)), unit="call",
                disable=not progress, file=sys.stderr, dynamic_ncols=True)
-    rows, all_lens = [], {}
+    inputs, all_lens = {}, {}
     for batch in batches:
-        ids, pixels = make_prompts(preset, batch, seed + 1)
-        prompt_lens, width = [len(x) for x in ids], max(len(x) for x in ids)
-        all_lens[batch] = prompt_lens
-        runs = {c.spec: [] for c in contenders}
-        for round_ in range(warmup + repeats):
-            timed = round_ >= warmup
-            order = list(contenders)
+        inputs[batch] = make_prompts(preset, batch, seed + 1)
+        all_lens[batch] = [len(x) for x in inputs[batch][0]]
+    runs = {(batch, c.spec): [] for batch in batches for c in contenders}
+    # Timed rounds go round the batch sizes (round 1 of every batch, then round 2, ...), so the
+    # repeats of one batch are minutes apart and their spread includes the shared machine's slow
+    # drift: back to back, three repeats spanned a minute, and two runs of the same code differed
+    # by more than that spread (python_bench/results/compare_e2e_cpu_2026-11-26.txt).
+    schedule = [(False, r, min(batches)) for r in range(warmup)]
+    schedule += [(True, r, b) for r in range(repeats) for b in batches]
+    for timed, round_, batch in schedule:
+        ids, pixels = inputs[batch]
+        order = list(contenders)
+        if timed:
+            random.Random(seed * 1000 + batch * 100 + round_).shuffle(order)
+            bar.set_description(f"batch {batch} bandwidth")
+            bandwidth.append(copy_bandwidth_gbs(device, nbytes, repeats=5))
+        for c in order:
+            bar.set_description(f"batch {batch} {c.label}"[:40])
+            n = new_tokens if timed else 2
+            run = run_hf(hf, ids, pixels, n) if c.impl == "hf" else \
+                run_engine(engine, ids, pixels, n, c.make_policy())
             if timed:
-                random.Random(seed * 1000 + batch * 100 + round_).shuffle(order)
-                bar.set_description(f"batch {batch} bandwidth")
-                bandwidth.append(copy_bandwidth_gbs(device, nbytes, repeats=5))
-            for c in order:
-                bar.set_description(f"batch {batch} {c.label}"[:40])
-                n = new_tokens if timed else 2
-                run = run_hf(hf, ids, pixels, n) if c.impl == "hf" else \
-                    run_engine(engine, ids, pixels, n, c.make_policy())
-                if timed:
-                    run.bandwidth_gbs = bandwidth[-1]
-                    runs[c.spec].append(run)
-                bar.update()
+                run.bandwidth_gbs = bandwidth[-1]
+                runs[(batch, c.spec)].append(run)
+            bar.update()
+    rows = []
+    for batch in batches:
+        prompt_lens = all_lens[batch]
+        width = max(prompt_lens)
         weights = decoder_weight_bytes(hf, batch)
         for c in contenders:
-            kv_steps, kv_alloc, kv_final = _kv_steps(c, runs[c.spec][-1], hf, batch, n_layers,
+            done = runs[(batch, c.spec)]
+            kv_steps, kv_alloc, kv_final = _kv_steps(c, done[-1], hf, batch, n_layers,
                                                      prompt_lens, width)
             rows.append(dict(
                 batch=batch, policy=c.spec, label=c.label, impl=c.impl, note=c.note,
-                first_pruned_layer=c.first_pruned, runs=runs[c.spec], weights_bytes=weights,
+                first_pruned_layer=c.first_pruned, runs=done, weights_bytes=weights,
                 kv_read_bytes_by_step=kv_steps, kv_allocated_bytes=kv_alloc,
-                kv_final_bytes=kv_final, **_exact(c, runs[c.spec][-1])))
+                kv_final_bytes=kv_final, **_exact(c, done[-1])))
     bar.close()
     # Each call's floor uses the bandwidth measured at the start of its round: a shared machine's
     # bandwidth drifts with its neighbours, and one figure for the whole run (the best, say) made
@@ -185,6 +198,7 @@ def run_suite(preset: Preset, *, batches, new_tokens, repeats, warmup, policies,
                 prompt_lens=all_lens, batches=list(batches), new_tokens=new_tokens,
                 repeats=repeats, warmup=warmup, device=str(device), dtype=dtype,
                 copy_bandwidth_gbs=copy_bw, copy_bandwidth_measures_gbs=bandwidth,
+                round_order=[[r, b] for timed, r, b in schedule if timed],
                 read_bandwidth_gbs=read_bandwidth_gbs(device, nbytes), skipped=skipped, rows=rows)
 
 

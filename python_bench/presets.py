@@ -72,7 +72,7 @@ PRESETS = {p.name: p for p in [
            text=_llama(32000, 768, 2048, 12, 12, 12, 2048),
            vision=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1,
                        num_attention_heads=4, image_size=336, patch_size=14),
-           batches=(1, 16), new_tokens=16, repeats=3),
+           batches=(1, 16), new_tokens=16, repeats=4),
     # llava-hf/llava-1.5-7b-hf: Vicuna-7B (Llama 4096 x 32, MHA, MLP 11008) and CLIP ViT-L/14 at
     # 336 px (feature layer -2), random weights; ~35 system tokens before the image as in the
     # LLaVA-1.5 chat template, a short question after it (~640-token prompts).

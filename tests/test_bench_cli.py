@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dyrate_engine.cli import main
+from python_bench.report import _agree
 
 POLICIES = ["hf", "dense", "fastv:2:0.5", "schedule:3:0.75", "ramp:3:0.5:0.9", "dyrate"]
 TIMED = ["prefill_ms", "step_ms", "tokens_per_s", "e2e_tokens_per_s", "wall_ms", "peak_mem_mb",
@@ -67,6 +68,21 @@ def test_e2e_measures_bandwidth_each_round_and_pairs_ratios_by_round(e2e):
                 assert r[f"vs_{base}"]["min"] == pytest.approx(min(per_round))
 
 
+def test_e2e_timed_rounds_go_round_the_batches(e2e):
+    _, result = e2e
+    assert result["round_order"] == [[0, 1], [0, 2], [1, 1], [1, 2]]
+
+
+def test_agreement_is_within_the_wider_range():
+    def m(median, lo, hi):
+        return {"median": median, "min": lo, "max": hi}
+    a = m(50.0, 49.0, 51.0)  # range 2
+    assert _agree(a, m(51.9, 51.5, 52.5), 0.0)  # 1.9 apart, the wider range is 2
+    assert not _agree(a, m(53.9, 53.5, 54.5), 0.0)  # 3.9 apart: too far for ranges 2 and 1
+    assert _agree(a, m(53.9, 50.0, 56.0), 0.0)  # the second run's own range is 6
+    assert _agree(a, m(53.9, 53.5, 54.5), 0.05)  # 5% of 53.9 allows 2.7 more
+
+
 def test_e2e_pruning_shows_in_flops_kv_and_kept_tokens(e2e):
     _, result = e2e
     rows, nv = rows_by(result), result["n_visual"]
@@ -100,14 +116,14 @@ def test_compare_agrees_with_itself_and_flags_a_doctored_run(e2e, tmp_path, caps
     assert "AGREE" in capsys.readouterr().out
 
     slow = copy.deepcopy(result)
-    m = slow["rows"][1]["metrics"]["tokens_per_s"]
+    m = slow["rows"][1]["metrics"]["step_ms"]
     for key in ("median", "min", "max"):
         m[key] *= 0.1
     m["values"] = [v * 0.1 for v in m["values"]]
     (tmp_path / "slow.json").write_text(json.dumps(slow))
     assert main(["bench", "compare", str(path), str(tmp_path / "slow.json")]) == 1
     out = capsys.readouterr().out
-    assert "DISAGREE" in out and "\n       tokens_per_s" in out
+    assert "DISAGREE" in out and "\n       step_ms" in out
     # A widened tolerance accepts it; a changed exact count never is.
     assert main(["bench", "compare", str(path), str(tmp_path / "slow.json"),
                  "--tolerance", "10"]) == 0
