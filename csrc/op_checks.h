@@ -98,7 +98,7 @@ inline void check_decode_linear(const at::Tensor& x, const at::Tensor& weight,
   TORCH_CHECK(weight.scalar_type() == x.scalar_type() && weight.device() == x.device(),
               "dyrate.decode_linear: weight is ", weight.scalar_type(), " on ", weight.device(),
               " but x is ", x.scalar_type(), " on ", x.device());
-  if (bias.has_value()) {
+  if (bias.has_value() && bias->defined()) {
     TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0),
                 "dyrate.decode_linear: bias must be [", weight.size(0), "], got ", bias->sizes());
     TORCH_CHECK(bias->scalar_type() == x.scalar_type() && bias->device() == x.device(),

@@ -1,6 +1,7 @@
 """Where a dense engine decode step of the cpu preset goes at batch 8 and 16: the linears of one
 layer, the LM head, one layer's decode SDPA, and the engine's median step; then each decoder
-matmul shape at 8 and 16 rows in the layouts one could use (RESULTS.md, 2026-11-26).
+matmul shape at 8 and 16 rows in the layouts one could use and through ``dyrate.decode_linear``,
+which the decoder uses (RESULTS.md, 2026-11-26).
 
     python -m python_bench.bench_step_parts
 """
@@ -56,8 +57,9 @@ def matmul_layouts():
             a = t(lambda: F.linear(x, W), 30)
             b = t(lambda: (W @ x.t()).t().contiguous(), 30)
             c = t(lambda: x @ Wt, 30)
+            d = t(lambda: torch.ops.dyrate.decode_linear(x, W, None), 30)
             print(f"{o}x{i} rows={B}: F.linear {a:.3f} ms, W @ x^T {b:.3f}, x @ W^T(contiguous) "
-                  f"{c:.3f}", flush=True)
+                  f"{c:.3f}, dyrate.decode_linear {d:.3f}", flush=True)
 
 
 if __name__ == "__main__":

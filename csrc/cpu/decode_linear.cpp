@@ -5,7 +5,7 @@
 // LM head at 8 rows took 24 ms through F.linear and 13 ms as W @ x^T, and 8 ms here
 // (python_bench/bench_ops.py, RESULTS.md). This kernel streams every weight row exactly once and
 // multiplies it against all input rows, which stay in L1/L2, so a decode step is bound by reading
-// the weights. Above kMaxRows (prefill) at::linear is faster and is used.
+// the weights. Above kMaxRows (prefill), or when the rows outgrow L2, at::linear is used.
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/linear.h>
@@ -20,14 +20,17 @@
 namespace dyrate::cpu {
 namespace {
 
+#if DYRATE_HAVE_AVX2_PATH
 constexpr int64_t kMaxRows = 64;
+// The input rows are re-read from cache for every weight block, so they must stay in L2 (512 KiB
+// a core on the dev CPU): with K = 4096 (a 7B model) that is 32 fp32 rows, not 64.
+constexpr int64_t kMaxInputBytes = 256 * 1024;
 // A block is 3 weight rows x 4 input rows: 12 accumulators + 3 weight registers + 1 input register
 // fill AVX2's 16 without spilling. Of the shapes tried (4x3, 3x4, 2x6, 4x2, 2x4, 4x4, 8x1) it was
 // the fastest or within 3% of it on the gate/up, down and LM-head matrices at 8 and 16 rows.
 constexpr int kWeightRows = 3;
 constexpr int kInputRows = 4;
 
-#if DYRATE_HAVE_AVX2_PATH
 // y[j][i] = <x row j, w row i> + bias[i] for NB weight rows and MB input rows of length K; y has
 // row stride N. Writing y directly (no staging tile) measured about 10% faster.
 template <typename S, int NB, int MB>
@@ -98,27 +101,30 @@ void run(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, at::T
 #endif
 
 at::Tensor decode_linear_cpu(const at::Tensor& x, const at::Tensor& weight,
-                             const std::optional<at::Tensor>& bias) {
+                             const std::optional<at::Tensor>& bias_in) {
+  // An undefined tensor in the optional means no bias, as at::linear reads it.
+  const std::optional<at::Tensor> bias =
+      bias_in.has_value() && bias_in->defined() ? bias_in : std::nullopt;
   check_decode_linear(x, weight, bias);
   TORCH_CHECK(x.device().is_cpu(), "dyrate.decode_linear: CPU kernel got ", x.device());
+#if DYRATE_HAVE_AVX2_PATH
   const int64_t K = x.size(-1), N = weight.size(0), M = x.numel() / std::max<int64_t>(K, 1);
-#if !DYRATE_HAVE_AVX2_PATH
-  return at::linear(x, weight, bias);
-#else
-  if (!cpu_has_avx2() || M > kMaxRows || K == 0) return at::linear(x, weight, bias);
-  const at::Tensor xc = x.contiguous(), wc = weight.contiguous();
-  const at::Tensor bc = bias.has_value() ? bias->contiguous() : at::Tensor();
-  std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
-  out_shape.back() = N;
-  at::Tensor y = at::empty(out_shape, x.options());
-  if (M == 0 || N == 0) return y;
-  switch (x.scalar_type()) {
-    case at::kFloat: run<float>(xc, wc, bc, y, M, N, K); break;
-    case at::kBFloat16: run<c10::BFloat16>(xc, wc, bc, y, M, N, K); break;
-    default: run<c10::Half>(xc, wc, bc, y, M, N, K);
+  if (cpu_has_avx2() && M <= kMaxRows && K > 0 && M * K * x.element_size() <= kMaxInputBytes) {
+    const at::Tensor xc = x.contiguous(), wc = weight.contiguous();
+    const at::Tensor bc = bias.has_value() ? bias->contiguous() : at::Tensor();
+    std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
+    out_shape.back() = N;
+    at::Tensor y = at::empty(out_shape, x.options());
+    if (M == 0 || N == 0) return y;
+    switch (x.scalar_type()) {
+      case at::kFloat: run<float>(xc, wc, bc, y, M, N, K); break;
+      case at::kBFloat16: run<c10::BFloat16>(xc, wc, bc, y, M, N, K); break;
+      default: run<c10::Half>(xc, wc, bc, y, M, N, K);
+    }
+    return y;
   }
-  return y;
 #endif
+  return at::linear(x, weight, bias);
 }
 
 }  // namespace

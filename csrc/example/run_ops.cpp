@@ -55,5 +55,13 @@ int main() {
          "compact_kv_: slots");
   expect(lengths.item<int64_t>() == 4, "compact_kv_: lengths");
   expect(present.equal(keep), "compact_kv_: present");
+
+  // Two decode rows against a 5 x 16 weight with a bias: the same as at::linear.
+  auto x = torch::randn({2, 16}), weight = torch::randn({5, 16}), bias = torch::randn({5});
+  auto y = op("dyrate::decode_linear")
+               .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
+                                 const std::optional<at::Tensor>&)>()
+               .call(x, weight, bias);
+  expect(torch::allclose(y, torch::linear(x, weight, bias), 1e-5, 1e-5), "decode_linear");
   return failures == 0 ? 0 : 1;
 }

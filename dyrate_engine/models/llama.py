@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .. import ops as _ops  # noqa: F401  (registers torch.ops.dyrate.decode_linear)
+from .. import ops as _ops  # registers torch.ops.dyrate.decode_linear
 from .rope import apply_rope, rope_cos_sin, rope_parameters
 
 SUPPORTED_TEXT_MODELS = ("llama", "mistral", "qwen2")
@@ -21,9 +21,9 @@ SUPPORTED_TEXT_MODELS = ("llama", "mistral", "qwen2")
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
     """The decoder's linears and LM head: on the CPU ``dyrate.decode_linear`` (a decode step's
     few rows at weight bandwidth, where BLAS is 2-3x slower; see its docstring), else F.linear."""
-    if x.device.type != "cpu":
+    if x.device.type != "cpu" or not _ops.EXTENSION_LOADED:
         return F.linear(x, weight, bias)
-    return torch.ops.dyrate.decode_linear(x, weight, bias)
+    return torch.ops.dyrate.decode_linear.default(x, weight, bias)
 
 
 @dataclass

@@ -31,16 +31,21 @@ ensure_registered("decode_linear", decode_linear_reference, _fake)
 
 def _save_for_backward(ctx, inputs, output):
     x, weight, bias = inputs
-    ctx.save_for_backward(x, weight)
+    # Like aten's linear: keep x only for the weight's gradient and the weight only for x's, so
+    # a frozen decoder (predictor training) holds no activations for backward.
+    ctx.save_for_backward(x if ctx.needs_input_grad[1] else None,
+                          weight if ctx.needs_input_grad[0] else None)
     ctx.has_bias = bias is not None
 
 
 def _backward(ctx, grad):
     """F.linear's gradients: the predictor's training backpropagates through the decoder."""
     x, weight = ctx.saved_tensors
-    rows = grad.reshape(-1, grad.shape[-1])
+    # Explicit row counts: reshape(-1, 0) of an empty tensor is ambiguous (N = 0 or K = 0).
+    rows = grad.reshape(math.prod(grad.shape[:-1]), grad.shape[-1])
     grad_x = grad @ weight if ctx.needs_input_grad[0] else None
-    grad_weight = rows.t() @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None
+    grad_weight = rows.t() @ x.reshape(rows.shape[0], x.shape[-1]) \
+        if ctx.needs_input_grad[1] else None
     grad_bias = rows.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
     return grad_x, grad_weight, grad_bias
 
@@ -66,7 +71,9 @@ def decode_linear(x: torch.Tensor, weight: torch.Tensor,
 
     Returns:
         ``[..., N]`` in the dtype of ``x``, equal to ``F.linear(x, weight, bias)`` up to the order
-        of the fp32 sums. More than 64 rows (a prefill) go to ``at::linear``, which is faster there.
+        of the fp32 sums. More than 64 rows (a prefill), or rows too wide to stay in L2, go to
+        ``at::linear``, which is faster there; the two sum in different orders, so a row's last
+        bits can depend on how many rows share the call.
     """
     check_decode_linear(x, weight, bias)
     return torch.ops.dyrate.decode_linear(x, weight, bias)
