@@ -114,16 +114,21 @@ def bench_compact_kv(x, args):
 
 
 def bench_decode_linear(x, args):
-    """The fused gate/up projection of one layer (the largest matmul of a decode step) against
-    F.linear, the BLAS call that transformers makes; one row per sequence."""
+    """A layer's fused gate/up projection (the widest weight) and its down projection (the longest
+    rows: 11008 at 7B, so the input rows outgrow L2) against F.linear, the BLAS call that
+    transformers makes; one row per sequence."""
     s, like = x["shape"], x["q"]
     g = torch.Generator(device="cpu").manual_seed(1)
-    weight = torch.randn(2 * s["intermediate"], s["hidden"], generator=g).to(like)
-    rows = torch.randn(like.shape[0], s["hidden"], generator=g).to(like)
-    nbytes = (weight.numel() + rows.numel() + rows.shape[0] * weight.shape[0]) * like.element_size()
-    fused = lambda: torch.ops.dyrate.decode_linear(rows, weight, None)  # noqa: E731
-    reference = lambda: ops.decode_linear_reference(rows, weight, None)  # noqa: E731
-    return _row("decode_linear", weight, fused, reference, nbytes, args, batch=rows.shape[0])
+    rows_out = []
+    for n, k in ((2 * s["intermediate"], s["hidden"]), (s["hidden"], s["intermediate"])):
+        weight = torch.randn(n, k, generator=g).to(like)
+        rows = torch.randn(like.shape[0], k, generator=g).to(like)
+        nbytes = (weight.numel() + rows.numel() + rows.shape[0] * n) * like.element_size()
+        fused = lambda: torch.ops.dyrate.decode_linear(rows, weight, None)  # noqa: E731
+        reference = lambda: ops.decode_linear_reference(rows, weight, None)  # noqa: E731
+        rows_out.append(_row("decode_linear", weight, fused, reference, nbytes, args,
+                             batch=rows.shape[0]))
+    return rows_out
 
 
 def _row(name, t, fused, reference, nbytes, args, setup=None, batch=None):
@@ -175,7 +180,8 @@ def run(args):
         for batch in batches:
             x = make_inputs(batch, getattr(torch, dtype), device, shape=shape)
             for name in names:
-                rows.append(benches[name](x, args))
+                got = benches[name](x, args)
+                rows.extend(got if isinstance(got, list) else [got])
                 print(f"  measured {name} {dtype} batch {batch}", file=sys.stderr, flush=True)
     # The ceiling is the better of a copy measured before and after the ops: this machine's
     # bandwidth drifts with its neighbours, and the best sustained copy is the honest ceiling.
@@ -186,10 +192,10 @@ def run(args):
           f"{machine['torch']}, kernels: {machine['kernels']}, shape {args.shape}, commit "
           f"{machine['commit']}, {machine['date']}; copy bandwidth {copy_bw:.1f} GB/s (read + write)")
     print(f"{'op':<17}{'dtype':<10}{'batch':>5}  {'ms':>9} {'±':>7} {'ref ms':>9} {'speedup':>8}"
-          f" {'GB/s':>7} {'of copy':>8}")
+          f" {'GB/s':>7} {'of copy':>8}  shape")
     for r in rows:
         print(f"{r.op:<17}{r.dtype:<10}{r.batch:>5}  {r.ms:9.3f} {r.spread_ms:7.3f} "
-              f"{r.reference_ms:9.3f} {r.speedup:7.2f}x {r.gbs:7.1f} {r.of_copy_bw:7.0%}")
+              f"{r.reference_ms:9.3f} {r.speedup:7.2f}x {r.gbs:7.1f} {r.of_copy_bw:7.0%}  {r.shape}")
     if args.json:
         save_json({"suite": "ops", "machine": machine, "copy_bandwidth_gbs": copy_bw,
                    "shape_name": args.shape, "shape": shape, "rows": [asdict(r) for r in rows]},

@@ -4,8 +4,8 @@
 // runs at a fraction of the weight bandwidth; on the 2-core dev CPU (AMD EPYC, AVX2) the 32000 x 768
 // LM head at 8 rows took 24 ms through F.linear and 13 ms as W @ x^T, and 8 ms here
 // (python_bench/bench_ops.py, RESULTS.md). This kernel streams every weight row exactly once and
-// multiplies it against all input rows, which stay in L1/L2, so a decode step is bound by reading
-// the weights. Above kMaxRows (prefill), or when the rows outgrow L2, at::linear is used.
+// multiplies it against all input rows, read from cache, so a decode step is bound by reading
+// the weights. Above kMaxRows (prefill) at::linear is faster and is used.
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/linear.h>
@@ -21,10 +21,10 @@ namespace dyrate::cpu {
 namespace {
 
 #if DYRATE_HAVE_AVX2_PATH
+// No bound on the bytes of the input rows, though they are re-read for every weight block: at the
+// 7B widths they outgrow L2 (64 x 11008 fp32 is 2.7 MiB) and the kernel still took 42.5 ms where
+// F.linear took 75.9 (4096 x 11008 weight; at 8 rows 9.1 vs 24.4 ms; RESULTS.md, 2026-11-26).
 constexpr int64_t kMaxRows = 64;
-// The input rows are re-read from cache for every weight block, so they must stay in L2 (512 KiB
-// a core on the dev CPU): with K = 4096 (a 7B model) that is 32 fp32 rows, not 64.
-constexpr int64_t kMaxInputBytes = 256 * 1024;
 // A block is 3 weight rows x 4 input rows: 12 accumulators + 3 weight registers + 1 input register
 // fill AVX2's 16 without spilling. Of the shapes tried (4x3, 3x4, 2x6, 4x2, 2x4, 4x4, 8x1) it was
 // the fastest or within 3% of it on the gate/up, down and LM-head matrices at 8 and 16 rows.
@@ -109,7 +109,7 @@ at::Tensor decode_linear_cpu(const at::Tensor& x, const at::Tensor& weight,
   TORCH_CHECK(x.device().is_cpu(), "dyrate.decode_linear: CPU kernel got ", x.device());
 #if DYRATE_HAVE_AVX2_PATH
   const int64_t K = x.size(-1), N = weight.size(0), M = x.numel() / std::max<int64_t>(K, 1);
-  if (cpu_has_avx2() && M <= kMaxRows && K > 0 && M * K * x.element_size() <= kMaxInputBytes) {
+  if (cpu_has_avx2() && M <= kMaxRows && K > 0) {
     const at::Tensor xc = x.contiguous(), wc = weight.contiguous();
     const at::Tensor bc = bias.has_value() ? bias->contiguous() : at::Tensor();
     std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
