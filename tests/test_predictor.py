@@ -52,6 +52,18 @@ def test_predict_is_argmax_with_ties_to_lower_rate():
     assert p.predict(stats_for(mass, 3)).tolist() == pytest.approx([0.9, 0.5])
 
 
+def test_predicted_rates_are_the_candidates_exactly():
+    """0.65 in float32 is 0.6499999762: ceil((1 - r) * 20) then keeps 8 tokens instead of 7."""
+    from dyrate_engine.engine.pruning import n_keep_for
+    p = RatePredictor(2, rates=(0.0, 0.65))
+    torch.nn.init.zeros_(p.linear.weight)
+    with torch.no_grad():
+        p.linear.bias.copy_(torch.tensor([0.0, 1.0]))
+    rates = p.predict(stats_for(torch.rand(2, 2, 4), 0))
+    assert rates.tolist() == [0.65, 0.65]
+    assert n_keep_for(rates, torch.tensor([20, 144])).tolist() == [7, 51]
+
+
 def test_artifact_round_trip(tmp_path):
     p = RatePredictor(4, rates=(0.0, 0.3, 0.6), step_scale=16)
     config = {"model_type": "llama", "num_attention_heads": 4, "num_hidden_layers": 3,

@@ -13,7 +13,7 @@ from .base import MonitorStats, Policy
 class DyRate(Policy):
     """Each step's rate comes from ``predictor``: a trained
     :class:`~dyrate_engine.predictor.RatePredictor` (its hard, argmax rate) or any callable
-    ``predictor(stats) -> rates [B]`` (fp32, on the stats' device). ``layer`` is K, the first
+    ``predictor(stats) -> rates [B]`` (float, on the stats' device). ``layer`` is K, the first
     pruned layer; the monitor layer is K-1."""
 
     def __init__(self, predictor: Callable[[MonitorStats], torch.Tensor], layer: int = 3,

@@ -30,7 +30,10 @@ class RatePredictor(nn.Module):
         self.spec = FeatureSpec(n_heads, step_scale)
         self.linear = nn.Linear(self.spec.size, len(rates))
         self.rates = rates  # exact values, for the artifact and stats
-        self.register_buffer("rate_values", torch.tensor(rates), persistent=False)
+        # float64: a float32 0.65 is 0.6499999762, which turned ceil((1 - r) * 20) = 7 into 8 and
+        # reported 0.6499999761581421 in the stats.
+        self.register_buffer("rate_values", torch.tensor(rates, dtype=torch.float64),
+                             persistent=False)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Logits over the candidate rates, ``[..., len(rates)]``."""
@@ -38,7 +41,8 @@ class RatePredictor(nn.Module):
 
     @torch.no_grad()
     def predict(self, stats: MonitorStats) -> torch.Tensor:
-        """Hard (argmax) rate per sequence, fp32 ``[B]``, on the stats' device; no host sync.
+        """Hard (argmax) rate per sequence, float64 ``[B]`` holding the candidate rates exactly,
+        on the stats' device; no host sync.
         Ties go to the lower rate (``argmax`` returns the first maximum)."""
         features = rate_features(self.spec, stats.type_mass, stats.step)
         weight = self.linear.weight
