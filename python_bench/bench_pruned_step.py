@@ -1,0 +1,35 @@
+"""Does transformers' generate, run earlier in the same process, slow the engine's pruned decode
+step? The cpu preset at batch 16: the engine's in-loop median step under Dense and Schedule(K=3,
+0.75), in a fresh process, then again after one HF generate call (RESULTS.md, 2026-11-26: the
+pruned step went 78.5 -> 95.2 ms, Dense 101.6 -> 95.4 ms).
+
+    python -m python_bench.bench_pruned_step
+"""
+import statistics
+
+from dyrate_engine import Engine, Schedule
+from python_bench.presets import PRESETS, build_model, make_prompts
+from python_bench.runners import run_engine, run_hf
+
+
+def main(batch=16, new_tokens=10):
+    preset = PRESETS["cpu"]
+    hf = build_model(preset, "cpu", "float32", 0)
+    engine = Engine(hf)
+    engine.eos_token_ids = []
+    ids, pixels = make_prompts(preset, batch, 1)
+    policies = {"dense": lambda: None, "schedule:3:0.75": lambda: Schedule([0.75], layer=3)}
+    for when in ("fresh process", "after one HF generate"):
+        steps = {}
+        for name, make in policies.items():
+            steps[name] = statistics.median(run_engine(engine, ids, pixels, new_tokens,
+                                                       make()).step_ms)
+        print(f"{when}: median step dense {steps['dense']:.1f} ms, schedule:3:0.75 "
+              f"{steps['schedule:3:0.75']:.1f} ms ({steps['dense'] / steps['schedule:3:0.75']:.2f}x)",
+              flush=True)
+        if when == "fresh process":
+            run_hf(hf, ids, pixels, 4)
+
+
+if __name__ == "__main__":
+    main()
