@@ -1,7 +1,7 @@
 """Does transformers' generate, run earlier in the same process, slow the engine's pruned decode
 step? The cpu preset at batch 16: the engine's in-loop median step under Dense and Schedule(K=3,
-0.75), in a fresh process, then again after one HF generate call (RESULTS.md, 2026-11-26: the
-pruned step went 78.5 -> 95.2 ms, Dense 101.6 -> 95.4 ms).
+0.75), in a fresh process, then again after one HF generate call. RESULTS.md (2026-11-26) has
+three tries that disagree, so no such effect is established.
 
     python -m python_bench.bench_pruned_step
 """
@@ -24,9 +24,9 @@ def main(batch=16, new_tokens=10):
         for name, make in policies.items():
             steps[name] = statistics.median(run_engine(engine, ids, pixels, new_tokens,
                                                        make()).step_ms)
-        print(f"{when}: median step dense {steps['dense']:.1f} ms, schedule:3:0.75 "
-              f"{steps['schedule:3:0.75']:.1f} ms ({steps['dense'] / steps['schedule:3:0.75']:.2f}x)",
-              flush=True)
+        dense, pruned = steps["dense"], steps["schedule:3:0.75"]
+        print(f"{when}: median step dense {dense:.1f} ms, schedule:3:0.75 {pruned:.1f} ms "
+              f"({dense / pruned:.2f}x)", flush=True)
         if when == "fresh process":
             run_hf(hf, ids, pixels, 4)
 

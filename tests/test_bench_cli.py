@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dyrate_engine.cli import main
-from python_bench.report import _agree
+from python_bench.report import _overlap
 
 POLICIES = ["hf", "dense", "fastv:2:0.5", "schedule:3:0.75", "ramp:3:0.5:0.9", "dyrate"]
 TIMED = ["prefill_ms", "step_ms", "tokens_per_s", "e2e_tokens_per_s", "wall_ms", "peak_mem_mb",
@@ -73,14 +73,12 @@ def test_e2e_timed_rounds_go_round_the_batches(e2e):
     assert result["round_order"] == [[0, 1], [0, 2], [1, 1], [1, 2]]
 
 
-def test_agreement_is_within_the_wider_range():
-    def m(median, lo, hi):
-        return {"median": median, "min": lo, "max": hi}
-    a = m(50.0, 49.0, 51.0)  # range 2
-    assert _agree(a, m(51.9, 51.5, 52.5), 0.0)  # 1.9 apart, the wider range is 2
-    assert not _agree(a, m(53.9, 53.5, 54.5), 0.0)  # 3.9 apart: too far for ranges 2 and 1
-    assert _agree(a, m(53.9, 50.0, 56.0), 0.0)  # the second run's own range is 6
-    assert _agree(a, m(53.9, 53.5, 54.5), 0.05)  # 5% of 53.9 allows 2.7 more
+def test_agreement_is_overlap_of_the_ranges():
+    def m(lo, hi):
+        return {"median": (lo + hi) / 2, "min": lo, "max": hi}
+    assert _overlap(m(49.0, 51.0), m(50.5, 53.0), 0.0)
+    assert not _overlap(m(49.0, 51.0), m(51.5, 53.0), 0.0)
+    assert _overlap(m(49.0, 51.0), m(51.5, 53.0), 0.01)  # 1% of 51 and of 51.5 bridges 0.5
 
 
 def test_e2e_pruning_shows_in_flops_kv_and_kept_tokens(e2e):

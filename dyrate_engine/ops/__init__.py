@@ -1,8 +1,9 @@
 """The fused pruning ops of DESIGN.md and the decoder's ``decode_linear``, registered as
 ``torch.ops.dyrate.*``.
 
-Each op has a C++ CPU kernel, a CUDA kernel (``decode_linear`` is cuBLAS there), a readable PyTorch reference (``*_reference``, also
-the fallback when the extension is not built) and a fake kernel for torch.compile. The functions
+Each op has a C++ CPU kernel, a CUDA kernel (``decode_linear`` is cuBLAS there), a readable
+PyTorch reference (``*_reference``, also the fallback when the extension is not built) and a fake
+kernel for torch.compile. The functions
 here validate their arguments and document the contracts.
 """
 from ._library import EXTENSION_LOADED, backends
@@ -21,5 +22,6 @@ from .select_keep import select_keep, select_keep_reference
 __all__ = [
     "EXTENSION_LOADED", "backends", "attention_scores", "attention_scores_reference",
     "select_keep", "select_keep_reference", "compact_kv_", "compact_kv_reference",
-    "compact_source_slots", "decode_linear", "decode_linear_reference", "SYSTEM", "IMAGE", "INSTRUCTION", "RESPONSE",
+    "compact_source_slots", "decode_linear", "decode_linear_reference", "SYSTEM", "IMAGE",
+    "INSTRUCTION", "RESPONSE",
 ]

@@ -72,8 +72,8 @@ def decode_linear(x: torch.Tensor, weight: torch.Tensor,
     Returns:
         ``[..., N]`` in the dtype of ``x``, equal to ``F.linear(x, weight, bias)`` up to the order
         of the fp32 sums. More than 64 rows (a prefill) go to ``at::linear``, which is faster
-        there; the two sum in different orders, so a row's last
-        bits can depend on how many rows share the call.
+        there; the two sum in different orders, so a row's last bits can depend on how many rows
+        share the call.
     """
     check_decode_linear(x, weight, bias)
     return torch.ops.dyrate.decode_linear(x, weight, bias)
