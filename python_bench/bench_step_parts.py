@@ -1,10 +1,13 @@
 """Where a dense engine decode step of the cpu preset goes at batch 8 and 16: the linears of one
 layer, the LM head, one layer's decode SDPA, and the engine's median step; then each decoder
 matmul shape at 8 and 16 rows in the layouts one could use and through ``dyrate.decode_linear``,
-which the decoder uses (RESULTS.md, 2026-11-26).
+which the decoder uses (RESULTS.md, 2026-11-26); last, the decode ratio that pruning can buy at
+batch 16 (issue 4): what Schedule(K=3, 0.75) saves is attention time in layers >= K only, so
+dense step / (dense step - saving) bounds its speedup (RESULTS.md, fifth session).
 
     python -m python_bench.bench_step_parts
 """
+import math
 import statistics
 
 import torch
@@ -62,7 +65,40 @@ def matmul_layouts():
                   f"{c:.3f}, dyrate.decode_linear {d:.3f}", flush=True)
 
 
+def pruned_step_bound(B=16, K=3, n_dense=620, rate=0.75):
+    """One layer's decode SDPA at the dense length and at the length Schedule(K, rate) leaves, a
+    plain read of the same keys and values (the bandwidth floor of that SDPA), the engine's dense
+    median step, and the speedup they imply: dense step / (dense step - (L - K) x saving)."""
+    p = PRESETS["cpu"]
+    eng = Engine(build_model(p, "cpu", "float32", 0))
+    eng.eos_token_ids = []
+    dec = eng.decoder
+    n_visual = (p.vision["image_size"] // p.vision["patch_size"]) ** 2
+    n_pruned = n_dense - (n_visual - math.ceil((1 - rate) * n_visual))
+    kv = torch.randn(2, B, dec.n_kv_heads, n_dense + 60, dec.head_dim)
+    q = torch.randn(B, dec.n_heads, 1, dec.head_dim)
+    sdpa, read = {}, {}
+    for n in (n_dense, n_pruned):
+        mask = torch.ones(B, 1, 1, n, dtype=torch.bool)
+        sdpa[n] = t(lambda: F.scaled_dot_product_attention(
+            q, kv[0, :, :, :n], kv[1, :, :, :n], attn_mask=mask, enable_gqa=True))
+        read[n] = t(lambda: (kv[0, :, :, :n].sum(), kv[1, :, :, :n].sum()))
+    ids, pixels = make_prompts(p, B, 1)
+    steps = []
+    for _ in range(2):
+        steps += eng.generate_ids(ids, pixels, max_new_tokens=12)[0].stats.step_ms[2:]
+    dense = statistics.median(steps)
+    pruned_layers = dec.n_layers - K
+    for what, cost in (("decode SDPA", sdpa), ("plain read of the same KV", read)):
+        saving = pruned_layers * (cost[n_dense] - cost[n_pruned])
+        ratio = dense / (dense - saving)
+        print(f"B={B}, {what}, one layer: {cost[n_dense]:.2f} ms at {n_dense} keys, "
+              f"{cost[n_pruned]:.2f} at {n_pruned}; x{pruned_layers} pruned layers saves "
+              f"{saving:.1f} ms of a {dense:.1f} ms dense step: about {ratio:.2f}x", flush=True)
+
+
 if __name__ == "__main__":
     torch.set_num_threads(2)
     step_parts()
     matmul_layouts()
+    pruned_step_bound()
