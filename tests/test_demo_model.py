@@ -61,3 +61,19 @@ def test_a_later_training_stage_starts_after_the_scenes_of_every_earlier_one(tmp
     stages = [{"train_scenes": 320}, {"train_scenes": [320, 960]}]
     (tmp_path / "training.json").write_text(json.dumps({"stages": stages}))
     assert scenes_seen(tmp_path) == 960 and earlier_stages(tmp_path) == stages
+
+
+def test_demo_config_default_width_is_the_bundled_models_and_other_widths_scale():
+    import json
+
+    from dyrate_engine.demo.train_vlm import demo_config
+    bundled = json.loads((DEMO_MODEL / "config.json").read_text())["text_config"]
+    text = demo_config(bundled["vocab_size"], 5).text_config
+    fields = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
+              "num_hidden_layers")
+    assert {f: getattr(text, f) for f in fields} == {f: bundled[f] for f in fields}
+    narrow = demo_config(41, 5, text_width=128).text_config
+    assert (narrow.hidden_size, narrow.num_attention_heads, narrow.intermediate_size) == \
+        (128, 4, 352)
+    with pytest.raises(ValueError, match="multiple of 64"):
+        demo_config(41, 5, text_width=100)

@@ -29,15 +29,21 @@ from .scenes import IMAGE_SIZE, make_scene
 from .token_drop import IGNORE, VisualTokenDrop
 
 
-def demo_config(vocab_size: int, image_token_id: int, text_layers: int = 8):
+def demo_config(vocab_size: int, image_token_id: int, text_layers: int = 8,
+                text_width: int = 192):
     """A small LLaVA: CLIP-style tower (96 px, patch 8 -> 144 visual tokens), LLaVA's MLP
-    projector, a GQA Llama text model with enough layers after the monitor layer to prune."""
+    projector, a GQA Llama text model with enough layers after the monitor layer to prune.
+    ``text_width``: hidden size, a multiple of 64 (heads of 32, two key heads, MLP 8/3 wide)."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+
+    if text_width < 64 or text_width % 64:
+        raise ValueError(f"text width must be a positive multiple of 64, got {text_width}")
+    mlp_width = round(text_width * 8 / 3 / 32) * 32
 
     vision = CLIPVisionConfig(hidden_size=128, intermediate_size=512, num_hidden_layers=4,
                               num_attention_heads=4, image_size=IMAGE_SIZE, patch_size=PATCH)
-    text = LlamaConfig(vocab_size=vocab_size, hidden_size=192, intermediate_size=512,
-                       num_hidden_layers=text_layers, num_attention_heads=6,
+    text = LlamaConfig(vocab_size=vocab_size, hidden_size=text_width, intermediate_size=mlp_width,
+                       num_hidden_layers=text_layers, num_attention_heads=text_width // 32,
                        num_key_value_heads=2, max_position_embeddings=512, pad_token_id=0,
                        bos_token_id=1, eos_token_id=2, rms_norm_eps=1e-5, tie_word_embeddings=False)
     return LlavaConfig(vision_config=vision, text_config=text, image_token_index=image_token_id,
@@ -102,14 +108,15 @@ def validation_loss(model, encoder, n: int = 128, batch_size: int = 32) -> float
 
 def train(out: Path, steps: int, batch_size: int = 32, lr: float = 1.5e-3, seed: int = 0,
           text_layers: int = 8, init: Path | None = None, drop_layer: int | None = None,
-          drop_rates=(0.0, 0.25, 0.5, 0.75, 0.9), first_scene: int = 0) -> dict:
+          drop_rates=(0.0, 0.25, 0.5, 0.75, 0.9), first_scene: int = 0,
+          text_width: int = 192) -> dict:
     from transformers import LlavaForConditionalGeneration
 
     torch.manual_seed(seed)
     processor = build_processor()
     vocab = processor.tokenizer.get_vocab()
     if init is None:
-        config = demo_config(len(vocab), vocab["<image>"], text_layers)
+        config = demo_config(len(vocab), vocab["<image>"], text_layers, text_width)
         model = LlavaForConditionalGeneration(config)
     else:
         model = LlavaForConditionalGeneration.from_pretrained(init, dtype=torch.float32)
@@ -187,6 +194,8 @@ def main(argv=None) -> None:
     parser.add_argument("--lr", type=float, default=1.5e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--text-layers", type=int, default=8)
+    parser.add_argument("--text-width", type=int, default=192,
+                        help="hidden size of the text model, a multiple of 64 (new models only)")
     parser.add_argument("--init", type=Path, help="continue from this checkpoint")
     parser.add_argument("--drop-layer", type=int,
                         help="train with prefill pruning after this layer (the engine's K)")
@@ -200,7 +209,7 @@ def main(argv=None) -> None:
     first = args.first_scene if args.first_scene is not None else scenes_seen(args.init)
     rates = [float(r) for r in args.drop_rates.split(",")]
     train(args.out, args.steps, args.batch_size, args.lr, args.seed, args.text_layers,
-          args.init, args.drop_layer, rates, first)
+          args.init, args.drop_layer, rates, first, args.text_width)
 
 
 if __name__ == "__main__":
