@@ -75,7 +75,7 @@ def bench_attention_scores(x, args):
     reference = lambda: ops.attention_scores_reference(*a, None, nv)  # noqa: E731
     key_bytes = int(x["lengths"].sum()) * x["k_cache"].shape[1] * x["k_cache"].shape[3] \
         * x["k_cache"].element_size()
-    return _row("attention_scores", x["k_cache"], fused, reference, key_bytes, args)
+    return [_row("attention_scores", x["k_cache"], fused, reference, key_bytes, args)]
 
 
 def bench_select_keep(x, args):
@@ -83,7 +83,7 @@ def bench_select_keep(x, args):
     fused = lambda: torch.ops.dyrate.select_keep(*a)  # noqa: E731
     reference = lambda: ops.select_keep_reference(*a)  # noqa: E731
     nbytes = x["scores"].numel() * (x["scores"].element_size() + 2)
-    return _row("select_keep", x["scores"], fused, reference, nbytes, args)
+    return [_row("select_keep", x["scores"], fused, reference, nbytes, args)]
 
 
 def bench_compact_kv(x, args):
@@ -110,7 +110,7 @@ def bench_compact_kv(x, args):
     row = _row("compact_kv_", kv, call(torch.ops.dyrate.compact_kv_),
                call(ops.compact_kv_reference), nbytes, args, setup=restore)
     del kv
-    return row
+    return [row]
 
 
 def bench_decode_linear(x, args):
@@ -180,8 +180,7 @@ def run(args):
         for batch in batches:
             x = make_inputs(batch, getattr(torch, dtype), device, shape=shape)
             for name in names:
-                got = benches[name](x, args)
-                rows.extend(got if isinstance(got, list) else [got])
+                rows.extend(benches[name](x, args))
                 print(f"  measured {name} {dtype} batch {batch}", file=sys.stderr, flush=True)
     # The ceiling is the better of a copy measured before and after the ops: this machine's
     # bandwidth drifts with its neighbours, and the best sustained copy is the honest ceiling.

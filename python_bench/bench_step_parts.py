@@ -7,13 +7,13 @@ dense step / (dense step - saving) bounds its speedup (RESULTS.md, fifth session
 
     python -m python_bench.bench_step_parts
 """
-import math
 import statistics
 
 import torch
 import torch.nn.functional as F
 
 from dyrate_engine import Engine
+from dyrate_engine.engine.pruning import n_keep_for
 from dyrate_engine.models.llama import linear
 from python_bench.presets import PRESETS, build_model, make_prompts
 from python_bench.timing import median_ms
@@ -21,6 +21,23 @@ from python_bench.timing import median_ms
 
 def t(fn, n=20):
     return median_ms(fn, warmup=3, repeats=n, cold=False)[0]
+
+
+def sdpa_ms(dec, B, n, kv):
+    """One layer's decode SDPA over the first ``n`` slots of ``kv [2, B, Hkv, Cap, hd]``."""
+    q = torch.randn(B, dec.n_heads, 1, dec.head_dim)
+    mask = torch.ones(B, 1, 1, n, dtype=torch.bool)
+    return t(lambda: F.scaled_dot_product_attention(
+        q, kv[0, :, :, :n], kv[1, :, :, :n], attn_mask=mask, enable_gqa=True))
+
+
+def engine_median_step(eng, preset, B):
+    """The engine's median dense decode step over two calls of 12 tokens (first two skipped)."""
+    ids, pixels = make_prompts(preset, B, 1)
+    steps = []
+    for _ in range(2):
+        steps += eng.generate_ids(ids, pixels, max_new_tokens=12)[0].stats.step_ms[2:]
+    return statistics.median(steps)
 
 
 def step_parts():
@@ -35,20 +52,12 @@ def step_parts():
         lin = t(lambda: [linear(x, L.qkv), linear(x, L.o), linear(mid, L.down),
                          linear(x, L.gate_up)])
         head = t(lambda: linear(x[:, 0], dec.lm_head))
-        n = 620
-        kv = torch.randn(2, B, dec.n_kv_heads, 680, dec.head_dim)
-        q = torch.randn(B, dec.n_heads, 1, dec.head_dim)
-        mask = torch.ones(B, 1, 1, n, dtype=torch.bool)
-        sdpa = t(lambda: F.scaled_dot_product_attention(
-            q, kv[0, :, :, :n], kv[1, :, :, :n], attn_mask=mask, enable_gqa=True))
-        ids, pixels = make_prompts(p, B, 1)
-        steps = []
-        for _ in range(2):
-            steps += eng.generate_ids(ids, pixels, max_new_tokens=12)[0].stats.step_ms[2:]
+        sdpa = sdpa_ms(dec, B, 620, torch.randn(2, B, dec.n_kv_heads, 680, dec.head_dim))
+        step = engine_median_step(eng, p, B)
         print(f"B={B}: linears of one layer {lin:.2f} ms (x{dec.n_layers} = "
               f"{lin * dec.n_layers:.1f}), lm_head {head:.2f}, decode SDPA of one layer "
               f"{sdpa:.2f} (x{dec.n_layers} = {sdpa * dec.n_layers:.1f}); engine step median "
-              f"{statistics.median(steps):.1f} ms", flush=True)
+              f"{step:.1f} ms", flush=True)
 
 
 def matmul_layouts():
@@ -74,20 +83,14 @@ def pruned_step_bound(B=16, K=3, n_dense=620, rate=0.75):
     eng.eos_token_ids = []
     dec = eng.decoder
     n_visual = (p.vision["image_size"] // p.vision["patch_size"]) ** 2
-    n_pruned = n_dense - (n_visual - math.ceil((1 - rate) * n_visual))
+    n_kept = int(n_keep_for(torch.tensor([rate]), torch.tensor([n_visual])))
+    n_pruned = n_dense - (n_visual - n_kept)
     kv = torch.randn(2, B, dec.n_kv_heads, n_dense + 60, dec.head_dim)
-    q = torch.randn(B, dec.n_heads, 1, dec.head_dim)
     sdpa, read = {}, {}
     for n in (n_dense, n_pruned):
-        mask = torch.ones(B, 1, 1, n, dtype=torch.bool)
-        sdpa[n] = t(lambda: F.scaled_dot_product_attention(
-            q, kv[0, :, :, :n], kv[1, :, :, :n], attn_mask=mask, enable_gqa=True))
+        sdpa[n] = sdpa_ms(dec, B, n, kv)
         read[n] = t(lambda: (kv[0, :, :, :n].sum(), kv[1, :, :, :n].sum()))
-    ids, pixels = make_prompts(p, B, 1)
-    steps = []
-    for _ in range(2):
-        steps += eng.generate_ids(ids, pixels, max_new_tokens=12)[0].stats.step_ms[2:]
-    dense = statistics.median(steps)
+    dense = engine_median_step(eng, p, B)
     pruned_layers = dec.n_layers - K
     for what, cost in (("decode SDPA", sdpa), ("plain read of the same KV", read)):
         saving = pruned_layers * (cost[n_dense] - cost[n_pruned])

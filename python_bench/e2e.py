@@ -7,11 +7,12 @@ each round (interleaving spreads a noisy neighbour's bursts over every contender
 of one; shuffling keeps a contender's place in the round from becoming a bias). Each round starts
 with a measure of the copy bandwidth, the ceiling for that round's calls. Per call (``runners``):
 prefill ms (call start to first token), median decode step ms, decode tokens/s = B / median
-step, end-to-end tokens/s = B x N / wall time, peak memory, and the achieved fraction of the bandwidth floor: per decode step,
-floor = (weight bytes + bytes of KV that step reads) / the round's copy bandwidth, fraction =
-floor / step time, median over the steps. Each row reports every metric's median, min and max
-over the repeats; the ratios to Dense and to HF are paired by round (a contender's tokens/s over
-the baseline's in the same round), which cancels the drift of a shared machine between rounds.
+step, end-to-end tokens/s = B x N / wall time, peak memory, and the achieved fraction of the
+bandwidth floor: per decode step, floor = (weight bytes + bytes of KV that step reads) / the
+round's copy bandwidth, fraction = floor / step time, median over the steps. Each row reports
+every metric's median, min and max over the repeats; the ratios to Dense and to HF are paired by
+round (a contender's tokens/s over the baseline's in the same round), which cancels the drift of
+a shared machine between rounds.
 FLOPs, KV bytes and kept visual tokens are deterministic (exact counts from the engine).
 """
 from __future__ import annotations

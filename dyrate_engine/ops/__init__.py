@@ -3,8 +3,7 @@
 
 Each op has a C++ CPU kernel, a CUDA kernel (``decode_linear`` is cuBLAS there), a readable
 PyTorch reference (``*_reference``, also the fallback when the extension is not built) and a fake
-kernel for torch.compile. The functions
-here validate their arguments and document the contracts.
+kernel for torch.compile. The functions here validate their arguments and document the contracts.
 """
 from ._library import EXTENSION_LOADED, backends
 from .attention_scores import (
