@@ -36,9 +36,10 @@ def _teacher_batch(ids, results):
     return input_ids, labels, mask
 
 
+@pytest.mark.parametrize("padding_mask", [True, False])  # train_vlm passes none (right padding)
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("rate", [0.0, 0.5, 0.75, 0.9])
-def test_dropout_forward_equals_the_engines_prefill_pruning(engine, rate, attn):
+def test_dropout_forward_equals_the_engines_prefill_pruning(engine, rate, attn, padding_mask):
     ids, pixels = random_prompts(3, seed=4)
     results = engine.generate_ids(ids, pixels, policy=Schedule([rate], layer=K),
                                   max_new_tokens=5, output_logits=True)
@@ -49,7 +50,8 @@ def test_dropout_forward_equals_the_engines_prefill_pruning(engine, rate, attn):
     try:
         with torch.no_grad(), VisualTokenDrop(hf, K, [rate], IMAGE_TOKEN) as drop:
             drop.set_batch(input_ids, labels, mask)
-            logits = hf(input_ids=input_ids, attention_mask=mask, pixel_values=pixels).logits
+            logits = hf(input_ids=input_ids, attention_mask=mask if padding_mask else None,
+                        pixel_values=pixels).logits
     finally:
         hf.config._attn_implementation = hf.model.language_model.config._attn_implementation = "sdpa"
     for b, r in enumerate(results):
