@@ -1,15 +1,14 @@
 """Trains the demo VLM from scratch on the synthetic scenes (issue 6) and saves it as an HF LLaVA
 checkpoint with its processor.
 
-    python -m dyrate_engine.demo.train_vlm --out base --steps 1500
-    python -m dyrate_engine.demo.train_vlm --init base --out dyrate_engine/demo/model \
-        --steps 400 --lr 3e-4 --drop-layer 3 --drop-rates 0,0.25,0.5,0.75,0.9
+    python -m dyrate_engine.demo.train_vlm --out dyrate_engine/demo/model --steps 1800 \
+        --drop-layer 3 --drop-rates 0,0.25,0.5,0.6,0.75,0.9
 
 The whole model learns (vision tower, projector, text model) with the answer tokens as targets.
-The second stage (``--drop-layer``) continues with the engine's prefill pruning in the loop
-(``token_drop``), each scene at a random rate, so that the model survives pruning as large
-pretrained VLMs do. On the 2-core dev CPU the two stages take about 1.5 hours; the result is
-committed so nobody has to.
+``--drop-layer`` puts the engine's prefill pruning in the loop (``token_drop``), each scene at a
+random rate, so that the model survives pruning as large pretrained VLMs do. The bundled model is
+the command above: one run from scratch, 62 minutes on the 2-core dev CPU (RESULTS.md, sixth
+session). ``--init`` continues from a checkpoint with new scenes (a second stage).
 """
 from __future__ import annotations
 
@@ -141,10 +140,10 @@ def train(out: Path, steps: int, batch_size: int = 32, lr: float = 1.5e-3, seed:
                   for i in range(batch_size)]
         inputs = encoder.batch(scenes)
         if drop_layer is not None:
+            drop.set_batch(inputs["input_ids"], inputs["labels"], inputs["attention_mask"])
         # Right padding under a causal mask: no real token sees a pad, and pads carry no label, so
         # the padding mask changes nothing but keeps SDPA off its faster causal path (~7%/step).
         inputs.pop("attention_mask")
-            drop.set_batch(inputs["input_ids"], inputs["labels"], inputs["attention_mask"])
         with drop:
             loss = model(**inputs).loss
         optimizer.zero_grad(set_to_none=True)
@@ -192,7 +191,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=1800)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1.5e-3)
     parser.add_argument("--seed", type=int, default=0)
@@ -202,7 +201,7 @@ def main(argv=None) -> None:
     parser.add_argument("--init", type=Path, help="continue from this checkpoint")
     parser.add_argument("--drop-layer", type=int,
                         help="train with prefill pruning after this layer (the engine's K)")
-    parser.add_argument("--drop-rates", default="0,0.25,0.5,0.75,0.9",
+    parser.add_argument("--drop-rates", default="0,0.25,0.5,0.6,0.75,0.9",
                         help="rates drawn per scene with --drop-layer (comma-separated)")
     parser.add_argument("--first-scene", type=int, default=None,
                         help="index of the first training scene (default: after the init's)")
