@@ -1,9 +1,10 @@
-"""``dyrate bench e2e | ops | compare``: the benchmark suite behind the project's CLI.
+"""``dyrate bench e2e | ops | compare | pool``: the benchmark suite behind the project's CLI.
 
     dyrate bench e2e --preset cpu --out out/bench/cpu_a          # table, JSON, PNG plots
     dyrate bench e2e --preset llava-1.5-7b --batch 1,8,32        # on a GPU
     dyrate bench ops --device cuda --json out/bench/ops.json
     dyrate bench compare out/bench/cpu_a/e2e_cpu.json out/bench/cpu_b/e2e_cpu.json
+    dyrate bench pool out/bench/cpu_*/e2e_cpu.json              # speed-ups pooled over runs
 """
 from __future__ import annotations
 
@@ -75,6 +76,11 @@ def add_bench_parser(subparsers) -> None:
                      help="widen every [min, max] range by this relative amount (default 0)")
     cmp.set_defaults(run=cmd_compare)
 
+    pool = sub.add_parser("pool", help="speed-ups over Dense pooled over repeated e2e runs")
+    pool.add_argument("runs", nargs="+", help="e2e JSON files of runs of the same command")
+    pool.add_argument("--base", default="dense", help="the policy every ratio is over")
+    pool.set_defaults(run=cmd_pool)
+
 
 def cmd_e2e(args) -> int:
     import torch
@@ -129,3 +135,17 @@ def cmd_compare(args) -> int:
     ok, lines = compare(*runs, tolerance=args.tolerance)
     print("\n".join(lines))
     return 0 if ok else 1
+
+
+def cmd_pool(args) -> int:
+    from .pool import format_pooled, pooled_ratios
+
+    runs = []
+    for path in args.runs:
+        with open(path) as f:
+            runs.append(json.load(f))
+    rows = pooled_ratios(runs, base=args.base)
+    if not rows:
+        raise ValueError(f"no policy with a {args.base!r} row at the same batch in these runs")
+    print("\n".join(format_pooled(rows, base=args.base)))
+    return 0
