@@ -229,14 +229,26 @@ def _finish_row(row, copy_bw):
     row["step_ms_by_step"] = [statistics.median(s) for s in zip(*(r.step_ms for r in runs))]
 
 
+def paired_ratios(rows, base: str) -> dict[tuple[int, str], list[float]]:
+    """Per (batch, policy): each round's tokens/s over ``base``'s at the same batch (rows are
+    paired by round; a policy without a ``base`` row at its batch, or ``base`` itself, has none)."""
+    by = {(r["batch"], r["policy"]): r for r in rows}
+    out = {}
+    for (batch, policy), r in by.items():
+        ref = by.get((batch, base))
+        if ref is None or ref is r:
+            continue
+        a, b = r["metrics"]["tokens_per_s"]["values"], ref["metrics"]["tokens_per_s"]["values"]
+        if len(a) != len(b):
+            raise ValueError(f"batch {batch}: {policy} and {base} have different round counts")
+        out[(batch, policy)] = [x / y for x, y in zip(a, b)]
+    return out
+
+
 def _ratios(rows):
     """tokens/s of each row over the dense engine's and over HF's at the same batch, paired by
     round: median, min and max of the per-round ratios."""
     by = {(r["batch"], r["policy"]): r for r in rows}
-    for r in rows:
-        for base in ("dense", "hf"):
-            ref = by.get((r["batch"], base))
-            if ref is None or ref is r:
-                continue
-            a, b = r["metrics"]["tokens_per_s"]["values"], ref["metrics"]["tokens_per_s"]["values"]
-            r[f"vs_{base}"] = spread([x / y for x, y in zip(a, b)])
+    for base in ("dense", "hf"):
+        for key, ratios in paired_ratios(rows, base).items():
+            by[key][f"vs_{base}"] = spread(ratios)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import math
 import statistics
 
+from .e2e import paired_ratios
+
 
 def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
-    """The widest-coverage order statistics [x_(j), x_(k)] that hold the median with at least
+    """The narrowest symmetric pair of order statistics that holds the median with at least
     ``confidence`` (the sign-test interval); the sample's range when it is too small for that."""
     xs = sorted(values)
     n = len(xs)
@@ -36,17 +38,9 @@ def pooled_ratios(runs: list[dict], base: str = "dense") -> list[dict]:
     pooled: dict[tuple[int, str], list[float]] = {}
     counts: dict[tuple[int, str], int] = {}
     for run in runs:
-        by = {(r["batch"], r["policy"]): r for r in run["rows"]}
-        for (batch, policy), row in by.items():
-            ref = by.get((batch, base))
-            if ref is None or ref is row:
-                continue
-            a = row["metrics"]["tokens_per_s"]["values"]
-            b = ref["metrics"]["tokens_per_s"]["values"]
-            if len(a) != len(b):
-                raise ValueError(f"batch {batch}: {policy} and {base} have different round counts")
-            pooled.setdefault((batch, policy), []).extend(x / y for x, y in zip(a, b))
-            counts[(batch, policy)] = counts.get((batch, policy), 0) + 1
+        for key, ratios in paired_ratios(run["rows"], base).items():
+            pooled.setdefault(key, []).extend(ratios)
+            counts[key] = counts.get(key, 0) + 1
     out = []
     for (batch, policy), ratios in sorted(pooled.items()):
         low, high = median_interval(ratios)

@@ -1,4 +1,4 @@
-"""Trains the demo VLM from scratch on the synthetic scenes (issue 6) and saves it as an HF LLaVA
+r"""Trains the demo VLM from scratch on the synthetic scenes (issue 6) and saves it as an HF LLaVA
 checkpoint with its processor.
 
     python -m dyrate_engine.demo.train_vlm --out dyrate_engine/demo/model --steps 1800 \
@@ -26,6 +26,9 @@ from tqdm import tqdm
 from .processor import PATCH, build_processor, chat_prompt, pixel_values
 from .scenes import IMAGE_SIZE, make_scene
 from .token_drop import IGNORE, VisualTokenDrop
+
+# The pruning rates of the bundled model's training (one drawn per scene; RESULTS.md, sixth session).
+DROP_RATES = (0.0, 0.25, 0.5, 0.6, 0.75, 0.9)
 
 
 def demo_config(vocab_size: int, image_token_id: int, text_layers: int = 8,
@@ -107,7 +110,7 @@ def validation_loss(model, encoder, n: int = 128, batch_size: int = 32) -> float
 
 def train(out: Path, steps: int, batch_size: int = 32, lr: float = 1.5e-3, seed: int = 0,
           text_layers: int = 8, init: Path | None = None, drop_layer: int | None = None,
-          drop_rates=(0.0, 0.25, 0.5, 0.75, 0.9), first_scene: int = 0,
+          drop_rates=DROP_RATES, first_scene: int = 0,
           text_width: int = 192) -> dict:
     from transformers import LlavaForConditionalGeneration
 
@@ -201,7 +204,7 @@ def main(argv=None) -> None:
     parser.add_argument("--init", type=Path, help="continue from this checkpoint")
     parser.add_argument("--drop-layer", type=int,
                         help="train with prefill pruning after this layer (the engine's K)")
-    parser.add_argument("--drop-rates", default="0,0.25,0.5,0.6,0.75,0.9",
+    parser.add_argument("--drop-rates", default=",".join(map(str, DROP_RATES)),
                         help="rates drawn per scene with --drop-layer (comma-separated)")
     parser.add_argument("--first-scene", type=int, default=None,
                         help="index of the first training scene (default: after the init's)")
