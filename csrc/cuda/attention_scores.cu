@@ -22,14 +22,19 @@
 #include <tuple>
 
 #include "../op_checks.h"
+#include "attention_scores_math.cuh"
 #include "common.cuh"
 
 namespace dyrate {
 namespace cuda {
 namespace {
 
+using scores::dot_key;
+using scores::head_prob;
+using scores::kLanes;
+using scores::online_update;
+
 constexpr int kThreads = 256;
-constexpr int kLanes = 8;                   // lanes sharing one key's dot product
 constexpr int kGroups = kThreads / kLanes;  // keys in flight per block
 static_assert(kGroups == 32, "the block merge maps key group i to lane i of a warp");
 constexpr int kMaxHeads = 8;  // query heads per block: 5 floats of state each, in registers
@@ -51,64 +56,6 @@ struct Params {
   float inv_h;
   bool vec;  // 16-byte key loads are aligned
 };
-
-// Scaled logits of one key for the GC query heads; every lane of the group gets the full sums.
-// Called by all lanes of the warp (the shuffles use the full mask); inactive groups load nothing.
-template <typename kT, int GC>
-__device__ __forceinline__ void dot_key(const kT* krow, bool active, const float* q_s, int D,
-                                        int lane, bool vec, float (&x)[GC]) {
-#pragma unroll
-  for (int g = 0; g < GC; ++g) x[g] = 0.f;
-  if (active) {
-    if (vec) {
-      constexpr int E = 16 / sizeof(kT);  // elements per 16-byte load; D % E == 0 here
-      const int n_vec = D / E;
-      for (int v = lane; v < n_vec; v += kLanes) {
-        const uint4 raw = __ldg(reinterpret_cast<const uint4*>(krow) + v);
-        kT kv[E];
-        memcpy(kv, &raw, sizeof(raw));
-#pragma unroll
-        for (int g = 0; g < GC; ++g) {
-          // D % 4 == 0 and the shared base is 16-byte aligned, so these float4 reads are too.
-          const float4* qv = reinterpret_cast<const float4*>(q_s + g * D + v * E);
-#pragma unroll
-          for (int e = 0; e < E / 4; ++e) {
-            const float4 qq = qv[e];
-            x[g] += qq.x * to_float(kv[4 * e]) + qq.y * to_float(kv[4 * e + 1]) +
-                    qq.z * to_float(kv[4 * e + 2]) + qq.w * to_float(kv[4 * e + 3]);
-          }
-        }
-      }
-    } else {
-      for (int d = lane; d < D; d += kLanes) {
-        const float kf = to_float(krow[d]);
-#pragma unroll
-        for (int g = 0; g < GC; ++g) x[g] += q_s[g * D + d] * kf;
-      }
-    }
-  }
-#pragma unroll
-  for (int g = 0; g < GC; ++g) x[g] = group_sum<kLanes>(x[g]);
-}
-
-// Online softmax step. m starts at -inf: exp2f(-inf - x) = 0 scales the (empty) sums, and a -inf
-// logit adds 0 instead of exp2f(-inf - -inf) = NaN. A NaN or +inf logit gives NaN, as softmax does.
-__device__ __forceinline__ void online_update(float& m, float (&acc)[4], float x, int t) {
-  if (x > m) {
-    const float c = exp2f(m - x);
-#pragma unroll
-    for (int u = 0; u < 4; ++u) acc[u] *= c;
-    m = x;
-  }
-  const float p = (x == -INFINITY) ? 0.f : exp2f(x - m);
-#pragma unroll
-  for (int u = 0; u < 4; ++u) acc[u] += (u == t) ? p : 0.f;  // constant indices keep acc in registers
-}
-
-// inv == 0 marks a head without probability mass (no keys, or a padding head of the chunk).
-__device__ __forceinline__ float head_prob(float logit, float m, float inv) {
-  return inv > 0.f ? exp2f(logit - m) * inv : 0.f;
-}
 
 template <typename kT, int GC>
 __global__ void __launch_bounds__(kThreads) attention_scores_kernel(Params p) {
