@@ -2,7 +2,7 @@
 # Rebuilds the bundled demo from nothing (issue 6): the VLM (one run from scratch with the engine's
 # prefill pruning in the loop), the synthetic train/val data, one DyRate predictor per lambda, the
 # one kept (chosen on the validation split), and the quality sweep on the test split. About 1.7
-# hours on the 2-core dev CPU (the VLM 62 minutes).
+# hours on the 2-core dev CPU, summed from its parts (the VLM 62 minutes; not run end to end).
 # Usage: scripts/build_demo.sh [WORKDIR]
 set -euo pipefail
 PY=${PYTHON:-.venv/bin/python}
