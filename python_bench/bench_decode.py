@@ -4,10 +4,10 @@ A LLaVA-1.5-shaped model with random weights, built in memory (seed 0, fp32, eva
 tower at 336 px, patch 14 (576 visual tokens, "default" strategy) but otherwise tiny (hidden 64,
 1 layer; it is not what is measured), and a Llama text model of hidden 768, 12 layers, 12 heads
 (MHA, head dim 64), intermediate 2048, vocab 32000. The engine wraps the same module
-(``Engine(hf_model)``), so both run the same weights on the same prompts: B ragged sequences
+(``Engine(LlavaModel(hf_model))``), so both run the same weights on the same prompts: B ragged sequences
 ``[bos, ~20 text tokens, 576 image tokens, ~15 text tokens]`` (HF gets them left-padded with an
 attention mask) and random pixel values. EOS is disabled for both (``generation_config.eos_token_id
-= None`` for transformers, ``engine.eos_token_ids = []``), and every run is checked to produce
+= None`` for transformers, ``ignore_eos=True`` for the engine), and every run is checked to produce
 exactly the requested number of new tokens for every sequence.
 
 Metric (the issue's): decode time = time of a call making N + 1 new tokens minus time of a call
@@ -44,22 +44,19 @@ the floor.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 from dataclasses import asdict, dataclass
 
 import torch
 
-if not __package__:  # run as a script: make the package importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from python_bench.presets import (PRESETS, build_model, decoder_weight_bytes,  # noqa: E402
-                                  kv_bytes_per_token, make_prompts)
-from python_bench.report import machine_info, save_json  # noqa: E402
-from python_bench.runners import run_engine, run_hf  # noqa: E402
-from python_bench.timing import copy_bandwidth_gbs, median_ms, read_bandwidth_gbs  # noqa: E402
-
-from dyrate_engine import Engine  # noqa: E402
+from dyrate_engine import Engine
+from dyrate_engine.bench.presets import (PRESETS, build_model, decoder_weight_bytes,
+                                         kv_bytes_per_token, make_prompts)
+from dyrate_engine.bench.report import machine_info, save_json
+from dyrate_engine.bench.runners import run_engine, run_hf
+from dyrate_engine.bench.timing import copy_bandwidth_gbs, median_ms, read_bandwidth_gbs
+from dyrate_engine.models import LlavaModel
 
 PRESET = PRESETS["cpu"]  # Llama 768 x 12, 576 visual tokens (the shape described above)
 
@@ -126,8 +123,7 @@ def main(argv=None):
 
     read_before, copy_before = read_bandwidth_gbs(), copy_bandwidth_gbs()
     hf = build_model(PRESET)
-    engine = Engine(hf)
-    engine.eos_token_ids = []
+    engine = Engine(LlavaModel(hf))
     machine = machine_info("cpu")
     n_text = sum(p.numel() for p in hf.model.language_model.parameters()) / 1e6
     print(f"# built the model: text {n_text:.1f}M params + lm_head, attention "

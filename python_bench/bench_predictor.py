@@ -1,4 +1,4 @@
-"""What DyRate's predictor adds to a decode step (issue 5: under 2% on the LLaVA-shaped CPU model).
+"""What DyRate's predictor adds to a decode step of the LLaVA-shaped CPU model.
 
 Two policies that do the same work except the predictor: ``Schedule([0, 0])`` (the monitor layer
 runs every step, nothing is pruned) and ``DyRate`` with a predictor whose bias pins rate 0 (the
@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from dyrate_engine import DyRate, Engine, MonitorStats, Schedule  # noqa: E402
-from dyrate_engine.predictor import RatePredictor  # noqa: E402
-from python_bench.presets import PRESETS, build_model, make_prompts  # noqa: E402
-from python_bench.timing import median_ms  # noqa: E402
+from dyrate_engine import DyRate, Engine, Schedule
+from dyrate_engine.bench.presets import PRESETS, build_model, make_prompts
+from dyrate_engine.bench.timing import median_ms
+from dyrate_engine.models import LlavaModel
+from dyrate_engine.predictor import RatePredictor
 
 K = 3
 
@@ -38,7 +38,7 @@ def pinned_predictor(n_heads: int) -> RatePredictor:
 
 
 def step_median(engine, ids, pixels, policy, n) -> float:
-    [r, *_] = engine.generate_ids(ids, pixels, policy=policy, max_new_tokens=n)
+    [r, *_] = engine.generate_ids(ids, pixels, policy=policy, max_new_tokens=n, ignore_eos=True)
     assert len(r.token_ids) == n and max(r.stats.rates) == 0.0
     return statistics.median(r.stats.step_ms)
 
@@ -54,10 +54,9 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
     torch.manual_seed(0)
-    engine = Engine(build_model(preset))
-    engine.eos_token_ids = []
+    engine = Engine(LlavaModel(build_model(preset)))
     predictor = pinned_predictor(engine.decoder.n_heads)
-    policies = {"schedule": Schedule([0.0, 0.0], layer=K), "dyrate": DyRate(predictor, layer=K)}
+    policies = {"schedule": Schedule([0.0, 0.0], K), "dyrate": DyRate(predictor, K)}
     rows = []
     for batch in (int(b) for b in args.batch.split(",")):
         ids, pixels = make_prompts(preset, batch)
@@ -67,11 +66,8 @@ def main(argv=None) -> dict:
         for _ in range(args.repeats):
             for name, policy in policies.items():
                 runs[name].append(step_median(engine, ids, pixels, policy, args.new_tokens))
-        stats = MonitorStats(5, torch.rand(batch, preset.n_visual),
-                             torch.rand(batch, engine.decoder.n_heads, 4).softmax(-1),
-                             torch.full((batch,), preset.n_visual),
-                             torch.full((batch,), preset.n_visual))
-        call_ms, _ = median_ms(lambda: predictor.predict(stats), warmup=20, repeats=200,
+        type_mass = torch.rand(batch, engine.decoder.n_heads, 4).softmax(-1)
+        call_ms, _ = median_ms(lambda: predictor.predict(type_mass, 5), warmup=20, repeats=200,
                                cold=False)
         base, with_predictor = statistics.median(runs["schedule"]), statistics.median(runs["dyrate"])
         rows.append({"batch": batch, "step_ms_monitor_only": base,

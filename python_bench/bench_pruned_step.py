@@ -1,24 +1,25 @@
 """Does transformers' generate, run earlier in the same process, slow the engine's pruned decode
 step? The cpu preset at batch 16: the engine's in-loop median step under Dense and Schedule(K=3,
-0.75), in a fresh process, then again after one HF generate call. RESULTS.md (2026-11-26) has
-three tries that disagree, so no such effect is established.
+0.75), in a fresh process, then again after one HF generate call (python_bench/RESULTS.md has
+three tries that disagree, so no such effect is established).
 
-    python -m python_bench.bench_pruned_step
+    python python_bench/bench_pruned_step.py
 """
+import argparse
 import statistics
 
 from dyrate_engine import Engine, Schedule
-from python_bench.presets import PRESETS, build_model, make_prompts
-from python_bench.runners import run_engine, run_hf
+from dyrate_engine.bench.presets import PRESETS, build_model, make_prompts
+from dyrate_engine.bench.runners import run_engine, run_hf
+from dyrate_engine.models import LlavaModel
 
 
 def main(batch=16, new_tokens=10):
     preset = PRESETS["cpu"]
     hf = build_model(preset, "cpu", "float32", 0)
-    engine = Engine(hf)
-    engine.eos_token_ids = []
+    engine = Engine(LlavaModel(hf))
     ids, pixels = make_prompts(preset, batch, 1)
-    policies = {"dense": lambda: None, "schedule:3:0.75": lambda: Schedule([0.75], layer=3)}
+    policies = {"dense": lambda: None, "schedule:3:0.75": lambda: Schedule([0.75], 3)}
     for when in ("fresh process", "after one HF generate"):
         steps = {}
         for name, make in policies.items():
@@ -32,4 +33,5 @@ def main(batch=16, new_tokens=10):
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     main()

@@ -1,22 +1,24 @@
 """Where a dense engine decode step of the cpu preset goes at batch 8 and 16: the linears of one
 layer, the LM head, one layer's decode SDPA, and the engine's median step; then each decoder
 matmul shape at 8 and 16 rows in the layouts one could use and through ``dyrate.decode_linear``,
-which the decoder uses (RESULTS.md, 2026-11-26); last, the decode ratio that pruning can buy at
-batch 16 (issue 4): what Schedule(K=3, 0.75) saves is attention time in layers >= K only, so
-dense step / (dense step - saving) bounds its speedup (RESULTS.md, fifth session).
+which the decoder uses; last, the decode ratio that pruning can buy at batch 16: what
+Schedule(K=3, 0.75) saves is attention time in layers >= K only, so dense step / (dense step -
+saving) bounds its speedup (python_bench/RESULTS.md has the runs).
 
-    python -m python_bench.bench_step_parts
+    python python_bench/bench_step_parts.py
 """
+import argparse
 import statistics
 
 import torch
 import torch.nn.functional as F
 
 from dyrate_engine import Engine
-from dyrate_engine.engine.pruning import n_keep_for
+from dyrate_engine.bench.presets import PRESETS, build_model, make_prompts
+from dyrate_engine.bench.timing import median_ms
+from dyrate_engine.models import LlavaModel
 from dyrate_engine.models.llama import linear
-from python_bench.presets import PRESETS, build_model, make_prompts
-from python_bench.timing import median_ms
+from dyrate_engine.policies import n_keep_for
 
 
 def t(fn, n=20):
@@ -36,14 +38,14 @@ def engine_median_step(eng, preset, B):
     ids, pixels = make_prompts(preset, B, 1)
     steps = []
     for _ in range(2):
-        steps += eng.generate_ids(ids, pixels, max_new_tokens=12)[0].stats.step_ms[2:]
+        steps += eng.generate_ids(ids, pixels, max_new_tokens=12,
+                                  ignore_eos=True)[0].stats.step_ms[2:]
     return statistics.median(steps)
 
 
 def step_parts():
     p = PRESETS["cpu"]
-    eng = Engine(build_model(p, "cpu", "float32", 0))
-    eng.eos_token_ids = []
+    eng = Engine(LlavaModel(build_model(p, "cpu", "float32", 0)))
     dec = eng.decoder
     L = dec.layers[0]
     for B in (8, 16):
@@ -79,8 +81,7 @@ def pruned_step_bound(B=16, K=3, n_dense=620, rate=0.75):
     plain read of the same keys and values (the bandwidth floor of that SDPA), the engine's dense
     median step, and the speedup they imply: dense step / (dense step - (L - K) x saving)."""
     p = PRESETS["cpu"]
-    eng = Engine(build_model(p, "cpu", "float32", 0))
-    eng.eos_token_ids = []
+    eng = Engine(LlavaModel(build_model(p, "cpu", "float32", 0)))
     dec = eng.decoder
     n_visual = (p.vision["image_size"] // p.vision["patch_size"]) ** 2
     n_kept = int(n_keep_for(torch.tensor([rate]), torch.tensor([n_visual])))
@@ -101,6 +102,7 @@ def pruned_step_bound(B=16, K=3, n_dense=620, rate=0.75):
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     torch.set_num_threads(2)
     step_parts()
     matmul_layouts()

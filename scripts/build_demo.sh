@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuilds the bundled demo from nothing (issue 6): the VLM (one run from scratch with the engine's
+# Rebuilds the bundled demo from nothing: the VLM (one run from scratch with the engine's
 # prefill pruning in the loop), the synthetic train/val data, one DyRate predictor per lambda, the
 # one kept (chosen on the validation split), and the quality sweep on the test split. About 1.7
 # hours on the 2-core dev CPU, summed from its parts (the VLM 62 minutes; not run end to end).
@@ -18,16 +18,16 @@ export OMP_WAIT_POLICY=PASSIVE  # degrade gently if anything else shares the 2 c
 # 1. The VLM: every weight trained from scratch on generated train scenes, each scene pruned after
 #    layer 3 at a random rate from the first step (demo/token_drop.py says why).
 $PY -m dyrate_engine.demo.train_vlm --out "$WORK/model" --steps "$STEPS" \
-    --drop-layer 3 --drop-rates "$DROP_RATES"
+    --prune-layer 3 --drop-rates "$DROP_RATES"
 rm -rf "$DEMO/model" && cp -r "$WORK/model" "$DEMO/model"
 
 # 2. Predictor data: train and validation scenes as JSONL + PNG (the test split stays unseen).
-$PY -c "from dyrate_engine.demo.scenes import write_split as w; w('$WORK/data', 'train', 1024); w('$WORK/data', 'val', 256)"
+$PY -c "from dyrate_engine.data.scenes import write_split as w; w('$WORK/data', 'train', 1024); w('$WORK/data', 'val', 256)"
 
 # 3. One predictor per lambda, each scored on the validation split.
 for lam in $LAMBDAS; do
   $PY -m dyrate_engine.cli train-predictor --model demo --data "$WORK/data/train.jsonl" \
-      --out "$WORK/predictor_lam$lam" --lam "$lam" --layer 3 --steps 250 --batch-size 8 \
+      --out "$WORK/predictor_lam$lam" --lam "$lam" --prune-layer 3 --steps 250 --batch-size 8 \
       --ranking prefill --rates "$RATES"
   $PY -m dyrate_engine.cli eval --model demo --data demo-val:256 --dyrate "$WORK/predictor_lam$lam" \
       --no-attention --no-progress --out "$WORK/val_lam$lam"

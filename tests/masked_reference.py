@@ -14,10 +14,10 @@ from dyrate_engine.policies.base import MonitorStats
 def masked_generate(engine, ids, pixels, policy, max_new_tokens, batch_size, b):
     """Greedy tokens and fp32 logits of sequence ``b`` of a batch of ``batch_size``."""
     dec = engine.decoder
-    K, L = policy.monitor_layer + 1, dec.n_layers
-    features = engine.image_features(pixels[None])[0]
+    K, L = policy.prune_layer, dec.n_layers
+    features = engine.model.image_features(pixels[None])[0]
     ids = ids.clone()
-    vis = (ids == engine.image_token_id).nonzero()[:, 0]
+    vis = (ids == engine.model.image_token_id).nonzero()[:, 0]
     vis_start, n_vis, prompt_len = int(vis[0]), len(vis), len(ids)
     h = dec.embed_tokens[ids].clone()
     h[vis_start:vis_start + n_vis] = features
@@ -49,7 +49,7 @@ def masked_generate(engine, ids, pixels, policy, max_new_tokens, batch_size, b):
         token = int(logits.argmax())
         tokens.append(token)
         all_logits.append(logits)
-        if token in engine.eos_token_ids:
+        if token in engine.model.eos_token_ids:
             break
         h = dec.embed_tokens[torch.tensor([[token]])]
         positions = torch.tensor([prompt_len + step])

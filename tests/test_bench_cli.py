@@ -4,12 +4,15 @@ import copy
 import importlib
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from dyrate_engine.cli import main
-from python_bench.report import _overlap
+from dyrate_engine.bench.compare import _overlap
 
 POLICIES = ["hf", "dense", "fastv:2:0.5", "schedule:3:0.75", "ramp:3:0.5:0.9", "dyrate"]
 TIMED = ["prefill_ms", "step_ms", "tokens_per_s", "e2e_tokens_per_s", "wall_ms", "peak_mem_mb",
@@ -156,6 +159,19 @@ def test_gpu_preset_refuses_the_cpu_and_bad_specs_fail_early(capsys):
         main(["bench", "e2e", "--batch", "0,x"])
 
 
-def test_scripts_import():
-    for name in ("bench_decode", "bench_ops", "bench_step_parts", "presets", "runners", "e2e", "report"):
-        importlib.import_module(f"python_bench.{name}")
+def test_library_modules_import():
+    for name in ("contenders", "e2e", "ops", "presets", "report", "compare", "runners", "timing"):
+        importlib.import_module(f"dyrate_engine.bench.{name}")
+
+
+SCRIPTS = sorted((Path(__file__).resolve().parents[1] / "python_bench").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_scripts_run_from_outside_the_checkout(script, tmp_path):
+    """The scripts import the installed package, with no sys.path edits: --help works from
+    any directory."""
+    out = subprocess.run([sys.executable, str(script), "--help"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "usage:" in out.stdout

@@ -7,7 +7,7 @@ import statistics
 import pytest
 
 from dyrate_engine.cli import main
-from python_bench.pool import median_interval, pooled_ratios
+from dyrate_engine.bench.pool import median_interval, pooled_ratios
 
 
 def _miss_probability(n, j):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dyrate_engine.demo.processor import build_processor, chat_prompt, pixel_values
-from dyrate_engine.demo.scenes import (COLOURS, IMAGE_SIZE, SPLIT_SEEDS, make_scene,
+from dyrate_engine.data.scenes import (COLOURS, IMAGE_SIZE, SPLIT_SEEDS, make_scene,
                                        write_split)
 from dyrate_engine.demo.train_vlm import SceneEncoder
 

@@ -3,8 +3,8 @@ split mostly right, and `python -m dyrate_engine.demo` shows dense and DyRate si
 import pytest
 
 from dyrate_engine import DyRate, Engine
-from dyrate_engine.demo import DEMO_MODEL, DEMO_PREDICTOR
-from dyrate_engine.demo.scenes import make_scene
+from dyrate_engine.bundled import DEMO_MODEL, DEMO_PREDICTOR
+from dyrate_engine.data.scenes import make_scene
 
 N = 24
 

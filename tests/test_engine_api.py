@@ -6,7 +6,7 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from dyrate_engine import Engine
-from dyrate_engine.engine import flops
+from dyrate_engine.models import flops
 from dyrate_engine.engine.runner import decode_layers
 from tiny_models import (IMAGE_SIZE, IMAGE_TOKEN, TOKENS_PER_IMAGE, build_tiny_llava,
                          build_tiny_processor, random_prompts)
@@ -27,7 +27,7 @@ def test_images_as_pil_numpy_and_tensor_give_the_same_answer(engine):
     answers = engine.generate([pil, array, tensor], ["Describe the image."] * 3, max_new_tokens=6)
     assert answers[0].token_ids == answers[1].token_ids == answers[2].token_ids
     assert isinstance(answers[0].text, str) and len(answers[0].token_ids) > 0
-    prompt_ids = engine.processor.apply_chat_template(
+    prompt_ids = engine.model.processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "x"}]}],
         add_generation_prompt=True)
     assert "<image>" in prompt_ids and answers[0].stats.n_visual == TOKENS_PER_IMAGE
@@ -105,14 +105,13 @@ def test_flops_match_torch_flop_counter(engine):
     n = len(ids[0])
     cache = KVCache.allocate(dec.n_layers, 1, dec.n_kv_heads, n + 4, dec.head_dim,
                              dtype=dec.dtype, device=dec.device)
-    cache.lengths[:] = n
-    cache.positions[:] = n
+    cache.start(0, n)
     h = dec.embed_tokens[torch.tensor([7])][:, None]
     # torch counts SDPA on CUDA but has no formula for its CPU flash kernel: give it torch's own.
     cpu_sdpa = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
                 lambda q, k, v, *args, out_shape=None, **kw: sdpa_flop_count(q, k, v)}
     with FlopCounterMode(display=False, custom_mapping=cpu_sdpa) as counter:
-        h, _ = decode_layers(dec, cache, h, range(dec.n_layers), (n, n))
+        h, _ = decode_layers(dec, cache, h, range(dec.n_layers))
         dec.logits(h[:, 0])
     assert counter.get_total_flops() == flops.decode_flops(dec, [n + 1] * dec.n_layers)
     result = engine.generate_ids(ids, pixels, max_new_tokens=3)[0]
@@ -125,7 +124,7 @@ def test_cli_generate_prints_the_answer_and_a_summary(engine, tmp_path, capsys):
 
     image = tmp_path / "img.png"
     Image.fromarray(np.full((30, 30, 3), 200, dtype=np.uint8)).save(image)
-    model_dir = engine.hf.name_or_path
+    model_dir = engine.model.hf.name_or_path
     assert main(["generate", "--model", model_dir, "--image", str(image), "--prompt",
                  "Describe the image.", "--max-new-tokens", "5"]) == 0
     out, err = capsys.readouterr()
@@ -136,7 +135,7 @@ def test_cli_generate_prints_the_answer_and_a_summary(engine, tmp_path, capsys):
 
 
 def test_cli_policy_spellings():
-    from dyrate_engine.cli import parse_policy
+    from dyrate_engine.policies import parse_policy
 
     assert parse_policy("dense").monitor_layer is None
     fastv = parse_policy("fastv:3:0.25")

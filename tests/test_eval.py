@@ -6,8 +6,9 @@ import pytest
 from PIL import Image
 
 from dyrate_engine import Engine
-from dyrate_engine.cli import main, parse_policy
-from dyrate_engine.demo.scenes import make_scene
+from dyrate_engine.cli import main
+from dyrate_engine.policies import parse_policy
+from dyrate_engine.data.scenes import make_scene
 from dyrate_engine.eval import caption_scores, eval_policy, load_eval_set, run_policy, tokenize
 from dyrate_engine.eval.harness import attention_shares
 from dyrate_engine.eval.plots import attention_plot, pareto_plot

@@ -5,15 +5,10 @@ import pytest
 import torch
 
 from dyrate_engine import DyRate, Engine
-from dyrate_engine.policies.base import MonitorStats
 from dyrate_engine.predictor import (FeatureSpec, RatePredictor, load_predictor, model_fingerprint,
                                      rate_features, save_predictor)
 from tiny_models import build_tiny_llava, random_prompts
 
-
-def stats_for(type_mass, step):
-    B = type_mass.shape[0]
-    return MonitorStats(step, torch.zeros(B, 4), type_mass, torch.full((B,), 4), torch.full((B,), 4))
 
 
 def test_features_layout_and_step_cap():
@@ -44,22 +39,22 @@ def test_predict_is_argmax_with_ties_to_lower_rate():
     torch.nn.init.zeros_(p.linear.weight)
     with torch.no_grad():
         p.linear.bias.copy_(torch.tensor([0.0, 1.0, 1.0]))
-    assert p.predict(stats_for(torch.rand(3, 2, 4), 0)).tolist() == [0.5] * 3
+    assert p.predict(torch.rand(3, 2, 4), 0).tolist() == [0.5] * 3
     with torch.no_grad():  # the image share decides: a head-0 image weight toward 0.9
         p.linear.weight[2, 1] = 5.0
     mass = torch.zeros(2, 2, 4)
     mass[0, 0, 1] = 1.0
-    assert p.predict(stats_for(mass, 3)).tolist() == pytest.approx([0.9, 0.5])
+    assert p.predict(mass, 3).tolist() == pytest.approx([0.9, 0.5])
 
 
 def test_predicted_rates_are_the_candidates_exactly():
     """0.65 in float32 is 0.6499999762: ceil((1 - r) * 20) then keeps 8 tokens instead of 7."""
-    from dyrate_engine.engine.pruning import n_keep_for
+    from dyrate_engine.policies import n_keep_for
     p = RatePredictor(2, rates=(0.0, 0.65))
     torch.nn.init.zeros_(p.linear.weight)
     with torch.no_grad():
         p.linear.bias.copy_(torch.tensor([0.0, 1.0]))
-    rates = p.predict(stats_for(torch.rand(2, 2, 4), 0))
+    rates = p.predict(torch.rand(2, 2, 4), 0)
     assert rates.tolist() == [0.65, 0.65]
     assert n_keep_for(rates, torch.tensor([20, 144])).tolist() == [7, 51]
 
@@ -68,7 +63,7 @@ def test_artifact_round_trip(tmp_path):
     p = RatePredictor(4, rates=(0.0, 0.3, 0.6), step_scale=16)
     config = {"model_type": "llama", "num_attention_heads": 4, "num_hidden_layers": 3,
               "hidden_size": 64}
-    save_predictor(tmp_path, p, layer=2, text_config=config, training={"lam": 0.5})
+    save_predictor(tmp_path, p, prune_layer=2, text_config=config, training={"lam": 0.5})
     loaded, meta = load_predictor(tmp_path)
     assert meta["rates"] == [0.0, 0.3, 0.6] and meta["prune_layer"] == 2
     assert meta["monitor_layer"] == 1 and meta["training"] == {"lam": 0.5}
@@ -77,14 +72,14 @@ def test_artifact_round_trip(tmp_path):
     for k, v in p.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[k], v, rtol=0, atol=0)
     mass = torch.rand(5, 4, 4)
-    assert loaded.predict(stats_for(mass, 2)).tolist() == p.predict(stats_for(mass, 2)).tolist()
+    assert loaded.predict(mass, 2).tolist() == p.predict(mass, 2).tolist()
 
 
 def test_artifact_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="predictor.safetensors is missing"):
         load_predictor(tmp_path)
     p = RatePredictor(4)
-    save_predictor(tmp_path, p, layer=2, text_config={"num_attention_heads": 4,
+    save_predictor(tmp_path, p, prune_layer=2, text_config={"num_attention_heads": 4,
                                                       "num_hidden_layers": 3})
     meta = json.loads((tmp_path / "predictor.json").read_text())
     meta["rates"] = [0.0, 0.5]  # weights hold 5 rates
@@ -97,7 +92,7 @@ def test_artifact_errors(tmp_path):
 def test_incompatible_model_is_a_clear_error(tmp_path, heads, layers, kv):
     trained_for = build_tiny_llava(tmp_path / "a", layers=3, heads=4)
     other = build_tiny_llava(tmp_path / "b", layers=layers, heads=heads, kv_heads=kv)
-    save_predictor(tmp_path / "p", RatePredictor(4), layer=2,
+    save_predictor(tmp_path / "p", RatePredictor(4), prune_layer=2,
                    text_config=Engine.from_pretrained(trained_for).decoder.config)
     policy = DyRate.from_pretrained(tmp_path / "p")
     ids, pixels = random_prompts(1)
@@ -111,7 +106,8 @@ def test_cli_train_predictor_exports_an_artifact_the_engine_runs(tmp_path, capsy
     import numpy as np
     from PIL import Image
 
-    from dyrate_engine.cli import main, parse_policy
+    from dyrate_engine.cli import main
+    from dyrate_engine.policies import parse_policy
     from tiny_models import build_tiny_processor
 
     model = build_tiny_processor(build_tiny_llava(tmp_path / "model", layers=4))
@@ -127,7 +123,7 @@ def test_cli_train_predictor_exports_an_artifact_the_engine_runs(tmp_path, capsy
     (tmp_path / "data.jsonl").write_text("\n".join(lines))
     (tmp_path / "coco.json").write_text(json.dumps({"images": images,
                                                     "annotations": annotations}))
-    common = ["--model", str(model), "--steps", "3", "--batch-size", "2", "--layer", "2",
+    common = ["--model", str(model), "--steps", "3", "--batch-size", "2", "--prune-layer", "2",
               "--rates", "0,0.5"]
     assert main(["train-predictor", "--data", str(tmp_path / "data.jsonl"),
                  "--out", str(tmp_path / "a"), *common]) == 0

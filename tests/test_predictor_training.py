@@ -9,7 +9,7 @@ from dyrate_engine.train import Example, TrainConfig, collate, teacher_forced_ra
 from dyrate_engine.train import evaluate, train_predictor
 from dyrate_engine.train.masked_forward import embed, keep_masks, monitor_pass, pruned_pass
 from dyrate_engine.train.trainer import masked_loss
-from tiny_models import IMAGE_TOKEN, build_tiny_llava, random_prompts
+from tiny_models import build_tiny_llava, random_prompts
 
 K = 2
 
@@ -31,13 +31,14 @@ def examples():
 def test_gradients_reach_the_predictor_through_the_sampled_masks(engine, examples):
     torch.manual_seed(0)
     predictor = RatePredictor(engine.decoder.n_heads)
-    batch = collate(examples[:4], IMAGE_TOKEN)
+    batch = collate(examples[:4], engine.model)
     with torch.enable_grad():  # lam = 0: the only path is CE -> attention masks -> y_soft
-        loss, _ = masked_loss(engine, predictor, batch, TrainConfig(layer=K, lam=0.0), tau=1.0)
+        loss, _ = masked_loss(engine.model, predictor, batch, TrainConfig(prune_layer=K, lam=0.0),
+                              tau=1.0)
         loss.backward()
     grad = predictor.linear.weight.grad
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
-    assert all(p.grad is None for p in engine.hf.parameters())  # the VLM stays frozen
+    assert all(p.grad is None for p in engine.model.hf.parameters())  # the VLM stays frozen
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.5, 0.75, 1.0])
@@ -45,12 +46,12 @@ def test_hard_masking_forward_equals_physical_pruning(engine, rate):
     """Rows use the step-0 keep set throughout: exactly what Schedule([rate]) does in the engine
     (prefill pruning, then no change), so the logits of every answer row must match."""
     ids, pixels = random_prompts(3, seed=9)
-    results = engine.generate_ids(ids, pixels, policy=Schedule([rate], layer=K),
+    results = engine.generate_ids(ids, pixels, policy=Schedule([rate], prune_layer=K),
                                   max_new_tokens=6, output_logits=True)
     batch = collate([Example(i, torch.tensor(r.token_ids), p)
-                     for i, p, r in zip(ids, pixels, results)], IMAGE_TOKEN)
+                     for i, p, r in zip(ids, pixels, results)], engine.model)
     with torch.no_grad():
-        h, _, scores = monitor_pass(engine.decoder, embed(engine, batch), batch, K)
+        h, _, scores = monitor_pass(engine.decoder, embed(engine.model, batch), batch, K)
         masks = keep_masks(scores, batch.n_visual, [rate])  # [B, T, 1, Nv]
         first = (batch.prompt_len - 1)[:, None, None, None].expand_as(masks)
         logits = pruned_pass(engine.decoder, h, batch, K, masks.gather(1, first),
@@ -68,12 +69,14 @@ def test_precomputed_frozen_layers_give_the_same_loss(engine, examples):
 
     torch.manual_seed(2)
     predictor = RatePredictor(engine.decoder.n_heads)
-    cfg = TrainConfig(layer=K)
+    cfg = TrainConfig(prune_layer=K)
     chunk = examples[3:8]  # ragged lengths: padding differs from the precompute batches
-    cached = precompute_monitor(engine, examples, K, batch_size=3)[3:8]
+    cached = precompute_monitor(engine.model, examples, K, batch_size=3)[3:8]
     with torch.no_grad():
-        _, direct = masked_loss(engine, predictor, collate(chunk, IMAGE_TOKEN), cfg, tau=None)
-        _, fast = masked_loss(engine, predictor, collate(cached, IMAGE_TOKEN), cfg, tau=None)
+        _, direct = masked_loss(engine.model, predictor, collate(chunk, engine.model), cfg,
+                                tau=None)
+        _, fast = masked_loss(engine.model, predictor, collate(cached, engine.model), cfg,
+                              tau=None)
     assert fast == pytest.approx(direct, rel=1e-5, abs=1e-6)
 
 
@@ -81,8 +84,8 @@ def test_precomputed_frozen_layers_give_the_same_loss(engine, examples):
 def trained(engine, examples):
     out = {}
     for lam in (0.0, 3.0):
-        cfg = TrainConfig(layer=K, lam=lam, steps=200, batch_size=6, lr=0.05, seed=1)
-        out[lam] = (train_predictor(engine, examples[:12], cfg, progress=False), cfg)
+        cfg = TrainConfig(prune_layer=K, lam=lam, steps=200, batch_size=6, lr=0.05, seed=1)
+        out[lam] = (train_predictor(engine.model, examples[:12], cfg, progress=False), cfg)
     return out
 
 
@@ -95,8 +98,8 @@ def test_training_lowers_the_loss(trained):
 
 def test_larger_lambda_picks_higher_rates_on_held_out_data(engine, examples, trained):
     held_out = examples[12:]
-    low = evaluate(engine, trained[0.0][0], held_out, trained[0.0][1])
-    high = evaluate(engine, trained[3.0][0], held_out, trained[3.0][1])
+    low = evaluate(engine.model, trained[0.0][0], held_out, trained[0.0][1])
+    high = evaluate(engine.model, trained[3.0][0], held_out, trained[3.0][1])
     assert high["hard_rate"] > low["hard_rate"] + 0.2
     assert high["flops"] < low["flops"]
 
@@ -113,17 +116,13 @@ def _random_predictor(n_heads):
 def test_exported_predictor_gives_the_training_time_rates_in_the_engine(
         engine, trained, tmp_path, which):
     predictor = trained[3.0][0] if which == "trained" else _random_predictor(engine.decoder.n_heads)
-    save_predictor(tmp_path, predictor, layer=K, text_config=engine.decoder.config)
+    save_predictor(tmp_path, predictor, prune_layer=K, text_config=engine.decoder.config)
     policy = DyRate.from_pretrained(tmp_path)
     ids, pixels = random_prompts(3, seed=21)
-    engine.eos_token_ids, eos = [], engine.eos_token_ids
-    try:
-        results = engine.generate_ids(ids, pixels, policy=policy, max_new_tokens=10)
-    finally:
-        engine.eos_token_ids = eos
+    results = engine.generate_ids(ids, pixels, policy=policy, max_new_tokens=10, ignore_eos=True)
     batch = collate([Example(i, torch.tensor(r.token_ids), p)
-                     for i, p, r in zip(ids, pixels, results)], IMAGE_TOKEN)
-    expected = teacher_forced_rates(engine, predictor, batch, K)
+                     for i, p, r in zip(ids, pixels, results)], engine.model)
+    expected = teacher_forced_rates(engine.model, predictor, batch, K)
     seen = set()
     for r, rates in zip(results, expected):
         assert r.stats.rates == pytest.approx(rates)
@@ -140,7 +139,7 @@ def test_prefill_ranking_loss_is_the_engine_loss_for_a_constant_rate(engine, rat
     import torch.nn.functional as F
 
     ids, pixels = random_prompts(3, seed=13)
-    results = engine.generate_ids(ids, pixels, policy=Schedule([rate], layer=K),
+    results = engine.generate_ids(ids, pixels, policy=Schedule([rate], prune_layer=K),
                                   max_new_tokens=5, output_logits=True)
     examples = [Example(i, torch.tensor(r.token_ids), p) for i, p, r in zip(ids, pixels, results)]
     rates = (0.0, rate)
@@ -148,13 +147,15 @@ def test_prefill_ranking_loss_is_the_engine_loss_for_a_constant_rate(engine, rat
     torch.nn.init.zeros_(pinned.linear.weight)
     with torch.no_grad():
         pinned.linear.bias.copy_(torch.tensor([0.0, 5.0]))
-    cfg = TrainConfig(layer=K, rates=rates, lam=0.0, ranking="prefill")
+    cfg = TrainConfig(prune_layer=K, rates=rates, lam=0.0, ranking="prefill")
     with torch.no_grad():
-        _, metrics = masked_loss(engine, pinned, collate(examples, IMAGE_TOKEN), cfg, tau=None)
+        _, metrics = masked_loss(engine.model, pinned, collate(examples, engine.model), cfg,
+                                 tau=None)
     logits = torch.cat([r.logits for r in results])
     targets = torch.cat([torch.tensor(r.token_ids) for r in results])
     assert metrics["ce"] == pytest.approx(float(F.cross_entropy(logits, targets)), abs=1e-4)
     cfg.ranking = "step"  # each row's own ranking reads tokens the engine dropped: not equal
     with torch.no_grad():
-        _, per_step = masked_loss(engine, pinned, collate(examples, IMAGE_TOKEN), cfg, tau=None)
+        _, per_step = masked_loss(engine.model, pinned, collate(examples, engine.model), cfg,
+                                 tau=None)
     assert per_step["ce"] != pytest.approx(metrics["ce"], abs=1e-4)

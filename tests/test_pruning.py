@@ -4,18 +4,18 @@ import torch
 import torch.nn.functional as F
 
 from dyrate_engine import DyRate, Engine, FastV, Schedule
-from dyrate_engine.engine import flops
+from dyrate_engine.models import flops
 from masked_reference import masked_generate
 from tiny_models import build_tiny_llava, random_prompts
 
 POLICIES = {
-    "schedule-0": lambda: Schedule([0.0], layer=2),
-    "schedule-1": lambda: Schedule([1.0], layer=2),
-    "schedule-0.75": lambda: Schedule([0.75], layer=3),
-    "schedule-non-monotone": lambda: Schedule([0.0, 0.5, 0.25, 0.9, 0.6, 1.0], layer=2),
-    "schedule-late": lambda: Schedule([0.0, 0.0, 0.0, 0.4, 0.7], layer=3),
-    "fastv": lambda: FastV(layer=2, ratio=0.5),
-    "fastv-k1": lambda: FastV(layer=1, ratio=0.75),
+    "schedule-0": lambda: Schedule([0.0], prune_layer=2),
+    "schedule-1": lambda: Schedule([1.0], prune_layer=2),
+    "schedule-0.75": lambda: Schedule([0.75], prune_layer=3),
+    "schedule-non-monotone": lambda: Schedule([0.0, 0.5, 0.25, 0.9, 0.6, 1.0], prune_layer=2),
+    "schedule-late": lambda: Schedule([0.0, 0.0, 0.0, 0.4, 0.7], prune_layer=3),
+    "fastv": lambda: FastV(prune_layer=2, ratio=0.5),
+    "fastv-k1": lambda: FastV(prune_layer=1, ratio=0.75),
 }
 
 
@@ -47,7 +47,7 @@ def test_batch_with_different_rates_per_sequence(engine):
                           [0.25, 0.25, 0.0, 0.6, 0.6, 0.8, 0.8, 0.8],
                           [0.9, 0.1, 0.1, 0.1, 0.95, 0.95, 0.95, 0.95]])
     results = check_equal_to_masked(
-        engine, lambda: DyRate(lambda stats: table[:, stats.step], layer=2), batch=3)
+        engine, lambda: DyRate(lambda stats: table[:, stats.step], prune_layer=2), batch=3)
     kept = [r.stats.kept_visual for r in results]
     assert kept[0][:4] == [16, 8, 8, 2] and kept[2][0] == 2 and kept[1][:2] == [12, 12]
 
@@ -64,7 +64,8 @@ def test_pruned_cache_is_really_shorter_and_attention_reads_only_it(engine, monk
         return sdpa(q, k, v, **kw)
 
     monkeypatch.setattr(F, "scaled_dot_product_attention", recording_sdpa)
-    result = engine.generate_ids(ids, pixels, policy=Schedule([0.75], layer=2), max_new_tokens=4)[0]
+    result = engine.generate_ids(ids, pixels, policy=Schedule([0.75], prune_layer=2),
+                                 max_new_tokens=4)[0]
     assert result.stats.kept_visual == [4] * 4
     assert result.stats.cache_lengths == [(n + t, n - 12 + t) for t in range(4)]
     # prefill: 2 layers over n tokens, 2 over the n - 12 kept; then 4 layers per decode step
@@ -79,7 +80,7 @@ def test_pruned_cache_is_really_shorter_and_attention_reads_only_it(engine, monk
 def test_bad_policy_layer_is_a_clear_error(engine):
     ids, pixels = random_prompts(1)
     with pytest.raises(ValueError, match="monitor layer"):
-        engine.generate_ids(ids, pixels, policy=Schedule([0.5], layer=4), max_new_tokens=2)
+        engine.generate_ids(ids, pixels, policy=Schedule([0.5], prune_layer=4), max_new_tokens=2)
 
 
 def test_dense_with_monitor_records_type_shares_and_equals_dense(engine):
@@ -87,7 +88,7 @@ def test_dense_with_monitor_records_type_shares_and_equals_dense(engine):
 
     ids, pixels = random_prompts(2, seed=4)
     plain = engine.generate_ids(ids, pixels, max_new_tokens=6)
-    watched = engine.generate_ids(ids, pixels, policy=Dense(monitor_layer=1), max_new_tokens=6)
+    watched = engine.generate_ids(ids, pixels, policy=Dense(prune_layer=2), max_new_tokens=6)
     for p, w in zip(plain, watched):
         assert p.token_ids == w.token_ids
         assert w.stats.kept_visual == [16] * len(w.token_ids)

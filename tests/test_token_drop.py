@@ -41,10 +41,10 @@ def _teacher_batch(ids, results):
 @pytest.mark.parametrize("rate", [0.0, 0.5, 0.75, 0.9])
 def test_dropout_forward_equals_the_engines_prefill_pruning(engine, rate, attn, padding_mask):
     ids, pixels = random_prompts(3, seed=4)
-    results = engine.generate_ids(ids, pixels, policy=Schedule([rate], layer=K),
+    results = engine.generate_ids(ids, pixels, policy=Schedule([rate], prune_layer=K),
                                   max_new_tokens=5, output_logits=True)
     input_ids, labels, mask = _teacher_batch(ids, results)
-    hf = engine.hf
+    hf = engine.model.hf
     hf.config._attn_implementation = attn
     hf.model.language_model.config._attn_implementation = attn
     try:
@@ -63,7 +63,7 @@ def test_hooks_are_removed_on_exit(engine):
     ids, pixels = random_prompts(2, seed=2)
     dense = engine.generate_ids(ids, pixels, max_new_tokens=3, output_logits=True)
     input_ids, labels, mask = _teacher_batch(ids, dense)
-    hf = engine.hf
+    hf = engine.model.hf
     with torch.no_grad():
         with VisualTokenDrop(hf, K, [0.9], IMAGE_TOKEN) as drop:
             drop.set_batch(input_ids, labels, mask)
@@ -79,7 +79,7 @@ def test_rates_are_drawn_per_row_from_the_given_set(engine):
     input_ids = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True)
     labels = torch.full_like(input_ids, IGNORE)
     labels[:, -1] = 5
-    drop = VisualTokenDrop(engine.hf, K, [0.0, 0.5], IMAGE_TOKEN, torch.Generator().manual_seed(0))
+    drop = VisualTokenDrop(engine.model.hf, K, [0.0, 0.5], IMAGE_TOKEN, torch.Generator().manual_seed(0))
     drop.set_batch(input_ids, labels, torch.ones_like(input_ids))
     assert set(drop.batch["rate"].tolist()) == {0.0, 0.5}
 
@@ -87,4 +87,4 @@ def test_rates_are_drawn_per_row_from_the_given_set(engine):
 @pytest.mark.parametrize("layer, rates", [(0, [0.5]), (4, [0.5]), (2, [1.0]), (2, [-0.1]), (2, [])])
 def test_bad_settings_are_refused(engine, layer, rates):
     with pytest.raises(ValueError):
-        VisualTokenDrop(engine.hf, layer, rates, IMAGE_TOKEN)
+        VisualTokenDrop(engine.model.hf, layer, rates, IMAGE_TOKEN)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .scenes import IMAGE_SIZE, caption_words
+from ..data.scenes import IMAGE_SIZE, caption_words
 
 PATCH = 8
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]

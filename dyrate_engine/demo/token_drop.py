@@ -1,5 +1,4 @@
-"""Visual-token dropout that mirrors the engine's prefill pruning, for training the demo VLM
-(issue 6).
+"""Visual-token dropout that mirrors the engine's prefill pruning, for training the demo VLM.
 
 A model trained only densely has no reason to gather what a caption needs into the visual tokens
 that its monitor layer attends to most, so pruning hurts it far more than it would hurt a large
@@ -19,6 +18,7 @@ import math
 import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
+from ..models.base import find_visual_span, visual_slots
 from ..train.masked_forward import keep_masks
 
 IGNORE = -100  # the label of prompt and padding positions (transformers' ignore_index)
@@ -27,11 +27,12 @@ IGNORE = -100  # the label of prompt and padding positions (transformers' ignore
 class VisualTokenDrop:
     """Hooks a HF ``LlavaForConditionalGeneration``; ``set_batch`` before each forward."""
 
-    def __init__(self, model, layer: int, rates, image_token_id: int, generator=None):
+    def __init__(self, model, prune_layer: int, rates, image_token_id: int, generator=None):
         self.layers = model.model.language_model.layers
-        if not 1 <= layer < len(self.layers):
-            raise ValueError(f"drop layer must be in [1, {len(self.layers) - 1}], got {layer}")
-        self.layer, self.image_token_id = layer, image_token_id
+        if not 1 <= prune_layer < len(self.layers):
+            raise ValueError(f"prune layer must be in [1, {len(self.layers) - 1}], got "
+                             f"{prune_layer}")
+        self.prune_layer, self.image_token_id = prune_layer, image_token_id
         self.rates = torch.tensor([float(r) for r in rates])
         if not len(self.rates) or (self.rates < 0).any() or (self.rates >= 1).any():
             raise ValueError(f"drop rates must be in [0, 1), got {list(rates)}")
@@ -40,9 +41,9 @@ class VisualTokenDrop:
         self.handles = []
 
     def __enter__(self):
-        self.handles.append(self.layers[self.layer - 1].register_forward_pre_hook(
+        self.handles.append(self.layers[self.prune_layer - 1].register_forward_pre_hook(
             self._rank, with_kwargs=True))
-        for layer in self.layers[self.layer:]:
+        for layer in self.layers[self.prune_layer:]:
             self.handles.append(layer.register_forward_pre_hook(self._apply, with_kwargs=True))
         return self
 
@@ -57,10 +58,11 @@ class VisualTokenDrop:
         has_label = labels != IGNORE
         if not has_label.any(1).all():
             raise ValueError("every row needs answer labels")
-        is_visual = input_ids == self.image_token_id
+        spans = [find_visual_span(row, self.image_token_id) for row in input_ids]
         pick = torch.randint(len(self.rates), (B,), generator=self.generator)
-        # LLaVA prompts hold one contiguous run of image tokens (what the engine assumes too).
-        self.batch = dict(vis_start=is_visual.float().argmax(1), n_visual=is_visual.sum(1),
+        device = input_ids.device
+        self.batch = dict(vis_start=torch.tensor([s.start for s in spans], device=device),
+                          n_visual=torch.tensor([s.length for s in spans], device=device),
                           last_prompt=has_label.float().argmax(1) - 1,
                           valid=attention_mask.bool(), pick=pick, rate=self.rates[pick])
 
@@ -84,13 +86,12 @@ class VisualTokenDrop:
         head_mean = scores.softmax(-1).mean(1)  # [B, T]
         # The training code's ranking (ops.select_keep's order), for every candidate rate; each
         # row then takes its drawn one.
-        vis_start, n_visual = self.batch["vis_start"], self.batch["n_visual"]
-        rank = torch.arange(int(n_visual.max()), device=x.device)
-        vis_slot = (vis_start[:, None] + rank).clamp(max=T - 1)  # [B, Nv]
-        keep = keep_masks(head_mean.gather(1, vis_slot)[:, None], n_visual, self.rates.tolist())
+        n_visual = self.batch["n_visual"]
+        slots, real = visual_slots(self.batch["vis_start"], n_visual, T)  # [B, Nv]
+        keep = keep_masks(head_mean.gather(1, slots)[:, None], n_visual, self.rates.tolist())
         keep = keep[torch.arange(B), 0, self.batch["pick"]]  # [B, Nv]
         dropped = torch.zeros(B, T, dtype=torch.bool, device=x.device).scatter_(
-            1, vis_slot, ~keep & (rank < n_visual[:, None]))  # [B, T] key slots
+            1, slots, ~keep & real)  # [B, T] key slots
         causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
         # A dropped token still sees itself so that its (unused) row is never empty.
         allowed = causal[None] & self.batch["valid"][:, None, :] & ~dropped[:, None, :]

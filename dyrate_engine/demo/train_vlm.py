@@ -1,14 +1,14 @@
-r"""Trains the demo VLM from scratch on the synthetic scenes (issue 6) and saves it as an HF LLaVA
+r"""Trains the demo VLM from scratch on the synthetic scenes and saves it as an HF LLaVA
 checkpoint with its processor.
 
     python -m dyrate_engine.demo.train_vlm --out dyrate_engine/demo/model --steps 1800 \
-        --drop-layer 3 --drop-rates 0,0.25,0.5,0.6,0.75,0.9
+        --prune-layer 3 --drop-rates 0,0.25,0.5,0.6,0.75,0.9
 
 The whole model learns (vision tower, projector, text model) with the answer tokens as targets.
-``--drop-layer`` puts the engine's prefill pruning in the loop (``token_drop``), each scene at a
+``--prune-layer`` puts the engine's prefill pruning in the loop (``token_drop``), each scene at a
 random rate, so that the model survives pruning as large pretrained VLMs do. The bundled model is
-the command above: one run from scratch, 62 minutes on the 2-core dev CPU (RESULTS.md, sixth
-session). ``--init`` continues from a checkpoint with new scenes (a second stage).
+the command above: one run from scratch, 62 minutes on the 2-core dev CPU (python_bench/RESULTS.md
+has the record). ``--init`` continues from a checkpoint with new scenes (a second stage).
 """
 from __future__ import annotations
 
@@ -23,11 +23,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..data.scenes import IMAGE_SIZE, make_scene
+from ..deprecation import DeprecatedFlag
 from .processor import PATCH, build_processor, chat_prompt, pixel_values
-from .scenes import IMAGE_SIZE, make_scene
 from .token_drop import IGNORE, VisualTokenDrop
 
-# The pruning rates of the bundled model's training (one drawn per scene; RESULTS.md, sixth session).
+# The pruning rates of the bundled model's training (one drawn per scene).
 DROP_RATES = (0.0, 0.25, 0.5, 0.6, 0.75, 0.9)
 
 
@@ -108,28 +109,48 @@ def validation_loss(model, encoder, n: int = 128, batch_size: int = 32) -> float
     return sum(losses) / len(losses)
 
 
-def train(out: Path, steps: int, batch_size: int = 32, lr: float = 1.5e-3, seed: int = 0,
-          text_layers: int = 8, init: Path | None = None, drop_layer: int | None = None,
-          drop_rates=DROP_RATES, first_scene: int = 0,
-          text_width: int = 192) -> dict:
+def _model(processor, init: Path | None, text_layers: int, text_width: int):
+    """A new demo LLaVA, or the checkpoint ``init`` to continue from."""
     from transformers import LlavaForConditionalGeneration
 
-    torch.manual_seed(seed)
-    processor = build_processor()
     vocab = processor.tokenizer.get_vocab()
     if init is None:
-        config = demo_config(len(vocab), vocab["<image>"], text_layers, text_width)
-        model = LlavaForConditionalGeneration(config)
+        model = LlavaForConditionalGeneration(
+            demo_config(len(vocab), vocab["<image>"], text_layers, text_width))
     else:
         model = LlavaForConditionalGeneration.from_pretrained(init, dtype=torch.float32)
-        config = model.config
     model.config._attn_implementation = "sdpa"
+    return model
+
+
+def _step(model, optimizer, inputs: dict, drop) -> float:
+    """One optimiser step on a batch; returns its loss."""
+    if isinstance(drop, VisualTokenDrop):
+        drop.set_batch(inputs["input_ids"], inputs["labels"], inputs["attention_mask"])
+    # Right padding under a causal mask: no real token sees a pad, and pads carry no label, so
+    # the padding mask changes nothing but keeps SDPA off its faster causal path (~7%/step).
+    inputs.pop("attention_mask")
+    with drop:
+        loss = model(**inputs).loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return loss.item()
+
+
+def train(out: Path, steps: int, batch_size: int = 32, lr: float = 1.5e-3, seed: int = 0,
+          text_layers: int = 8, init: Path | None = None, prune_layer: int | None = None,
+          drop_rates=DROP_RATES, first_scene: int = 0,
+          text_width: int = 192) -> dict:
+    torch.manual_seed(seed)
+    processor = build_processor()
+    model = _model(processor, init, text_layers, text_width)
     drop = contextlib.nullcontext()
-    if drop_layer is not None:
-        drop = VisualTokenDrop(model, drop_layer, drop_rates, vocab["<image>"],
+    if prune_layer is not None:
+        drop = VisualTokenDrop(model, prune_layer, drop_rates, model.config.image_token_id,
                                torch.Generator().manual_seed(seed))
-    tokens_per_image = (IMAGE_SIZE // PATCH) ** 2
-    encoder = SceneEncoder(processor, tokens_per_image)
+    encoder = SceneEncoder(processor, (IMAGE_SIZE // PATCH) ** 2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01,
                                   betas=(0.9, 0.98))
     model.train()
@@ -141,33 +162,22 @@ def train(out: Path, steps: int, batch_size: int = 32, lr: float = 1.5e-3, seed:
             group["lr"] = lr_at(step, steps, lr, warmup=min(100, steps // 10))
         scenes = [make_scene("train", first_scene + step * batch_size + i)
                   for i in range(batch_size)]
-        inputs = encoder.batch(scenes)
-        if drop_layer is not None:
-            drop.set_batch(inputs["input_ids"], inputs["labels"], inputs["attention_mask"])
-        # Right padding under a causal mask: no real token sees a pad, and pads carry no label, so
-        # the padding mask changes nothing but keeps SDPA off its faster causal path (~7%/step).
-        inputs.pop("attention_mask")
-        with drop:
-            loss = model(**inputs).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        loss = _step(model, optimizer, encoder.batch(scenes), drop)
+        bar.set_postfix(loss=f"{loss:.3f}")
         if (step + 1) % 250 == 0 or step + 1 == steps:
-            val = validation_loss(model, encoder)
-            log.append({"step": step + 1, "train_loss": loss.item(), "val_loss": val,
+            log.append({"step": step + 1, "train_loss": loss,
+                        "val_loss": validation_loss(model, encoder),
                         "minutes": (time.perf_counter() - start) / 60})
             tqdm.write(json.dumps(log[-1]))
             model.save_pretrained(out)  # a usable checkpoint even if interrupted
             processor.save_pretrained(out)
-    model.generation_config.eos_token_id = config.text_config.eos_token_id
+    model.generation_config.eos_token_id = model.config.text_config.eos_token_id
     model.save_pretrained(out)
     processor.save_pretrained(out)
     info = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
             "train_scenes": [first_scene, first_scene + steps * batch_size], "log": log,
-            "init": str(init) if init else None, "drop_layer": drop_layer,
-            "drop_rates": list(drop_rates) if drop_layer is not None else None,
+            "init": str(init) if init else None, "prune_layer": prune_layer,
+            "drop_rates": list(drop_rates) if prune_layer is not None else None,
             "command": " ".join(["python -m dyrate_engine.demo.train_vlm"] + sys.argv[1:])}
     info = {"stages": earlier_stages(init) + [info]}
     (out / "training.json").write_text(json.dumps(info, indent=1))
@@ -202,10 +212,12 @@ def main(argv=None) -> None:
     parser.add_argument("--text-width", type=int, default=192,
                         help="hidden size of the text model, a multiple of 64 (new models only)")
     parser.add_argument("--init", type=Path, help="continue from this checkpoint")
-    parser.add_argument("--drop-layer", type=int,
-                        help="train with prefill pruning after this layer (the engine's K)")
+    parser.add_argument("--prune-layer", type=int,
+                        help="train with prefill pruning from this layer on (the engine's K)")
+    parser.add_argument("--drop-layer", dest="prune_layer", type=int, action=DeprecatedFlag,
+                        help=argparse.SUPPRESS)
     parser.add_argument("--drop-rates", default=",".join(map(str, DROP_RATES)),
-                        help="rates drawn per scene with --drop-layer (comma-separated)")
+                        help="rates drawn per scene with --prune-layer (comma-separated)")
     parser.add_argument("--first-scene", type=int, default=None,
                         help="index of the first training scene (default: after the init's)")
     args = parser.parse_args(argv)
@@ -214,7 +226,7 @@ def main(argv=None) -> None:
     first = args.first_scene if args.first_scene is not None else scenes_seen(args.init)
     rates = [float(r) for r in args.drop_rates.split(",")]
     train(args.out, args.steps, args.batch_size, args.lr, args.seed, args.text_layers,
-          args.init, args.drop_layer, rates, first, args.text_width)
+          args.init, args.prune_layer, rates, first, args.text_width)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""The KV cache: one allocation of fixed capacity for the whole batch (DESIGN.md, invariants).
+"""The KV cache: one allocation of fixed capacity for the whole batch (docs/DESIGN.md, invariants).
 
-Layers ``< prune_from`` keep every token; layers ``>= prune_from`` may be compacted by
+Layers ``< prune_layer`` keep every token; layers ``>= prune_layer`` may be compacted by
 ``compact_kv_``, so the two groups have their own per-sequence lengths. RoPE is applied before
 caching, and ``positions`` counts every token a sequence has seen, so a compacted key keeps its
 rotation and the next token's position is the original count, not the compacted length.
@@ -15,22 +15,36 @@ DENSE, PRUNED = 0, 1
 
 
 @dataclass
+class HostLengths:
+    """The host's copy of ``KVCache.lengths``, one list per layer group. The cache keeps it in
+    step with the device, so that the host sizes attention windows and counts FLOPs without
+    reading the device."""
+
+    dense: list[int]
+    pruned: list[int]
+
+    def of(self, b: int) -> tuple[int, int]:
+        return self.dense[b], self.pruned[b]
+
+
+@dataclass
 class KVCache:
     kv: torch.Tensor  # [L, 2, B, Hkv, Cap, hd]; kv[l, 0] keys, kv[l, 1] values
     lengths: torch.Tensor  # int64 [2, B]: slots used by the dense and by the pruned layers
     positions: torch.Tensor  # int64 [B]: position of each sequence's next token
-    prune_from: int  # first pruned layer K; n_layers when nothing is pruned
+    prune_layer: int  # K, the first pruned layer; n_layers when nothing is pruned
+    host: HostLengths
 
     @classmethod
     def allocate(cls, n_layers, batch, n_kv_heads, capacity, head_dim, *, dtype, device,
-                 prune_from=None) -> "KVCache":
-        prune_from = n_layers if prune_from is None else prune_from
-        if not 1 <= prune_from <= n_layers:
-            raise ValueError(f"prune_from must be in [1, {n_layers}], got {prune_from}")
+                 prune_layer=None) -> "KVCache":
+        prune_layer = n_layers if prune_layer is None else prune_layer
+        if not 1 <= prune_layer <= n_layers:
+            raise ValueError(f"prune_layer must be in [1, {n_layers}], got {prune_layer}")
         kv = torch.zeros(n_layers, 2, batch, n_kv_heads, capacity, head_dim, dtype=dtype,
                          device=device)
         zeros = torch.zeros(2, batch, dtype=torch.long, device=device)
-        return cls(kv, zeros, zeros[0].clone(), prune_from)
+        return cls(kv, zeros, zeros[0].clone(), prune_layer, HostLengths([0] * batch, [0] * batch))
 
     @property
     def capacity(self) -> int:
@@ -39,10 +53,37 @@ class KVCache:
     @property
     def pruned_kv(self) -> torch.Tensor:
         """``[L - K, 2, B, Hkv, Cap, hd]`` contiguous view of the pruned layers (for compact_kv_)."""
-        return self.kv[self.prune_from:]
+        return self.kv[self.prune_layer:]
 
     def group(self, layer: int) -> int:
-        return DENSE if layer < self.prune_from else PRUNED
+        return DENSE if layer < self.prune_layer else PRUNED
 
     def nbytes(self) -> int:
         return self.kv.numel() * self.kv.element_size()
+
+    def max_lengths(self) -> tuple[int, int]:
+        """The longest sequence of each group (host), which bounds the slots attention reads."""
+        return max(self.host.dense), max(self.host.pruned)
+
+    def start(self, b: int, prompt_len: int) -> None:
+        """Sequence ``b`` holds its prompt in every layer."""
+        self.lengths[:, b] = prompt_len
+        self.positions[b] = prompt_len
+        self.host.dense[b] = self.host.pruned[b] = prompt_len
+
+    def set_pruned_lengths(self, lengths: list[int]) -> None:
+        """The pruned layers hold ``lengths`` slots (a prefill that ran them on kept tokens)."""
+        self.lengths[PRUNED] = torch.tensor(lengths, device=self.lengths.device)
+        self.host.pruned = list(lengths)
+
+    def dropped(self, counts: list[int]) -> None:
+        """``compact_kv_`` removed ``counts[b]`` slots of each sequence from the pruned layers
+        (it shrank the device lengths itself)."""
+        self.host.pruned = [n - d for n, d in zip(self.host.pruned, counts)]
+
+    def advance(self) -> None:
+        """Every sequence wrote one more token in every layer."""
+        self.lengths += 1
+        self.positions += 1
+        self.host.dense = [n + 1 for n in self.host.dense]
+        self.host.pruned = [n + 1 for n in self.host.pruned]

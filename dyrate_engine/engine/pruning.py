@@ -1,5 +1,5 @@
 """Pruning state of a batch: which visual tokens are still in the pruned layers' cache, and the
-monitor -> policy -> select -> compact step (DESIGN.md, data flow and invariants).
+monitor -> policy -> select -> compact step (docs/DESIGN.md, data flow and invariants).
 
 Pruning is monotone: a rate lower than the current one keeps the current set. The kept counts are
 mirrored on the host (one read of B ints per monitored step) because the host sizes the pruned
@@ -7,78 +7,83 @@ layers' attention window and must launch no compaction when no count changes.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from .. import ops
-from ..policies.base import MonitorStats, Policy
+from ..policies.base import MonitorStats, Policy, n_keep_for
 from .cache import PRUNED, KVCache
 
 
-def n_keep_for(rates: torch.Tensor, n_visual: torch.Tensor) -> torch.Tensor:
-    """``ceil((1 - rate) * n_visual)``, in float64 so that e.g. rate 0.75 of 576 keeps 144."""
-    rates = rates.double().clamp(0.0, 1.0)
-    return torch.ceil((1.0 - rates) * n_visual.double() - 1e-9).long()
+@dataclass
+class MonitorOutput:
+    """What the monitor found at one step, and what the policy asked for."""
+
+    vis_scores: torch.Tensor  # fp32 [B, max_visual]: the ranking that select_keep reads
+    n_keep: torch.Tensor  # int64 [B] (device): the policy's counts, never above the current ones
+
+
+@dataclass
+class Selection:
+    keep: torch.Tensor  # bool [B, max_visual]: the visual tokens that stay
+    counts: list[int]  # kept visual tokens per sequence (host)
 
 
 class PruningState:
-    def __init__(self, policy: Policy, vis_start, n_visual, prompt_lens, device):
+    def __init__(self, policy: Policy, sequences, device):
         self.policy = policy
-        self.monitor_layer = policy.monitor_layer
-        self.max_vis = max(n_visual)
-        self.vis_start = torch.tensor(vis_start, device=device)
+        n_visual = [s.span.length for s in sequences]
+        self.max_visual = max(n_visual)
+        self.vis_start = torch.tensor([s.span.start for s in sequences], device=device)
         self.n_visual = torch.tensor(n_visual, device=device)
-        self.prompt_len = torch.tensor(prompt_lens, device=device)
-        rank = torch.arange(self.max_vis, device=device)
+        self.prompt_len = torch.tensor([s.prompt_len for s in sequences], device=device)
+        rank = torch.arange(self.max_visual, device=device)
         self.present = rank[None, :] < self.n_visual[:, None]
         self.n_kept = list(n_visual)  # host mirror
         self.last_rates = [0.0] * len(n_visual)
         self.last_type_mass: list[list[float]] = [[0.0] * 4 for _ in n_visual]
 
-    def monitor(self, step, q, k_cache, lengths) -> torch.Tensor:
-        """Scores and type masses of the newest token at the monitor layer; returns the new
-        ``n_keep [B]`` (device) asked for by the policy, never above the current counts."""
+    def monitor(self, step, q, k_cache, lengths) -> MonitorOutput:
+        """Scores and type masses of the newest token ``q [B, H, hd]`` at the monitor layer,
+        whose keys are the first ``lengths`` slots of ``k_cache``, and the policy's counts."""
         vis_scores, type_mass = ops.attention_scores(
             q, k_cache, lengths, self.vis_start, self.n_visual, self.prompt_len,
-            max_vis=self.max_vis, validate=False)
+            max_vis=self.max_visual, validate=False)
         stats = MonitorStats(step, vis_scores, type_mass, self.n_visual,
                              torch.tensor(self.n_kept, device=q.device))
         rates = self.policy.rates(stats)
         wanted = torch.minimum(n_keep_for(rates, self.n_visual), stats.n_kept)
-        self._scores = vis_scores
         summary = torch.cat([rates.double()[:, None], type_mass.double().mean(1)], dim=1).cpu()
         self.last_rates = summary[:, 0].tolist()
         self.last_type_mass = summary[:, 1:].tolist()
-        return wanted
+        return MonitorOutput(vis_scores, wanted)
 
-    def select(self, n_keep: torch.Tensor) -> tuple[torch.Tensor, list[int]] | None:
-        """The keep mask for ``n_keep``, or None when no count changes (nothing to launch)."""
-        counts = n_keep.tolist()
+    def select(self, found: MonitorOutput) -> Selection | None:
+        """The keep mask for the asked counts, or None when no count changes (nothing to launch)."""
+        counts = found.n_keep.tolist()
         if counts == self.n_kept:
             return None
-        keep = ops.select_keep(self._scores, self.present, n_keep, validate=False)
-        return keep, counts
+        keep = ops.select_keep(found.vis_scores, self.present, found.n_keep, validate=False)
+        return Selection(keep, counts)
 
-    def compact(self, cache: KVCache, keep, counts) -> list[int]:
-        """Drop the unkept tokens from the pruned layers; returns tokens dropped per sequence."""
+    def compact(self, cache: KVCache, selection: Selection) -> None:
+        """Drop the unkept tokens from the pruned layers' cache, in place."""
         ops.compact_kv_(cache.pruned_kv, cache.lengths[PRUNED], self.vis_start, self.present,
-                        keep, validate=False)
-        dropped = [old - new for old, new in zip(self.n_kept, counts)]
-        self.n_kept = counts
-        return dropped
+                        selection.keep, validate=False)
+        cache.dropped([old - new for old, new in zip(self.n_kept, selection.counts)])
+        self.n_kept = selection.counts
 
-    def prefill_keep(self, keep: torch.Tensor, counts: list[int]) -> None:
+    def keep_at_prefill(self, selection: Selection) -> None:
         """Record a selection applied at prefill (the pruned layers never saw the dropped ones)."""
-        self.present = keep
-        self.n_kept = counts
+        self.present = selection.keep
+        self.n_kept = selection.counts
 
-
-def validate_policy(policy: Policy, n_layers: int) -> int:
-    """The first pruned layer K for ``policy`` (``n_layers`` when it never prunes)."""
-    if policy.monitor_layer is None:
-        return n_layers
-    if not 0 <= policy.monitor_layer <= n_layers - 2:
-        raise ValueError(f"{policy.name}: the monitor layer K-1 = {policy.monitor_layer} must be "
-                         f"in [0, {n_layers - 2}] so that at least one layer is pruned "
-                         f"(the model has {n_layers} layers)")
-    return policy.monitor_layer + 1
-
+    def decode_step(self, step: int, q, cache: KVCache) -> None:
+        """Monitor the newest tokens ``q [B, H, hd]`` at layer K-1 (just written, not yet
+        counted in the cache's lengths) and compact if the policy asks for fewer tokens."""
+        K = cache.prune_layer
+        found = self.monitor(step, q, cache.kv[K - 1, 0], cache.lengths[0] + 1)
+        selection = self.select(found)
+        if selection is not None:
+            self.compact(cache, selection)

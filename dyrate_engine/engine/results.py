@@ -49,3 +49,12 @@ class GenerationResult:
     stats: GenerationStats
     finish_reason: str = "length"  # "stop" (EOS or a stop token) or "length"
     logits: object = None  # fp32 [len(token_ids), V] when asked for (output_logits=True)
+
+
+@dataclass
+class StreamEvent:
+    """One new token of request ``index``, as :meth:`Engine.stream` yields it."""
+
+    index: int
+    token_id: int
+    text: str  # newly decoded text ("" without a tokenizer)

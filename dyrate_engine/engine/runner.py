@@ -10,10 +10,10 @@ from .cache import KVCache
 
 
 def prefill_layers(dec: LlamaDecoder, cache: KVCache, b: int, h: torch.Tensor,
-                   positions: torch.Tensor, layers: range, keep: torch.Tensor | None = None):
-    """Run ``layers`` on the prompt of sequence ``b`` (``h [1, T, d]``), writing its cache from
-    slot 0. ``keep`` (bool ``[T]``) runs the layers on a subset of the tokens (prefill pruning);
-    their original positions are kept. Returns the hidden states and the last layer's query."""
+                   positions: torch.Tensor, layers: range):
+    """Run ``layers`` on the prompt of sequence ``b`` (``h [1, T, d]`` at ``positions [1, T]``,
+    which after prefill pruning are the kept tokens' original positions), writing its cache
+    from slot 0. Returns the hidden states and the last layer's query."""
     q = None
     for i in layers:
         layer = dec.layers[i]
@@ -35,15 +35,15 @@ def _causal_mask(pos: torch.Tensor, window: int | None) -> torch.Tensor:
     return allowed
 
 
-def decode_layers(dec: LlamaDecoder, cache: KVCache, h: torch.Tensor, layers: range,
-                  max_len: tuple[int, int]):
+def decode_layers(dec: LlamaDecoder, cache: KVCache, h: torch.Tensor, layers: range):
     """One decode step of ``layers`` for the whole batch (``h [B, 1, d]``), each sequence's new
-    token written at its group's length. ``max_len`` (per group, known on the host) bounds the
-    slots attention reads, so pruned layers read only their kept length. No host sync.
+    token written at its group's length. The cache's host lengths bound the slots attention
+    reads, so pruned layers read only their kept length. No host sync.
     Returns hidden states and the last layer's query ``[B, H, 1, hd]``."""
     B = h.shape[0]
     batch = torch.arange(B, device=h.device)
     cos, sin = dec.rope(cache.positions[:, None])
+    max_len = cache.max_lengths()
     masks = {}  # one mask per (group, window): the same for every layer that shares them
     q = None
     for i in layers:

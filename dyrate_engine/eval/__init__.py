@@ -1,5 +1,5 @@
 """The quality harness (``dyrate eval``): caption quality vs compute of pruning policies on the
-synthetic demo split, a JSONL file or COCO-style captions (issue 6)."""
+synthetic demo split, a JSONL file or COCO-style captions."""
 from .data import EvalItem, load_eval_set
 from .harness import EvalPolicy, PolicyResult, attention_shares, eval_policy, run_policy
 from .metrics import caption_scores, tokenize

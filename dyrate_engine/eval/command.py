@@ -5,6 +5,7 @@ import datetime
 import json
 from pathlib import Path
 
+from ..policies.spec import POLICY_HELP
 from .data import COCO_PROMPT
 
 RATES = "0.25,0.5,0.75,0.9"
@@ -12,14 +13,12 @@ RATES = "0.25,0.5,0.75,0.9"
 
 def add_parser(sub) -> None:
     """Register ``eval`` on the ``dyrate`` command's subparsers."""
-    from ..cli import POLICY_HELP
-
     p = sub.add_parser(
         "eval", help="caption quality vs FLOPs of pruning policies (CIDEr, BLEU-4, plots)",
         description="Caption every image of a set under each policy (greedy), then print a table "
                     "and write results.json, pareto.png and attention_shares.png to --out. "
                     "Dense decoding is always evaluated as the reference.")
-    p.add_argument("--model", default="demo", help="LLaVA checkpoint directory, or 'demo'")
+    p.add_argument("--model", default="demo", help="checkpoint directory, or 'demo'")
     data = p.add_mutually_exclusive_group()
     data.add_argument("--data", help="demo-test[:N] / demo-val[:N] (the synthetic split, default "
                                      "N 200; the default set), or a JSONL of {image, prompt, "
@@ -61,18 +60,17 @@ def _rates(text: str, option: str) -> list[float]:
 def build_policies(args) -> list:
     """The ``EvalPolicy`` list of the arguments: dense first, then --policy, the sweep, --dyrate;
     repeated labels get a ``#n`` suffix."""
-    from ..cli import parse_policy
-    from ..policies import Dense, DyRate, FastV, Schedule
+    from ..policies import Dense, DyRate, FastV, Schedule, parse_policy
     from .harness import eval_policy
 
-    policies = [parse_policy(spec) for spec in args.policy]
+    policies = [parse_policy(spec, new_tokens=args.max_new_tokens) for spec in args.policy]
     if args.sweep or not (policies or args.dyrate):
-        policies += [Schedule([r], layer=args.sweep_layer)
+        policies += [Schedule([r], args.sweep_layer)
                      for r in _rates(args.sweep_rates, "--sweep-rates")]
-        policies += [FastV(layer=args.sweep_fastv_layer, ratio=r)
+        policies += [FastV(args.sweep_fastv_layer, ratio=r)
                      for r in _rates(args.sweep_ratios, "--sweep-ratios")]
     policies += [DyRate.from_pretrained(d) for d in args.dyrate]
-    if not any(type(p) is Dense and p.monitor_layer is None for p in policies):
+    if not any(type(p) is Dense and p.prune_layer is None for p in policies):
         policies.insert(0, Dense())
     entries, seen = [], {}
     for p in policies:
@@ -88,8 +86,7 @@ def run(args) -> int:
     """Run the harness for parsed ``args``; returns the exit code."""
     import torch
 
-    from .. import Engine
-    from ..engine.pruning import validate_policy
+    from ..engine import Engine
     from ..policies import Dense
     from . import harness, plots
     from .data import load_eval_set
@@ -100,15 +97,13 @@ def run(args) -> int:
     items = load_eval_set(None if args.coco else (args.data or "demo-test"), coco=args.coco,
                           images=args.images, prompt=args.prompt, limit=args.limit)
     entries = build_policies(args)
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    engine = Engine.from_pretrained(args.model, device=args.device, dtype=dtype[args.dtype])
-    if engine.processor is None:
+    engine = Engine.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype))
+    if engine.model.processor is None:
         raise ValueError(f"{args.model} has no processor files: the harness needs its tokenizer")
     checks = [e.policy for e in entries]
-    checks += [] if args.no_attention else [Dense(monitor_layer=args.monitor_layer)]
+    checks += [] if args.no_attention else [Dense(args.monitor_layer + 1)]
     for policy in checks:  # fail before any generation, not after the first policies ran
-        validate_policy(policy, engine.decoder.n_layers)
-        policy.check_model(engine.decoder.config)
+        engine.check_policy(policy)
 
     common = dict(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                   progress=not args.no_progress)

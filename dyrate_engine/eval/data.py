@@ -7,6 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..data.records import load_coco, load_jsonl
+from ..data.scenes import SPLIT_SEEDS, make_scene
+
 # LLaVA-1.5's caption prompt for COCO / Flickr30K / NoCaps (as lmms-eval asks it).
 COCO_PROMPT = "Provide a one-sentence caption for the provided image."
 DEMO_DEFAULT_COUNT = 200
@@ -35,8 +38,6 @@ class EvalItem:
 def parse_demo_spec(spec: str) -> tuple[str, int] | None:
     """``(split, count)`` for ``demo-SPLIT`` or ``demo-SPLIT:N`` (e.g. ``demo-test:50``), or None
     when ``spec`` does not name the synthetic set. ``count`` defaults to 200."""
-    from ..demo.scenes import SPLIT_SEEDS
-
     if not spec.startswith("demo-"):
         return None
     split, _, count = spec[len("demo-"):].partition(":")
@@ -55,8 +56,6 @@ def parse_demo_spec(spec: str) -> tuple[str, int] | None:
 def synthetic_items(split: str, count: int) -> list[EvalItem]:
     """Scenes ``0 .. count-1`` of the synthetic ``split``, rendered in memory; one reference each
     (the scene's caption, the only correct one)."""
-    from ..demo.scenes import make_scene
-
     items = []
     for i in range(count):
         scene = make_scene(split, i)
@@ -96,8 +95,6 @@ def load_eval_set(data: str | None = None, *, coco: str | None = None, images: s
     caption annotations, with ``images`` the image folder and ``prompt`` the question asked of
     every image. ``limit`` keeps the first ``limit`` images. Raises ValueError or
     FileNotFoundError with a clear message for a bad set."""
-    from ..train.data import load_coco, load_jsonl
-
     if (data is None) == (coco is None):
         raise ValueError("give exactly one of --data (demo-SPLIT[:N] or a JSONL file) and --coco")
     if limit is not None and limit < 1:

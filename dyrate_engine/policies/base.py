@@ -1,15 +1,18 @@
 """The pruning-policy interface: what a policy sees at each step and what it returns.
 
 A policy reads the monitor layer's statistics (``attention_scores`` of the newest token at layer
-``monitor_layer``, DESIGN.md) and returns a pruning rate per sequence; the engine turns a rate
-into ``n_keep = ceil((1 - rate) * n_visual)`` and prunes layers ``>= monitor_layer + 1``,
-monotonically (a lower rate than the current one keeps the current set).
+``prune_layer - 1``) and returns a pruning rate per sequence; the engine keeps
+``n_keep = ceil((1 - rate) * n_visual)`` visual tokens in the layers from ``prune_layer`` on,
+monotonically (a rate lower than the current one keeps the current set; docs/DESIGN.md).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
+
+from ..deprecation import renamed_keyword
 
 
 @dataclass
@@ -23,13 +26,31 @@ class MonitorStats:
     n_kept: torch.Tensor  # int64 [B]: visual tokens still in the pruned layers' cache
 
 
-class Policy:
-    """Base class. ``monitor_layer`` is K-1 (None: never monitor, never prune); with
-    ``monitors_decode`` False the policy is asked at the prefill only (no monitor cost later)."""
+def n_keep_for(rates: torch.Tensor, n_visual: torch.Tensor) -> torch.Tensor:
+    """``ceil((1 - rate) * n_visual)``, in float64 so that e.g. rate 0.75 of 576 keeps 144."""
+    rates = rates.double().clamp(0.0, 1.0)
+    return torch.ceil((1.0 - rates) * n_visual.double() - 1e-9).long()
 
-    monitor_layer: int | None = None
+
+class Policy:
+    """Base class. ``prune_layer`` is K, the first pruned layer (None: never monitor, never
+    prune); the monitor reads layer K-1. With ``monitors_decode`` False the policy is asked at
+    the prefill only (no monitor cost later)."""
+
+    prune_layer: int | None = None
     monitors_decode: bool = True
     name: str = "policy"
+
+    @property
+    def monitor_layer(self) -> int | None:
+        """K-1, the layer whose attention the policy reads (None when it never monitors)."""
+        return None if self.prune_layer is None else self.prune_layer - 1
+
+    @monitor_layer.setter
+    def monitor_layer(self, layer: int | None) -> None:
+        warnings.warn("setting Policy.monitor_layer is deprecated; set prune_layer (K, the "
+                      "monitor layer + 1)", DeprecationWarning, stacklevel=2)
+        self.prune_layer = None if layer is None else layer + 1
 
     def reset(self, batch_size: int) -> None:
         """Called once per generate call, before the prefill."""
@@ -44,14 +65,19 @@ class Policy:
 
 
 class Dense(Policy):
-    """No pruning: every token stays in every layer. With ``monitor_layer`` set, the monitor still
-    runs at every step so the stats record the token-type attention shares of dense decoding
-    (the signal of DyRate's Fig. 2); nothing is ever dropped."""
+    """No pruning: every token stays in every layer. With ``prune_layer`` set, the monitor still
+    runs at layer ``prune_layer - 1`` at every step so that the stats record the token-type
+    attention shares of dense decoding (the signal of DyRate's Fig. 2); nothing is dropped."""
 
     name = "dense"
 
-    def __init__(self, monitor_layer: int | None = None):
-        self.monitor_layer = monitor_layer
+    def __init__(self, prune_layer: int | None = None, *, monitor_layer: int | None = None):
+        if monitor_layer is not None:
+            monitor_layer += 1  # the old keyword named K-1
+        self.prune_layer = renamed_keyword("Dense", "monitor_layer", "prune_layer",
+                                           monitor_layer, prune_layer)
+        if self.prune_layer is not None and self.prune_layer < 1:
+            raise ValueError(f"Dense: prune_layer K must be >= 1, got {self.prune_layer}")
 
     def rates(self, stats: MonitorStats) -> torch.Tensor:
         return torch.zeros(stats.n_visual.shape[0], device=stats.n_visual.device)

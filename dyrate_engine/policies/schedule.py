@@ -5,21 +5,23 @@ from __future__ import annotations
 
 import torch
 
+from ..deprecation import renamed_keyword
 from .base import MonitorStats, Policy
 
 
 class Schedule(Policy):
-    def __init__(self, rates, layer: int = 3):
+    def __init__(self, rates, prune_layer: int = 3, *, layer: int | None = None):
+        prune_layer = renamed_keyword("Schedule", "layer", "prune_layer", layer, prune_layer)
         rates = [float(r) for r in ([rates] if isinstance(rates, (int, float)) else rates)]
         if not rates or any(not 0 <= r <= 1 for r in rates):
             raise ValueError(f"Schedule: rates must be a non-empty list in [0, 1], got {rates}")
-        if layer < 1:
-            raise ValueError(f"Schedule: layer K must be >= 1, got {layer}")
+        if prune_layer < 1:
+            raise ValueError(f"Schedule: prune_layer K must be >= 1, got {prune_layer}")
         self.rate_list = rates
-        self.monitor_layer = layer - 1
+        self.prune_layer = prune_layer
         # One rate for every step: nothing changes after the prefill, so skip the decode monitor.
         self.monitors_decode = len(rates) > 1
-        self.name = f"schedule(K={layer},{','.join(f'{r:g}' for r in rates)})"
+        self.name = f"schedule(K={prune_layer},{','.join(f'{r:g}' for r in rates)})"
 
     def rates(self, stats: MonitorStats) -> torch.Tensor:
         rate = self.rate_list[min(stats.step, len(self.rate_list) - 1)]

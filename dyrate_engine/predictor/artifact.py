@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..deprecation import renamed_keyword
 from .features import FeatureSpec
 from .model import RatePredictor
 
@@ -24,11 +25,15 @@ def model_fingerprint(text_config) -> str:
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def save_predictor(directory, predictor: RatePredictor, *, layer: int, text_config,
-                   training: dict | None = None) -> Path:
-    """Write the artifact. ``layer`` is K, the first pruned layer (monitor layer K-1);
+def save_predictor(directory, predictor: RatePredictor, *, prune_layer: int | None = None,
+                   text_config, training: dict | None = None, layer: int | None = None) -> Path:
+    """Write the artifact. ``prune_layer`` is K, the first pruned layer (monitor layer K-1);
     ``training`` records how it was made (data, lambda, steps, ...)."""
     from safetensors.torch import save_file
+
+    prune_layer = renamed_keyword("save_predictor", "layer", "prune_layer", layer, prune_layer)
+    if prune_layer is None:
+        raise TypeError("save_predictor() needs prune_layer (K, the first pruned layer)")
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -39,8 +44,8 @@ def save_predictor(directory, predictor: RatePredictor, *, layer: int, text_conf
         "format_version": FORMAT_VERSION,
         "rates": list(predictor.rates),
         "features": predictor.spec.to_dict(),
-        "prune_layer": layer,
-        "monitor_layer": layer - 1,
+        "prune_layer": prune_layer,
+        "monitor_layer": prune_layer - 1,
         "n_heads": get("num_attention_heads"),
         "n_layers": get("num_hidden_layers"),
         "model_fingerprint": model_fingerprint(text_config),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..policies.base import MonitorStats
 from .features import FeatureSpec, rate_features
 
 DEFAULT_RATES = (0.0, 0.25, 0.5, 0.75, 0.9)
@@ -40,11 +39,12 @@ class RatePredictor(nn.Module):
         return self.linear(features)
 
     @torch.no_grad()
-    def predict(self, stats: MonitorStats) -> torch.Tensor:
-        """Hard (argmax) rate per sequence, float64 ``[B]`` holding the candidate rates exactly,
-        on the stats' device; no host sync.
-        Ties go to the lower rate (``argmax`` returns the first maximum)."""
-        features = rate_features(self.spec, stats.type_mass, stats.step)
+    def predict(self, type_mass: torch.Tensor, step) -> torch.Tensor:
+        """Hard (argmax) rate per sequence from the monitor's ``type_mass [B, H, 4]`` at decode
+        ``step`` (an int, or a tensor broadcastable to ``[B]``): float64 ``[B]`` holding the
+        candidate rates exactly, on type_mass's device; no host sync. Ties go to the lower rate
+        (``argmax`` returns the first maximum)."""
+        features = rate_features(self.spec, type_mass, step)
         weight = self.linear.weight
         logits = self(features.to(weight.device, weight.dtype))
-        return self.rate_values.to(logits.device)[logits.argmax(-1)].to(stats.type_mass.device)
+        return self.rate_values.to(logits.device)[logits.argmax(-1)].to(type_mass.device)

@@ -1,9 +1,13 @@
 """``dyrate train-predictor``: train DyRate's rate predictor on a checkpoint and export it."""
 from __future__ import annotations
 
+import argparse
 import json
 import random
 from pathlib import Path
+
+from ..data import DEFAULT_PROMPT
+from ..deprecation import DeprecatedFlag
 
 
 def add_parser(sub) -> None:
@@ -15,13 +19,15 @@ def add_parser(sub) -> None:
     data.add_argument("--data", help="JSONL of {image, prompt, answer} (paths relative to it)")
     data.add_argument("--coco", metavar="ANNOTATIONS", help="COCO-style captions JSON")
     p.add_argument("--images", help="image folder for --coco")
-    p.add_argument("--prompt", default="Describe the image.", help="prompt for --coco records")
+    p.add_argument("--prompt", default=DEFAULT_PROMPT, help="prompt for --coco records")
     p.add_argument("--out", required=True, help="output directory of the artifact")
     p.add_argument("--lam", type=float, default=1.0,
                    help="weight of the expected FLOPs ratio (higher: more pruning)")
     p.add_argument("--flops-budget", type=float, default=None,
                    help="penalise only the expected FLOPs ratio above this (e.g. 0.67)")
-    p.add_argument("--layer", type=int, default=3, help="K, the first pruned layer")
+    p.add_argument("--prune-layer", type=int, default=3, help="K, the first pruned layer")
+    p.add_argument("--layer", dest="prune_layer", type=int, action=DeprecatedFlag,
+                   help=argparse.SUPPRESS)
     p.add_argument("--rates", default="0,0.25,0.5,0.75,0.9", help="candidate rates")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=8)
@@ -43,10 +49,11 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from .. import Engine
+    from ..data import load_coco, load_jsonl
+    from ..models import load_model
     from ..predictor import save_predictor
-    from . import TrainConfig, encode, evaluate, load_coco, load_jsonl, train_predictor
-    from .trainer import config_record
+    from .examples import encode
+    from .trainer import TrainConfig, config_record, evaluate, train_predictor
 
     if args.coco and not args.images:
         raise ValueError("--coco needs --images (the image folder)")
@@ -55,30 +62,30 @@ def run(args) -> int:
     random.Random(args.seed).shuffle(records)
     records = records[:args.max_examples] if args.max_examples else records
     n_val = max(1, int(len(records) * args.val_fraction)) if len(records) > 1 else 0
-    engine = Engine.from_pretrained(args.model, device=args.device)
-    if engine.processor is None:
+    model = load_model(args.model, device=args.device)
+    if model.processor is None:
         raise ValueError(f"{args.model} has no processor files: training needs its tokenizer")
-    examples = encode(engine, tqdm(records, desc="encoding", unit="record"))
+    examples = encode(model, tqdm(records, desc="encoding", unit="record"))
     val, train = examples[:n_val], examples[n_val:]
-    cfg = TrainConfig(rates=tuple(float(r) for r in args.rates.split(",")), layer=args.layer,
+    cfg = TrainConfig(rates=tuple(float(r) for r in args.rates.split(",")),
+                      prune_layer=args.prune_layer,
                       lam=args.lam, flops_budget=args.flops_budget, steps=args.steps,
                       batch_size=args.batch_size, lr=args.lr, tau_start=args.tau_start,
                       tau_end=args.tau_end, seed=args.seed, unfreeze_lr=args.unfreeze_lr,
                       ranking=args.ranking,
                       unfreeze_layers=tuple(int(i) for i in args.unfreeze_layers.split(",") if i))
-    predictor = train_predictor(engine, train, cfg)
-    report = evaluate(engine, predictor, val, cfg) if val else {}
+    predictor = train_predictor(model, train, cfg)
+    report = evaluate(model, predictor, val, cfg) if val else {}
     out = Path(args.out)
     training = {"data": str(args.data or args.coco), "examples": len(train),
                 "held_out": len(val), "held_out_metrics": report, "lam": cfg.lam,
                 "config": config_record(cfg),
                 "final_train_loss": cfg.history[-1]["loss"] if cfg.history else None}
     if cfg.unfreeze_layers:  # the tuned layers belong with the predictor
-        engine.hf.save_pretrained(out / "model")
-        if engine.processor is not None:
-            engine.processor.save_pretrained(out / "model")
+        model.hf.save_pretrained(out / "model")
+        model.processor.save_pretrained(out / "model")
         training["tuned_model"] = "model/"
-    save_predictor(out, predictor, layer=cfg.layer, text_config=engine.decoder.config,
+    save_predictor(out, predictor, prune_layer=cfg.prune_layer, text_config=model.text_config,
                    training=training)
     print(json.dumps({"out": str(out), "held_out": report}, indent=1))
     return 0

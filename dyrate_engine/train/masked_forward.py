@@ -22,22 +22,18 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..engine.pruning import n_keep_for
+from ..models.base import VisionLanguageModel, visual_slots
 from ..models.llama import LlamaDecoder
 from ..ops.attention_scores import IMAGE
-from .data import TeacherBatch
+from ..policies.base import n_keep_for
+from .examples import TeacherBatch
 
 
-def embed(engine, batch: TeacherBatch) -> torch.Tensor:
+def embed(model: VisionLanguageModel, batch: TeacherBatch) -> torch.Tensor:
     """Prompt + answer embeddings ``[B, T, d]`` with the visual features spliced in."""
-    dec = engine.decoder
     with torch.no_grad():
-        features = engine.image_features(batch.pixel_values).to(dec.dtype)
-        h = dec.embed_tokens[batch.input_ids].clone()
-        for b in range(h.shape[0]):
-            start, n = int(batch.vis_start[b]), int(batch.n_visual[b])
-            h[b, start:start + n] = features[b, :n]
-    return h
+        features = model.image_features(batch.pixel_values)
+        return model.embed(batch.input_ids, features, batch.spans)
 
 
 def token_types(batch: TeacherBatch, T: int) -> torch.Tensor:
@@ -98,12 +94,10 @@ def monitor_pass(dec: LlamaDecoder, h, batch: TeacherBatch, K: int):
             h = dec.finish_layer(layer, h, attn)
         one_hot = F.one_hot(token_types(batch, T), 4).float()  # [B, Tk, 4]
         type_mass = torch.einsum("bhqk,bkc->bqhc", probs, one_hot)
-        max_vis = int(batch.n_visual.max())
-        rank = torch.arange(max_vis, device=h.device)
-        vis_slot = (batch.vis_start[:, None] + rank).clamp(max=T - 1)  # [B, Nv]
+        slots, real = visual_slots(batch.vis_start, batch.n_visual, T)  # [B, Nv]
         head_mean = probs.mean(1)  # [B, Tq, Tk]
-        vis_scores = head_mean.gather(2, vis_slot[:, None, :].expand(B, T, max_vis))
-        vis_scores = vis_scores * (rank < batch.n_visual[:, None])[:, None, :]
+        vis_scores = head_mean.gather(2, slots[:, None, :].expand(B, T, slots.shape[1]))
+        vis_scores = vis_scores * real[:, None, :]
     return h, type_mass, vis_scores
 
 

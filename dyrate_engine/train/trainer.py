@@ -11,10 +11,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..engine import flops
-from ..engine.pruning import n_keep_for
+from ..deprecation import renamed_keyword
+from ..models import flops
+from ..models.base import VisionLanguageModel
+from ..policies.base import n_keep_for
 from ..predictor import DEFAULT_RATES, RatePredictor, rate_features
-from .data import Example, TeacherBatch, collate
+from .examples import Example, TeacherBatch, collate
 from .masked_forward import (answer_rows, embed, keep_masks, monitor_pass, pruned_pass,
                              step_rows)
 
@@ -25,7 +27,7 @@ class TrainConfig:
     ``flops_budget`` set, only the part of the expected ratio above the budget is penalised."""
 
     rates: tuple = DEFAULT_RATES
-    layer: int = 3  # K: the first pruned layer; the monitor layer is K-1
+    prune_layer: int = 3  # K: the first pruned layer; the monitor layer is K-1
     lam: float = 1.0
     flops_budget: float | None = None
     steps: int = 300
@@ -44,6 +46,12 @@ class TrainConfig:
     # the engine no longer has; "prefill" matches the engine exactly for a constant rate.
     ranking: str = "step"
     history: list = field(default_factory=list, repr=False)
+    layer: int | None = field(default=None, repr=False)  # the deprecated name of prune_layer
+
+    def __post_init__(self):
+        self.prune_layer = renamed_keyword("TrainConfig", "layer", "prune_layer", self.layer,
+                                           self.prune_layer, stacklevel=4)
+        self.layer = None
 
     def tau(self, step: int) -> float:
         frac = step / max(1, self.steps - 1)
@@ -58,7 +66,7 @@ def step_index(batch: TeacherBatch, T: int) -> torch.Tensor:
 
 def flops_table(dec, batch: TeacherBatch, K: int, rates) -> tuple[torch.Tensor, torch.Tensor]:
     """FLOPs of each answer row's step under each candidate rate ``[B, T, R]`` and dense
-    ``[B, T]`` (zero outside the answer rows), from ``engine.flops``: row ``P-1`` is the prefill
+    ``[B, T]`` (zero outside the answer rows), from ``models.flops``: row ``P-1`` is the prefill
     with layers >= K on the kept tokens, row ``P-1+s`` decode step ``s`` with the kept keys."""
     B, T = batch.input_ids.shape
     L = dec.n_layers
@@ -76,21 +84,23 @@ def flops_table(dec, batch: TeacherBatch, K: int, rates) -> tuple[torch.Tensor, 
     return table.to(batch.input_ids.device), table[..., 0].to(batch.input_ids.device)
 
 
-def predictor_logits(engine, predictor: RatePredictor, batch: TeacherBatch, K: int):
+def predictor_logits(model: VisionLanguageModel, predictor: RatePredictor, batch: TeacherBatch,
+                     K: int):
     """Hidden states after the monitor layer, rate logits ``[B, T, R]`` and the visual scores."""
     if batch.monitor is not None:
         h, type_mass, vis_scores = batch.monitor
     else:
-        h, type_mass, vis_scores = monitor_pass(engine.decoder, embed(engine, batch), batch, K)
+        h, type_mass, vis_scores = monitor_pass(model.decoder, embed(model, batch), batch, K)
     features = rate_features(predictor.spec, type_mass, step_index(batch, h.shape[1]))
     return h, predictor(features.to(predictor.linear.weight.dtype)), vis_scores
 
 
-def masked_loss(engine, predictor, batch: TeacherBatch, cfg: TrainConfig, tau: float | None):
+def masked_loss(model: VisionLanguageModel, predictor, batch: TeacherBatch, cfg: TrainConfig,
+                tau: float | None):
     """One forward: ``(loss, metrics)``. ``tau=None`` evaluates with hard argmax choices (and
     their FLOPs, where training uses the expectation under the predicted distribution)."""
-    dec, K = engine.decoder, cfg.layer
-    h, logits, vis_scores = predictor_logits(engine, predictor, batch, K)
+    dec, K = model.decoder, cfg.prune_layer
+    h, logits, vis_scores = predictor_logits(model, predictor, batch, K)
     B, T, R = logits.shape
     soft = logits.float().softmax(-1)
     if tau is None:
@@ -124,23 +134,22 @@ def masked_loss(engine, predictor, batch: TeacherBatch, cfg: TrainConfig, tau: f
 
 
 @torch.no_grad()
-def precompute_monitor(engine, examples: list[Example], K: int, batch_size: int = 16,
-                       progress: bool = False) -> list[Example]:
+def precompute_monitor(model: VisionLanguageModel, examples: list[Example], K: int,
+                       batch_size: int = 16, progress: bool = False) -> list[Example]:
     """Examples carrying the frozen layers' outputs (vision tower, layers < K, the monitor's
     statistics), so training steps run only the pruned layers. Exact: a row of a right-padded
     causal batch equals the unpadded row. Costs ``T x (d + 4H + Nv)`` floats per example."""
     out = []
-    pad = engine.config.text_config.pad_token_id or 0
     starts = range(0, len(examples), batch_size)
     for start in tqdm(starts, desc="frozen layers", unit="batch", disable=not progress):
         chunk = examples[start:start + batch_size]
-        batch = collate(chunk, engine.image_token_id, pad).to(engine.device)
-        h, type_mass, vis_scores = monitor_pass(engine.decoder, embed(engine, batch), batch, K)
+        batch = collate(chunk, model).to(model.device)
+        h, type_mass, vis_scores = monitor_pass(model.decoder, embed(model, batch), batch, K)
         for i, e in enumerate(chunk):
-            T, nv = len(e.prompt_ids) + len(e.answer_ids), int(batch.n_visual[i])
+            T, n_visual = len(e.prompt_ids) + len(e.answer_ids), batch.spans[i].length
             out.append(Example(e.prompt_ids, e.answer_ids, e.pixel_values,
                                (h[i, :T].clone(), type_mass[i, :T].clone(),
-                                vis_scores[i, :T, :nv].clone())))
+                                vis_scores[i, :T, :n_visual].clone())))
     return out
 
 
@@ -155,13 +164,14 @@ def _batches(examples: list[Example], batch_size: int, rng: random.Random):
         order = order[batch_size:]
 
 
-def train_predictor(engine, examples: list[Example], cfg: TrainConfig,
+def train_predictor(model: VisionLanguageModel, examples: list[Example], cfg: TrainConfig,
                     predictor: RatePredictor | None = None, progress: bool = True) -> RatePredictor:
     """Train (or go on training) a predictor on ``examples``; ``cfg.history`` gets the metrics of
     every step."""
-    dec = engine.decoder
-    if not 1 <= cfg.layer < dec.n_layers:
-        raise ValueError(f"layer K must be in [1, {dec.n_layers - 1}], got {cfg.layer}")
+    dec = model.decoder
+    if not 1 <= cfg.prune_layer < dec.n_layers:
+        raise ValueError(f"prune_layer K must be in [1, {dec.n_layers - 1}], got "
+                         f"{cfg.prune_layer}")
     if not examples:
         raise ValueError("no training examples")
     torch.manual_seed(cfg.seed)
@@ -170,23 +180,21 @@ def train_predictor(engine, examples: list[Example], cfg: TrainConfig,
         predictor = RatePredictor(dec.n_heads, cfg.rates, cfg.step_scale)
         torch.nn.init.zeros_(predictor.linear.weight)  # uniform choice: the sampler explores
         torch.nn.init.zeros_(predictor.linear.bias)
-    predictor.to(engine.device)
+    predictor.to(model.device)
     params = [{"params": predictor.parameters(), "lr": cfg.lr}]
     unfrozen = _unfreeze(dec, cfg)
     if unfrozen:
         params.append({"params": unfrozen, "lr": cfg.unfreeze_lr})
     optimizer = torch.optim.Adam(params)
-    image_token = engine.image_token_id
-    pad = engine.config.text_config.pad_token_id or 0
     if cfg.cache_monitor:
-        examples = precompute_monitor(engine, examples, cfg.layer, progress=progress)
+        examples = precompute_monitor(model, examples, cfg.prune_layer, progress=progress)
     batches = _batches(examples, cfg.batch_size, rng)
     bar = tqdm(range(cfg.steps), desc="predictor", unit="step", disable=not progress)
     predictor.train()
     with torch.enable_grad():
         for step in bar:
-            batch = collate(next(batches), image_token, pad).to(engine.device)
-            loss, metrics = masked_loss(engine, predictor, batch, cfg, cfg.tau(step))
+            batch = collate(next(batches), model).to(model.device)
+            loss, metrics = masked_loss(model, predictor, batch, cfg, cfg.tau(step))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -199,15 +207,14 @@ def train_predictor(engine, examples: list[Example], cfg: TrainConfig,
 
 
 @torch.no_grad()
-def evaluate(engine, predictor, examples: list[Example], cfg: TrainConfig,
+def evaluate(model: VisionLanguageModel, predictor, examples: list[Example], cfg: TrainConfig,
              batch_size: int = 16) -> dict:
     """Hard-choice (argmax) metrics on held-out examples: cross-entropy, mean rate, FLOPs ratio."""
     totals, n = {}, 0
-    pad = engine.config.text_config.pad_token_id or 0
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
-        batch = collate(chunk, engine.image_token_id, pad).to(engine.device)
-        _, metrics = masked_loss(engine, predictor, batch, cfg, tau=None)
+        batch = collate(chunk, model).to(model.device)
+        _, metrics = masked_loss(model, predictor, batch, cfg, tau=None)
         for k, v in metrics.items():
             totals[k] = totals.get(k, 0.0) + v * len(chunk)
         n += len(chunk)
@@ -215,9 +222,10 @@ def evaluate(engine, predictor, examples: list[Example], cfg: TrainConfig,
 
 
 @torch.no_grad()
-def teacher_forced_rates(engine, predictor, batch: TeacherBatch, layer: int) -> list[list[float]]:
+def teacher_forced_rates(model: VisionLanguageModel, predictor, batch: TeacherBatch,
+                         prune_layer: int) -> list[list[float]]:
     """The hard rate the predictor picks at each answer step of each sequence, teacher-forced."""
-    _, logits, _ = predictor_logits(engine, predictor, batch, layer)
+    _, logits, _ = predictor_logits(model, predictor, batch, prune_layer)
     answer = answer_rows(batch, logits.shape[1])
     rates = predictor.rate_values[logits.argmax(-1)]
     return [rates[b][answer[b]].tolist() for b in range(len(rates))]
@@ -226,8 +234,8 @@ def teacher_forced_rates(engine, predictor, batch: TeacherBatch, layer: int) -> 
 def _unfreeze(dec, cfg: TrainConfig) -> list[torch.Tensor]:
     tensors = []
     for i in cfg.unfreeze_layers:
-        if not cfg.layer <= i < dec.n_layers:
-            raise ValueError(f"only pruned layers [{cfg.layer}, {dec.n_layers - 1}] can be "
+        if not cfg.prune_layer <= i < dec.n_layers:
+            raise ValueError(f"only pruned layers [{cfg.prune_layer}, {dec.n_layers - 1}] can be "
                              f"unfrozen (layers < K must stay as the monitor sees them), got {i}")
         layer = dec.layers[i]
         for name in ("qkv", "o", "gate_up", "down", "input_norm", "post_norm"):
@@ -238,6 +246,7 @@ def _unfreeze(dec, cfg: TrainConfig) -> list[torch.Tensor]:
 def config_record(cfg: TrainConfig) -> dict:
     record = asdict(cfg)
     record.pop("history")
+    record.pop("layer")
     record["rates"] = list(cfg.rates)
     record["unfreeze_layers"] = list(cfg.unfreeze_layers)
     return record

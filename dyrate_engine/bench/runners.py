@@ -112,7 +112,8 @@ def run_engine(engine, ids, pixels, n, policy=None) -> Run:
     with peak_memory(device) as mem:
         synchronize(device)
         start = time.perf_counter()
-        results = engine.generate_ids(ids, pixels, policy=policy, max_new_tokens=n)
+        results = engine.generate_ids(ids, pixels, policy=policy, max_new_tokens=n,
+                                      ignore_eos=True)
         synchronize(device)
         wall = time.perf_counter() - start
     for r in results:

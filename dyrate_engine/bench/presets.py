@@ -4,7 +4,8 @@ A preset fixes the model shape, dtype, device and prompt layout; ``build_model``
 ``LlavaForConditionalGeneration`` (seeded, eval, EOS disabled so every sequence runs the full
 length) directly on the preset's device and dtype, and ``make_prompts`` makes B ragged prompts
 ``[bos, text, image tokens, text]`` with random pixel values. The engine wraps the same module
-(``Engine(hf_model)``), so the engine and transformers run the same weights on the same prompts.
+(``Engine(LlavaModel(hf_model))``), so the engine and transformers run the same weights on the
+same prompts.
 """
 from __future__ import annotations
 

@@ -11,16 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
-DEFAULT_POLICIES = ["hf", "dense", "fastv:2:0.5", "schedule:3:0.5", "schedule:3:0.75",
-                    "ramp:3:0.5:0.9", "dyrate"]
-POLICY_HELP = ("contenders: 'hf' (transformers generate); the engine under 'dense', "
-               "'fastv[:K[:R]]', 'schedule:K:R0[,R1,...]' (rate of step t is R[min(t, last)]), "
-               "'ramp:K:R0:R1[:STEPS]' (a Schedule rising linearly from R0 at the prefill to R1 "
-               "after STEPS steps, default N/2: visual tokens drop while decoding), 'dyrate' "
-               "(--predictor, else an untrained predictor: measures cost only), 'dyrate:DIR' "
-               "or 'dyrate:demo' (a trained predictor)")
+from .contenders import CONTENDER_HELP, DEFAULT_CONTENDERS
+from .ops import add_arguments as add_ops_arguments
+from .presets import PRESETS
 
 
 def _ints(text: str) -> list[int]:
@@ -33,9 +27,8 @@ def _ints(text: str) -> list[int]:
     return values
 
 
-def add_bench_parser(subparsers) -> None:
-    from .presets import PRESETS
-
+def add_parser(subparsers) -> None:
+    """Register ``bench`` and its subcommands on the ``dyrate`` command's subparsers."""
     bench = subparsers.add_parser("bench", help="benchmarks: end to end, ops, compare two runs",
                                   description=__doc__.splitlines()[0])
     sub = bench.add_subparsers(dest="bench_command", required=True)
@@ -49,8 +42,8 @@ def add_bench_parser(subparsers) -> None:
                      help="new tokens per sequence, at least 2 (default: the preset's)")
     e2e.add_argument("--repeats", type=int, default=None, help="timed rounds (default: the preset's)")
     e2e.add_argument("--warmup", type=int, default=1, help="untimed rounds of 2 tokens per contender, at the smallest batch")
-    e2e.add_argument("--policies", nargs="+", default=DEFAULT_POLICIES, metavar="SPEC",
-                     help=f"{POLICY_HELP} (default: {' '.join(DEFAULT_POLICIES)})")
+    e2e.add_argument("--policies", nargs="+", default=DEFAULT_CONTENDERS, metavar="SPEC",
+                     help=f"{CONTENDER_HELP} (default: {' '.join(DEFAULT_CONTENDERS)})")
     e2e.add_argument("--predictor", default=None,
                      help="trained predictor directory (or 'demo') for the bare 'dyrate'")
     e2e.add_argument("--device", default=None, help="default: the preset's")
@@ -65,8 +58,7 @@ def add_bench_parser(subparsers) -> None:
     e2e.set_defaults(run=cmd_e2e)
 
     ops = sub.add_parser("ops", help="each fused op against its PyTorch reference")
-    from .bench_ops import add_arguments
-    add_arguments(ops)
+    add_ops_arguments(ops)
     ops.set_defaults(run=cmd_ops)
 
     cmp = sub.add_parser("compare", help="do two e2e runs agree within their own spread?")
@@ -86,7 +78,6 @@ def cmd_e2e(args) -> int:
     import torch
 
     from .e2e import run_suite
-    from .presets import PRESETS
     from .report import machine_info, plot, print_table, save_json
 
     preset = PRESETS[args.preset]
@@ -102,12 +93,10 @@ def cmd_e2e(args) -> int:
         raise ValueError(f"--new-tokens must be at least 2 (one decode step), got {new_tokens}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
     result = run_suite(preset, batches=args.batch or list(preset.batches), new_tokens=new_tokens,
                        repeats=args.repeats or preset.repeats, warmup=args.warmup,
                        policies=args.policies, device=device, dtype=args.dtype or preset.dtype,
-                       predictor=args.predictor, seed=args.seed, progress=not args.no_progress,
-                       log=log)
+                       predictor=args.predictor, seed=args.seed, progress=not args.no_progress)
     result["machine"] = machine_info(device)
     print_table(result)
     path = os.path.join(args.out, f"e2e_{preset.name}.json")
@@ -120,13 +109,13 @@ def cmd_e2e(args) -> int:
 
 
 def cmd_ops(args) -> int:
-    from .bench_ops import run
+    from .ops import run
     run(args)
     return 0
 
 
 def cmd_compare(args) -> int:
-    from .report import compare
+    from .compare import compare
 
     runs = []
     for path in (args.a, args.b):

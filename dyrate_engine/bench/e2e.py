@@ -20,85 +20,16 @@ from __future__ import annotations
 import random
 import statistics
 import sys
-from dataclasses import dataclass
-from typing import Callable
 
-import torch
 from tqdm import tqdm
 
-from .cli import POLICY_HELP
+from ..engine import Engine
+from ..models import LlavaModel
+from .contenders import Contender, make_contenders
 from .presets import Preset, build_model, decoder_weight_bytes, kv_bytes_per_token, make_prompts
 from .report import TIMED
 from .runners import Run, run_engine, run_hf
 from .timing import copy_bandwidth_gbs, read_bandwidth_gbs, spread
-
-
-@dataclass
-class Contender:
-    spec: str
-    label: str
-    impl: str  # "hf" or "engine"
-    make_policy: Callable = lambda: None
-    first_pruned: int = 0  # K (n_layers when nothing is pruned)
-    note: str = ""
-
-
-def _untrained_dyrate(engine, seed, layer=3):
-    """DyRate with a seeded, untrained predictor for random-weight models: its rates mean
-    nothing, its cost (monitor, features, linear, pruning) is the real one."""
-    from dyrate_engine import DyRate
-    try:
-        from dyrate_engine.predictor import RatePredictor
-    except ImportError as error:
-        raise LookupError(f"dyrate skipped: dyrate_engine.predictor is not importable ({error})")
-    torch.manual_seed(seed)
-    model = RatePredictor(engine.decoder.n_heads).to(engine.device).eval()
-    return lambda: DyRate(model, layer=layer)
-
-
-def make_contenders(specs, engine, new_tokens, predictor=None, seed=0):
-    """Contenders from their spellings (POLICY_HELP); returns (contenders, notes of skipped)."""
-    from dyrate_engine import Schedule
-    from dyrate_engine.cli import parse_policy
-    from dyrate_engine.engine.pruning import validate_policy
-
-    out, skipped = [], []
-    n_layers = engine.decoder.n_layers
-    for spec in specs:
-        name, *fields = spec.split(":")
-        label, note = spec, ""
-        if name == "hf":
-            out.append(Contender(spec, "hf generate", "hf", first_pruned=n_layers))
-            continue
-        if name == "dyrate" and not fields and predictor:
-            spec = f"dyrate:{predictor}"
-        if name == "dyrate" and not fields and not predictor:
-            try:
-                make = _untrained_dyrate(engine, seed)
-            except LookupError as error:
-                skipped.append(str(error))
-                continue
-            label = "dyrate(untrained)"
-            note = "untrained random predictor: measures the cost of DyRate's machinery, not its rates"
-        elif name == "ramp":
-            if len(fields) not in (3, 4):
-                raise ValueError(f"bad contender {spec!r}; {POLICY_HELP}")
-            layer, r0, r1 = int(fields[0]), float(fields[1]), float(fields[2])
-            steps = int(fields[3]) if len(fields) == 4 else max(1, new_tokens // 2)
-            rates = [r0 + (r1 - r0) * t / steps for t in range(steps + 1)]
-            make = lambda layer=layer, rates=rates: Schedule(rates, layer=layer)  # noqa: E731
-            label = f"ramp:{layer}:{r0:g}->{r1:g}"
-        else:
-            make = lambda spec=spec: parse_policy(spec)  # noqa: E731
-            note = f"trained predictor {spec.split(':', 1)[1]}" if name == "dyrate" else ""
-        try:
-            policy = make()
-        except ValueError as error:
-            raise ValueError(f"{error}\n(dyrate bench e2e --policies: {POLICY_HELP})") from None
-        if hasattr(policy, "check_model"):  # e.g. a predictor trained for another head count
-            policy.check_model(engine.config.text_config)
-        out.append(Contender(spec, label, "engine", make, validate_policy(policy, n_layers), note))
-    return out, skipped
 
 
 def _kv_steps(c: Contender, run: Run, hf, batch, n_layers, prompt_lens, width):
@@ -108,7 +39,7 @@ def _kv_steps(c: Contender, run: Run, hf, batch, n_layers, prompt_lens, width):
     if c.impl == "hf":  # one dynamic cache, left-padded to the widest prompt
         allocated = n_layers * per_token * batch * (width + n - 1)
         return [n_layers * per_token * batch * (width + i) for i in range(1, n)], allocated, allocated
-    K = c.first_pruned
+    K = c.prune_layer
 
     def read(i):  # lengths after step i = keys step i attended (its own token included)
         return sum((K * s.cache_lengths[i][0] + (n_layers - K) * s.cache_lengths[i][1]) * per_token
@@ -129,68 +60,42 @@ def _exact(c: Contender, run: Run) -> dict:
 
 
 def run_suite(preset: Preset, *, batches, new_tokens, repeats, warmup, policies, device, dtype,
-              predictor=None, seed=0, progress=True, log=print) -> dict:
-    """Measure every (batch, contender); returns the JSON-ready result (see report.save)."""
+              predictor=None, seed=0, progress=True) -> dict:
+    """Measure every (batch, contender); returns the JSON-ready result (see report.save_json)."""
     nbytes = preset.bandwidth_mib << 20
     bandwidth = [copy_bandwidth_gbs(device, nbytes)]
     hf = build_model(preset, device, dtype, seed)
-    from dyrate_engine import Engine
-    engine = Engine(hf)
-    engine.eos_token_ids = []
-    contenders, skipped = make_contenders(policies, engine, new_tokens, predictor, seed)
-    for note in skipped:
-        log(f"# {note}")
-    n_layers = engine.decoder.n_layers
-    # Warm-up rounds run at the smallest batch only: what a first call pays (lazy imports and
-    # caches, the allocator's first growth) does not depend on the batch, and a warm-up round at
-    # batch 16 cost 90 of the cpu preset's 500 seconds.
-    bar = tqdm(total=len(contenders) * (warmup + repeats * len(batches)), unit="call",
-               disable=not progress, file=sys.stderr, dynamic_ncols=True)
-    inputs, all_lens = {}, {}
-    for batch in batches:
-        inputs[batch] = make_prompts(preset, batch, seed + 1)
-        all_lens[batch] = [len(x) for x in inputs[batch][0]]
-    runs = {(batch, c.spec): [] for batch in batches for c in contenders}
+    engine = Engine(LlavaModel(hf))
+    contenders = make_contenders(policies, engine, new_tokens, predictor, seed)
+    inputs = {batch: make_prompts(preset, batch, seed + 1) for batch in batches}
+    all_lens = {batch: [len(x) for x in ids] for batch, (ids, _) in inputs.items()}
     # Timed rounds go round the batch sizes (round 1 of every batch, then round 2, ...), so the
     # repeats of one batch are minutes apart and their spread includes the shared machine's slow
     # drift: back to back, three repeats spanned a minute, and two runs of the same code differed
-    # by more than that spread (python_bench/results/compare_e2e_cpu_2026-11-26.txt).
+    # by more than that spread (python_bench/RESULTS.md).
+    # Warm-up rounds run at the smallest batch only: what a first call pays (lazy imports and
+    # caches, the allocator's first growth) does not depend on the batch, and a warm-up round at
+    # batch 16 cost 90 of the cpu preset's 500 seconds.
     schedule = [(False, r, min(batches)) for r in range(warmup)]
     schedule += [(True, r, b) for r in range(repeats) for b in batches]
-    for timed, round_, batch in schedule:
-        ids, pixels = inputs[batch]
-        order = list(contenders)
-        if timed:
-            random.Random(seed * 1000 + batch * 100 + round_).shuffle(order)
-            bar.set_description(f"batch {batch} bandwidth")
-            bandwidth.append(copy_bandwidth_gbs(device, nbytes, repeats=5))
-        for c in order:
-            bar.set_description(f"batch {batch} {c.label}"[:40])
-            n = new_tokens if timed else 2
-            run = run_hf(hf, ids, pixels, n) if c.impl == "hf" else \
-                run_engine(engine, ids, pixels, n, c.make_policy())
-            if timed:
-                run.bandwidth_gbs = bandwidth[-1]
-                runs[(batch, c.spec)].append(run)
-            bar.update()
+    runs = _play(schedule, contenders, hf, engine, inputs, new_tokens, seed, bandwidth,
+                 lambda: copy_bandwidth_gbs(device, nbytes, repeats=5), progress)
     rows = []
     for batch in batches:
-        prompt_lens = all_lens[batch]
-        width = max(prompt_lens)
         weights = decoder_weight_bytes(hf, batch)
         for c in contenders:
             done = runs[(batch, c.spec)]
-            kv_steps, kv_alloc, kv_final = _kv_steps(c, done[-1], hf, batch, n_layers,
-                                                     prompt_lens, width)
+            kv_steps, kv_alloc, kv_final = _kv_steps(c, done[-1], hf, batch,
+                                                     engine.decoder.n_layers, all_lens[batch],
+                                                     max(all_lens[batch]))
             rows.append(dict(
                 batch=batch, policy=c.spec, label=c.label, impl=c.impl, note=c.note,
-                first_pruned_layer=c.first_pruned, runs=done, weights_bytes=weights,
+                prune_layer=c.prune_layer, runs=done, weights_bytes=weights,
                 kv_read_bytes_by_step=kv_steps, kv_allocated_bytes=kv_alloc,
                 kv_final_bytes=kv_final, **_exact(c, done[-1])))
-    bar.close()
     # Each call's floor uses the bandwidth measured at the start of its round: a shared machine's
     # bandwidth drifts with its neighbours, and one figure for the whole run (the best, say) made
-    # the fraction of the floor move by 15-40% between two runs of the same code (2026-11-25).
+    # the fraction of the floor move by 15-40% between two runs of the same code.
     copy_bw = statistics.median(bandwidth)
     for row in rows:
         _finish_row(row, copy_bw)
@@ -200,7 +105,35 @@ def run_suite(preset: Preset, *, batches, new_tokens, repeats, warmup, policies,
                 repeats=repeats, warmup=warmup, device=str(device), dtype=dtype,
                 copy_bandwidth_gbs=copy_bw, copy_bandwidth_measures_gbs=bandwidth,
                 round_order=[[r, b] for timed, r, b in schedule if timed],
-                read_bandwidth_gbs=read_bandwidth_gbs(device, nbytes), skipped=skipped, rows=rows)
+                read_bandwidth_gbs=read_bandwidth_gbs(device, nbytes), rows=rows)
+
+
+def _play(schedule, contenders, hf, engine, inputs, new_tokens, seed, bandwidth, measure_bandwidth,
+          progress) -> dict[tuple[int, str], list[Run]]:
+    """Run the rounds of ``schedule`` (``(timed, round, batch)``); each timed round starts with
+    a bandwidth measure (appended to ``bandwidth``) and runs the contenders in a seeded order.
+    Returns the timed runs per (batch, contender)."""
+    bar = tqdm(total=len(contenders) * len(schedule), unit="call", disable=not progress,
+               file=sys.stderr, dynamic_ncols=True)
+    runs = {(batch, c.spec): [] for batch in inputs for c in contenders}
+    for timed, round_, batch in schedule:
+        ids, pixels = inputs[batch]
+        order = list(contenders)
+        if timed:
+            random.Random(seed * 1000 + batch * 100 + round_).shuffle(order)
+            bar.set_description(f"batch {batch} bandwidth")
+            bandwidth.append(measure_bandwidth())
+        for c in order:
+            bar.set_description(f"batch {batch} {c.label}"[:40])
+            n = new_tokens if timed else 2
+            run = run_hf(hf, ids, pixels, n) if c.impl == "hf" else \
+                run_engine(engine, ids, pixels, n, c.make_policy())
+            if timed:
+                run.bandwidth_gbs = bandwidth[-1]
+                runs[(batch, c.spec)].append(run)
+            bar.update()
+    bar.close()
+    return runs
 
 
 def _floors_ms(row, bandwidth_gbs):

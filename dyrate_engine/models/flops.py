@@ -1,9 +1,9 @@
-"""Exact analytical FLOPs of the decoder: every matmul (2 FLOPs per multiply-add), attention with
+"""Exact analytical FLOPs of the text decoder: every matmul (2 FLOPs per multiply-add), attention with
 the real number of keys each layer reads. Elementwise work (norms, RoPE, softmax) is not counted,
 as in FastV's formula and torch's FlopCounterMode."""
 from __future__ import annotations
 
-from ..models.llama import LlamaDecoder
+from .llama import LlamaDecoder
 
 
 def linear_flops_per_token(dec: LlamaDecoder) -> int:

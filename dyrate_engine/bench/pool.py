@@ -1,5 +1,5 @@
 """``dyrate bench pool``: one estimate of each policy's decode speed-up over Dense from several e2e
-runs of the same command (issue 4's batch-16 target sits inside one run's noise on the dev VM).
+runs of the same command, for effects that sit inside one run's noise on a shared machine.
 
 Every round of every run gives one paired ratio (the policy's tokens/s over Dense's in the same
 round, as the e2e table's "vs dense"). The pooled figure is the median of all of them, with a

@@ -1,5 +1,5 @@
 """Synthetic captioning scenes for the demo model: a few coloured shapes on a plain background, and a
-caption that names each shape's size, colour, kind and place (issue 6).
+caption that names each shape's size, colour, kind and place.
 
 Scenes are a pure function of ``(split, index)``, so every split is reproducible from its seed and
 the test split never meets training. A caption can only be right if the model looks at the image:

@@ -1,0 +1,57 @@
+"""The prefill of a batch: the vision tower once, then each prompt's own causal pass (a prompt
+computes exactly what it computes alone), with the policy's first pruning between the layer
+groups (docs/DESIGN.md, data flow)."""
+from __future__ import annotations
+
+import torch
+
+from ..models.base import VisionLanguageModel
+from .cache import KVCache
+from .pruning import PruningState
+from .runner import prefill_layers
+
+
+def prefill(model: VisionLanguageModel, cache: KVCache, sequences, pixel_values,
+            pruning: PruningState | None) -> torch.Tensor:
+    """Layers < K run for every prompt; with a pruning policy, the policy sees the last prompt
+    token's attention at layer K-1, and layers >= K run on the kept tokens only (original
+    positions kept), writing their cache compact. Returns the last prompt tokens' logits
+    ``[B, V]``; the cache's lengths and host mirror are set."""
+    dec, K = model.decoder, cache.prune_layer
+    features = model.image_features(pixel_values)
+    hidden, positions, queries = [], [], []
+    for seq in sequences:
+        ids = seq.prompt_ids.to(model.device)[None]
+        h = model.embed(ids, features[seq.index:seq.index + 1], [seq.span])
+        pos = model.positions(seq.prompt_len)
+        h, q = prefill_layers(dec, cache, seq.index, h, pos, range(K))
+        hidden.append(h)
+        positions.append(pos)
+        queries.append(q[0, :, -1])
+        cache.start(seq.index, seq.prompt_len)
+    if pruning is not None:
+        _prune_prompts(cache, sequences, pruning, hidden, positions, torch.stack(queries))
+    logits = []
+    for seq, h, pos in zip(sequences, hidden, positions):
+        h, _ = prefill_layers(dec, cache, seq.index, h, pos, range(K, dec.n_layers))
+        logits.append(dec.logits(h[:, -1]))
+    return torch.cat(logits)
+
+
+def _prune_prompts(cache: KVCache, sequences, pruning: PruningState, hidden, positions, queries):
+    """The policy's verdict at step 0; the dropped visual tokens leave ``hidden`` and
+    ``positions`` (in place), so layers >= K never compute them."""
+    K = cache.prune_layer
+    found = pruning.monitor(0, queries, cache.kv[K - 1, 0], cache.lengths[0])
+    selection = pruning.select(found)
+    if selection is None:
+        return
+    lengths = []
+    for seq in sequences:
+        b, start, n = seq.index, seq.span.start, seq.span.length
+        token_kept = torch.ones(hidden[b].shape[1], dtype=torch.bool, device=hidden[b].device)
+        token_kept[start:start + n] = selection.keep[b, :n]
+        hidden[b], positions[b] = hidden[b][:, token_kept], positions[b][..., token_kept]
+        lengths.append(seq.prompt_len - (n - selection.counts[b]))
+    pruning.keep_at_prefill(selection)
+    cache.set_pruned_lengths(lengths)

@@ -1,0 +1,81 @@
+"""Training data for the rate predictor: records encoded with the checkpoint's own processor into
+examples, and examples collated into right-padded teacher-forcing batches."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..models.base import VisionLanguageModel, VisualSpan
+
+
+@dataclass
+class Example:
+    prompt_ids: torch.Tensor  # 1-D, the chat-formatted prompt with its image tokens
+    answer_ids: torch.Tensor  # 1-D, the answer followed by EOS
+    pixel_values: torch.Tensor  # [3, S, S]
+    # The frozen layers' outputs (hidden after K-1 [T, d], type masses [T, H, 4], visual scores
+    # [T, Nv]) when precomputed with ``trainer.precompute_monitor``; None to compute per step.
+    monitor: tuple | None = None
+
+
+@dataclass
+class TeacherBatch:
+    input_ids: torch.Tensor  # [B, T] prompt + answer, right-padded
+    pixel_values: torch.Tensor  # [B, 3, S, S]
+    vis_start: torch.Tensor  # [B]
+    n_visual: torch.Tensor  # [B]
+    prompt_len: torch.Tensor  # [B]
+    answer_len: torch.Tensor  # [B] (EOS included)
+    monitor: tuple | None = None  # padded [B, T, ...] versions of Example.monitor
+    spans: list[VisualSpan] = field(default_factory=list)  # vis_start / n_visual on the host
+
+    def to(self, device) -> "TeacherBatch":
+        monitor = None if self.monitor is None else tuple(t.to(device) for t in self.monitor)
+        return TeacherBatch(*(t.to(device) for t in (
+            self.input_ids, self.pixel_values, self.vis_start, self.n_visual, self.prompt_len,
+            self.answer_len)), monitor, self.spans)
+
+
+def encode(model: VisionLanguageModel, records) -> list[Example]:
+    """Encode ``{image, prompt, answer}`` records with the model's processor (chat template,
+    image preprocessing); each answer ends with the model's EOS."""
+    from PIL import Image
+
+    tokenizer = model.tokenizer
+    eos = model.eos_token_ids[0] if model.eos_token_ids else tokenizer.eos_token_id
+    examples = []
+    for r in records:
+        with Image.open(r["image"]) as image:
+            ids, pixels = model.encode([image.convert("RGB")], [r["prompt"]])
+        answer = tokenizer(r["answer"], add_special_tokens=False)["input_ids"] + [eos]
+        examples.append(Example(ids[0], torch.tensor(answer), pixels[0]))
+    return examples
+
+
+def collate(examples: list[Example], model: VisionLanguageModel) -> TeacherBatch:
+    """Prompt + answer rows right-padded with the model's pad id; the visual span of each prompt
+    found (and checked) by the model."""
+    rows = [torch.cat([e.prompt_ids, e.answer_ids]) for e in examples]
+    ids = torch.full((len(rows), max(len(r) for r in rows)), model.pad_token_id, dtype=torch.long)
+    spans = []
+    for i, (row, e) in enumerate(zip(rows, examples)):
+        ids[i, :len(row)] = row
+        spans.append(model.visual_span(e.prompt_ids, i))
+    monitor = None
+    if all(e.monitor is not None for e in examples):
+        monitor = tuple(_pad([e.monitor[i] for e in examples], ids.shape[1]) for i in range(3))
+    return TeacherBatch(ids, torch.stack([e.pixel_values for e in examples]),
+                        torch.tensor([s.start for s in spans]),
+                        torch.tensor([s.length for s in spans]),
+                        torch.tensor([len(e.prompt_ids) for e in examples]),
+                        torch.tensor([len(e.answer_ids) for e in examples]), monitor, spans)
+
+
+def _pad(tensors: list[torch.Tensor], T: int) -> torch.Tensor:
+    """Zero-pad ``[T_i, X, ...]`` tensors to one ``[B, T, max X, ...]``."""
+    shape = [max(t.shape[d] for t in tensors) for d in range(1, tensors[0].dim())]
+    out = tensors[0].new_zeros(len(tensors), T, *shape)
+    for i, t in enumerate(tensors):
+        out[(i, slice(0, t.shape[0])) + tuple(slice(0, n) for n in t.shape[1:])] = t
+    return out
