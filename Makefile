@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 # The CPU build of torch that lies on the development machines' disk; any other version downloads GBs.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: test demo build venv cuda-check cmake-check bench-ops clean
+.PHONY: test demo build venv cuda-check cmake-check wheel-check bench-ops clean
 
 venv: $(VENV)/.ready
 $(VENV)/.ready: pyproject.toml
@@ -22,6 +22,7 @@ build: venv
 
 test: build
 	$(PY) -m pytest -q
+	$(MAKE) wheel-check
 	$(MAKE) cmake-check
 	@if command -v nvcc >/dev/null 2>&1; then $(MAKE) cuda-check; \
 	else echo "nvcc not found: CUDA compile check skipped"; fi
@@ -36,12 +37,16 @@ cmake-check: venv
 	cmake --build build/cmake -j2
 	build/cmake/dyrate_run_ops
 
+# An sdist, a wheel built from it alone, installed in a fresh venv: the demo runs outside the checkout.
+wheel-check: build
+	PYTHON=$(PY) bash scripts/wheel_check.sh
+
 # Every csrc/**/*.cu compiles for sm_90 and sm_80 against the torch headers (no GPU needed).
 cuda-check: venv
 	PYTHON=$(PY) bash scripts/cuda_check.sh
 
 bench-ops: build
-	$(PY) python_bench/bench_ops.py --json out/ops_$$(date +%F).json
+	$(PY) -m dyrate_engine.cli bench ops --json out/ops_$$(date +%F).json
 
 clean:
-	rm -rf build out *.egg-info dyrate_engine/*.so
+	rm -rf build dist out *.egg-info dyrate_engine/*.so

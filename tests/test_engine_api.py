@@ -146,3 +146,55 @@ def test_cli_policy_spellings():
     for bad in ("fastv:x", "schedule:2", "schedule:2:1.5", "magic"):
         with pytest.raises(ValueError):
             parse_policy(bad)
+
+
+def test_sampling_params_object_and_keyword_overrides_agree(engine):
+    from dyrate_engine import SamplingParams
+
+    ids, pixels = random_prompts(2)
+    params = SamplingParams(max_new_tokens=6, temperature=1.3, seed=7)
+    by_object = engine.generate_ids(ids, pixels, sampling_params=params)
+    by_keywords = engine.generate_ids(ids, pixels, max_new_tokens=6, temperature=1.3, seed=7)
+    overridden = engine.generate_ids(ids, pixels, sampling_params=params, max_new_tokens=3)
+    assert [r.token_ids for r in by_object] == [r.token_ids for r in by_keywords]
+    assert [r.token_ids for r in overridden] == [r.token_ids[:3] for r in by_object]
+    with pytest.raises(TypeError, match="SamplingParams"):
+        engine.generate_ids(ids, pixels, None, 8)
+
+
+def test_ignore_eos_runs_past_eos_and_stop_tokens_still_stop(engine, monkeypatch):
+    ids, pixels = random_prompts(1)
+    [full] = engine.generate_ids(ids, pixels, max_new_tokens=10, ignore_eos=True)
+    eos = full.token_ids[2]
+    monkeypatch.setattr(engine.model, "eos_token_ids", [eos])
+    cut = full.token_ids.index(eos) + 1
+    [stopped] = engine.generate_ids(ids, pixels, max_new_tokens=10)
+    assert stopped.token_ids == full.token_ids[:cut] and stopped.finish_reason == "stop"
+    [ignored] = engine.generate_ids(ids, pixels, max_new_tokens=10, ignore_eos=True)
+    assert ignored.token_ids == full.token_ids and ignored.finish_reason == "length"
+    [by_stop] = engine.generate_ids(ids, pixels, max_new_tokens=10, ignore_eos=True,
+                                    stop_token_ids=[eos])
+    assert by_stop.token_ids == full.token_ids[:cut]
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(max_new_tokens=0), "max_new_tokens"), (dict(max_new_tokens=True), "max_new_tokens"),
+    (dict(max_new_tokens=2.0), "max_new_tokens"), (dict(stop_token_ids=["x"]), "stop_token_ids"),
+    (dict(temperature=-1), "temperature"), (dict(top_p=1.5), "top_p"), (dict(top_k=0), "top_k"),
+])
+def test_bad_sampling_params_are_clear_errors(fields, message):
+    from dyrate_engine import SamplingParams
+
+    with pytest.raises(ValueError, match=message):
+        SamplingParams(**fields)
+
+
+def test_check_policy_returns_k_and_refuses_what_cannot_run(engine):
+    from dyrate_engine import Dense, FastV, Schedule
+
+    n_layers = engine.decoder.n_layers
+    assert engine.check_policy(Dense()) == n_layers
+    assert engine.check_policy(FastV(prune_layer=1)) == 1
+    assert engine.check_policy(Schedule([0.5], prune_layer=n_layers - 1)) == n_layers - 1
+    with pytest.raises(ValueError, match="monitor layer K-1"):
+        engine.check_policy(Schedule([0.5], prune_layer=n_layers))

@@ -142,3 +142,17 @@ def test_cli_train_predictor_exports_an_artifact_the_engine_runs(tmp_path, capsy
         assert set(result.stats.rates) <= {0.0, 0.5}
     assert main(["train-predictor", "--coco", str(tmp_path / "coco.json"), "--out", "x",
                  *common]) == 2  # --coco without --images
+
+
+def test_dyrate_policy_rates_are_the_predictors_on_the_monitor_stats():
+    from dyrate_engine.policies.base import MonitorStats
+
+    torch.manual_seed(0)
+    predictor = RatePredictor(2, rates=(0.0, 0.5, 0.9))
+    with torch.no_grad():
+        predictor.linear.weight.mul_(50.0)
+    mass = torch.rand(6, 2, 4)
+    stats = MonitorStats(4, torch.zeros(6, 8), mass, torch.full((6,), 8), torch.full((6,), 8))
+    rates = DyRate(predictor, 2).rates(stats)
+    assert rates.tolist() == predictor.predict(mass, 4).tolist()
+    assert len(set(rates.tolist())) > 1  # the rows really differ: the check could fail

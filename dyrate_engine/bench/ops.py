@@ -65,9 +65,9 @@ def make_inputs(batch, dtype, device, seed=0, shape=LLAVA_7B):
 
 def bench_attention_scores(x, args):
     a = (x["q"], x["k_cache"], x["lengths"], x["vis_start"], x["vis_len"], x["prompt_len"])
-    nv = x["shape"]["n_visual"]
-    fused = lambda: torch.ops.dyrate.attention_scores(*a, None, nv)  # noqa: E731
-    reference = lambda: ops.attention_scores_reference(*a, None, nv)  # noqa: E731
+    n_visual = x["shape"]["n_visual"]
+    fused = lambda: torch.ops.dyrate.attention_scores(*a, None, n_visual)  # noqa: E731
+    reference = lambda: ops.attention_scores_reference(*a, None, n_visual)  # noqa: E731
     key_bytes = int(x["lengths"].sum()) * x["k_cache"].shape[1] * x["k_cache"].shape[3] \
         * x["k_cache"].element_size()
     return [_row("attention_scores", x["k_cache"], fused, reference, key_bytes, args)]

@@ -79,7 +79,7 @@ def _attention(q, k, v, keep=None, visual_index=None):
 def monitor_pass(dec: LlamaDecoder, h, batch: TeacherBatch, K: int):
     """Layers < K (frozen, no grad). Returns the hidden states after layer K-1, each row's
     per-head mass on the four token types ``[B, T, H, 4]`` and head-mean visual scores
-    ``[B, T, NvMax]`` at the monitor layer K-1 (what ``ops.attention_scores`` gives the engine)."""
+    ``[B, T, max n_visual]`` at the monitor layer K-1 (what ``ops.attention_scores`` gives the engine)."""
     B, T, _ = h.shape
     positions = torch.arange(T, device=h.device)[None].expand(B, T)
     cos, sin = dec.rope(positions)

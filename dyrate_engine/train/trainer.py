@@ -72,8 +72,9 @@ def flops_table(dec, batch: TeacherBatch, K: int, rates) -> tuple[torch.Tensor, 
     L = dec.n_layers
     table = torch.zeros(B, T, len(rates), dtype=torch.float64)
     for b in range(B):
-        P, nv, A = (int(x[b]) for x in (batch.prompt_len, batch.n_visual, batch.answer_len))
-        dropped = [nv - int(n) for n in n_keep_for(torch.tensor(rates), torch.tensor(nv))]
+        P, n_visual, A = (int(x[b]) for x in (batch.prompt_len, batch.n_visual, batch.answer_len))
+        dropped = [n_visual - int(n)
+                   for n in n_keep_for(torch.tensor(rates), torch.tensor(n_visual))]
         for s in range(A):
             for r, d in enumerate(dropped):
                 if s == 0:
