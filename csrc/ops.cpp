@@ -1,4 +1,4 @@
-// Schemas of the dyrate ops: the one place that declares them (DESIGN.md, "The fused ops").
+// Schemas of the dyrate ops: the one place that declares them (docs/DESIGN.md, "The fused ops").
 // Kernels register themselves per dispatch key in csrc/cpu and csrc/cuda; the Python package
 // registers fake (meta) kernels in dyrate_engine/ops.
 #include <torch/library.h>

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Compile check of the CUDA kernels without a GPU (DESIGN.md, "Build"): every csrc/**/*.cu is
+# Compile check of the CUDA kernels without a GPU (docs/DESIGN.md, "Build"): every csrc/**/*.cu is
 # compiled with `nvcc -c` for sm_90 and sm_80 against the torch headers of $PYTHON (default
 # `python`), two files at a time. Prints one line per file with its time; exits non-zero if any
 # file fails (its compiler output is printed). Objects go to a temporary directory.

@@ -1,4 +1,4 @@
-"""Physical KV compaction equals masking the dropped tokens' keys (DESIGN.md, invariants)."""
+"""Physical KV compaction equals masking the dropped tokens' keys (docs/DESIGN.md, invariants)."""
 import pytest
 import torch
 import torch.nn.functional as F

@@ -3,7 +3,7 @@
 // Why not at::linear: MKL's sgemm packs W on every call and blocks for many rows, so at 1-64 rows it
 // runs at a fraction of the weight bandwidth; on the 2-core dev CPU (AMD EPYC, AVX2) the 32000 x 768
 // LM head at 8 rows took 24 ms through F.linear and 13 ms as W @ x^T, and 8 ms here
-// (python_bench/bench_ops.py, RESULTS.md). This kernel streams every weight row exactly once and
+// (dyrate bench ops, python_bench/RESULTS.md). This kernel streams every weight row exactly once and
 // multiplies it against all input rows, read from cache, so a decode step is bound by reading
 // the weights. Above kMaxRows (prefill) at::linear is faster and is used.
 #include <ATen/Parallel.h>

@@ -1,6 +1,6 @@
-// Small device helpers shared by the dyrate CUDA kernels (DESIGN.md, "The fused ops").
+// Small device helpers shared by the dyrate CUDA kernels (docs/DESIGN.md, "The fused ops").
 // Only c10/cuda headers here, never ATen/cuda/CUDAContext.h: that one pulls cuBLAS/cuSPARSE headers
-// which the compile-check toolkit lacks (DESIGN.md, "Build").
+// which the compile-check toolkit lacks (docs/DESIGN.md, "Build").
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAException.h>  // C10_CUDA_KERNEL_LAUNCH_CHECK

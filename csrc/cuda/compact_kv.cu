@@ -12,7 +12,7 @@
 // token; the tokens that actually move form the tile's pair list in shared memory. After the
 // visual span, every slot up to lengths[b] moves left by the number dropped.
 //
-// lengths and present are updated in the same launch (DESIGN.md: a pruning event costs at most
+// lengths and present are updated in the same launch (docs/DESIGN.md: a pruning event costs at most
 // two launches): the blocks of sequence b count themselves on counters[b]; the last one, when all
 // of them have read lengths[b] and present[b] (a block reads metadata of its own b only), writes
 // them and resets the counter to 0 for the next launch on the stream.

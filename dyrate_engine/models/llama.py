@@ -2,7 +2,7 @@
 
 gpt-fast style: plain tensors and functions, the weights shared with the transformers model that
 loaded them. Layers are run in ranges so the engine can stop after the monitor layer K-1, prune,
-and go on (DESIGN.md, data flow). Numerics follow transformers: RMSNorm in fp32 then cast, RoPE
+and go on (docs/DESIGN.md, data flow). Numerics follow transformers: RMSNorm in fp32 then cast, RoPE
 angles in fp32, softmax attention through SDPA.
 """
 from __future__ import annotations

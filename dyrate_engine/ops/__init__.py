@@ -1,4 +1,4 @@
-"""The fused pruning ops of DESIGN.md and the decoder's ``decode_linear``, registered as
+"""The fused pruning ops (docs/DESIGN.md) and the decoder's ``decode_linear``, registered as
 ``torch.ops.dyrate.*``.
 
 Each op has a C++ CPU kernel, a CUDA kernel (``decode_linear`` is cuBLAS there), a readable

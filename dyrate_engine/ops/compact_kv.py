@@ -1,6 +1,6 @@
 """``compact_kv_``: drop visual tokens from the KV cache of every pruned layer, in place.
 
-Pruning removes tokens for real (DESIGN.md, invariants): kept slots move to the front, stable,
+Pruning removes tokens for real (docs/DESIGN.md, invariants): kept slots move to the front, stable,
 and the per-sequence lengths shrink, so later attention reads fewer keys while every tensor keeps
 its shape (static shapes for CUDA graphs and torch.compile).
 """
