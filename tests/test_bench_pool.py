@@ -1,4 +1,4 @@
-"""`dyrate bench pool` (issue 4): paired per-round ratios pooled over runs, their median, and a
+"""`dyrate bench pool`: paired per-round ratios pooled over runs, their median, and a
 95% interval for that median that really covers 95%."""
 import json
 import math

@@ -1,4 +1,4 @@
-"""The demo's synthetic scenes and processor (issue 6): deterministic, split-disjoint, captions
+"""The demo's synthetic scenes and processor: deterministic, split-disjoint, captions
 that name what is drawn, and training inputs identical to what the processor makes."""
 import json
 

@@ -1,4 +1,4 @@
-"""The bundled demo (issue 6): the committed model and predictor load by name, caption the test
+"""The bundled demo: the committed model and predictor load by name, caption the test
 split mostly right, and `python -m dyrate_engine.demo` shows dense and DyRate side by side."""
 import pytest
 

@@ -1,4 +1,4 @@
-"""End-to-end predictor training (issue 5): gradients through the Gumbel-Softmax, the masking
+"""End-to-end predictor training: gradients through the Gumbel-Softmax, the masking
 forward equal to the engine's physical pruning, the λ knob, and export -> engine parity."""
 import pytest
 import torch

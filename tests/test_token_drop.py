@@ -1,4 +1,4 @@
-"""Visual-token dropout for training the demo VLM (issue 6): under teacher forcing it must be the
+"""Visual-token dropout for training the demo VLM: under teacher forcing it must be the
 engine's prefill pruning, so that what the model learns is what the engine will run."""
 import pytest
 import torch

@@ -23,7 +23,7 @@ namespace {
 #if DYRATE_HAVE_AVX2_PATH
 // No bound on the bytes of the input rows, though they are re-read for every weight block: at the
 // 7B widths they outgrow L2 (64 x 11008 fp32 is 2.7 MiB) and the kernel still took 42.5 ms where
-// F.linear took 75.9 (4096 x 11008 weight; at 8 rows 9.1 vs 24.4 ms; RESULTS.md, 2026-11-26).
+// F.linear took 75.9 (4096 x 11008 weight; at 8 rows 9.1 vs 24.4 ms; python_bench/RESULTS.md).
 constexpr int64_t kMaxRows = 64;
 // A block is 3 weight rows x 4 input rows: 12 accumulators + 3 weight registers + 1 input register
 // fill AVX2's 16 without spilling. Of the shapes tried (4x3, 3x4, 2x6, 4x2, 2x4, 4x4, 8x1) it was
