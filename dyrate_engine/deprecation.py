@@ -7,13 +7,18 @@ import sys
 import warnings
 
 
-def renamed_keyword(owner: str, old: str, new: str, old_value, new_value, *, stacklevel=3):
-    """The value of a keyword renamed from ``old`` to ``new``: ``new_value``, unless the caller
-    passed the old keyword (``old_value`` not None), which warns and wins."""
+def renamed_keyword(owner: str, old: str, new: str, old_value, new_value, default=None, *,
+                    hint: str = "", stacklevel=3):
+    """The value of a keyword renamed from ``old`` to ``new``, both None when not passed:
+    ``new_value``, or ``old_value`` with a DeprecationWarning (``hint`` says how the value
+    translates when it does), or ``default`` when neither was passed. Both at once is a
+    TypeError."""
     if old_value is None:
-        return new_value
-    warnings.warn(f"{owner}({old}=...) is deprecated; use {new}=", DeprecationWarning,
-                  stacklevel=stacklevel)
+        return default if new_value is None else new_value
+    if new_value is not None:
+        raise TypeError(f"{owner}() got both {old}= (deprecated) and {new}=; pass {new}= only")
+    warnings.warn(f"{owner}({old}=...) is deprecated; use {new}={hint or '...'}",
+                  DeprecationWarning, stacklevel=stacklevel)
     return old_value
 
 

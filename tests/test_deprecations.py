@@ -1,6 +1,7 @@
 """Renamed public keywords keep working for one release, with a DeprecationWarning that names the
 new one, and mean exactly what the new keyword means."""
 import pytest
+import torch
 
 from dyrate_engine import Dense, DyRate, FastV, Schedule
 from dyrate_engine.cli import build_parser
@@ -37,10 +38,74 @@ def test_setting_monitor_layer_warns_and_sets_prune_layer():
     assert policy.prune_layer == 5 and policy.monitor_layer == 4
 
 
-def test_train_config_layer_keyword():
+def test_train_config_layer_keyword_and_attribute():
     with pytest.warns(DeprecationWarning, match="TrainConfig\\(layer=...\\)"):
         cfg = TrainConfig(layer=2)
-    assert cfg.prune_layer == 2 and cfg.layer is None
+    assert cfg.prune_layer == 2 and TrainConfig().prune_layer == 3
+    with pytest.warns(DeprecationWarning, match="read prune_layer"):
+        assert cfg.layer == 2
+    cfg.prune_layer = 4
+    with pytest.warns(DeprecationWarning):
+        assert cfg.layer == 4
+    with pytest.raises(TypeError, match="both layer="):
+        TrainConfig(layer=2, prune_layer=3)
+
+
+@pytest.mark.parametrize("make", [lambda: FastV(prune_layer=3, layer=2),
+                                  lambda: Schedule([0.5], 3, layer=2),
+                                  lambda: Dense(prune_layer=3, monitor_layer=1)])
+def test_old_and_new_keyword_together_is_an_error(make):
+    with pytest.raises(TypeError, match="pass prune_layer= only"):
+        make()
+
+
+def test_dense_takes_keywords_only_and_says_how_the_old_value_translates():
+    with pytest.raises(TypeError):
+        Dense(2)  # the old positional argument was the monitor layer: never reinterpret it
+    with pytest.warns(DeprecationWarning, match="use prune_layer=3 \\(the monitor layer \\+ 1\\)"):
+        Dense(monitor_layer=2)
+    with pytest.raises(ValueError, match="monitor_layer must be >= 0, got -1"):
+        Dense(monitor_layer=-1)
+
+
+def test_a_subclass_naming_the_monitor_layer_keeps_pruning():
+    from dyrate_engine import Policy
+
+    with pytest.warns(DeprecationWarning, match="set prune_layer = 3"):
+        class OldStyle(Policy):
+            monitor_layer = 2
+
+            def rates(self, stats):
+                return torch.full(stats.n_visual.shape, 0.5)
+
+    policy = OldStyle()
+    assert policy.prune_layer == 3 and policy.monitor_layer == 2
+
+
+def test_training_functions_still_take_an_engine(tmp_path):
+    from dyrate_engine import Engine
+    from dyrate_engine.train import Example, collate, teacher_forced_rates
+    from tiny_models import build_tiny_llava, random_prompts
+
+    engine = Engine.from_pretrained(build_tiny_llava(tmp_path, layers=3))
+    ids, pixels = random_prompts(2)
+    examples = [Example(i, torch.tensor([5, 6, 2]), p) for i, p in zip(ids, pixels)]
+    with pytest.warns(DeprecationWarning, match="pass engine.model"):
+        batch = collate(examples, engine)
+    with pytest.raises(TypeError, match="collate\\(examples, engine.model\\)"):
+        collate(examples, 127)
+    predictor = RatePredictor(engine.decoder.n_heads)
+    with pytest.warns(DeprecationWarning, match="teacher_forced_rates"):
+        old = teacher_forced_rates(engine.model, predictor, batch, layer=2)
+    assert old == teacher_forced_rates(engine.model, predictor, batch, 2)
+
+
+def test_sampling_params_keep_their_positional_order():
+    from dyrate_engine import SamplingParams
+
+    params = SamplingParams(2.0, 5, 0.9, 1)
+    assert (params.temperature, params.top_k, params.top_p, params.seed) == (2.0, 5, 0.9, 1)
+    assert params.max_new_tokens == 64
 
 
 def test_save_predictor_layer_keyword(tmp_path):
@@ -51,6 +116,13 @@ def test_save_predictor_layer_keyword(tmp_path):
     assert meta["prune_layer"] == 2 and meta["monitor_layer"] == 1
     with pytest.raises(TypeError, match="prune_layer"):
         save_predictor(tmp_path, RatePredictor(4), text_config=config)
+
+
+def test_fastv_flops_layer_flag(capsys):
+    from dyrate_engine.bench import fastv_flops
+
+    assert fastv_flops.main(["--layer", "3"]) == fastv_flops.main(["--prune-layer", "3"])
+    assert "--layer is deprecated; use --prune-layer" in capsys.readouterr().err
 
 
 def test_cli_layer_flag_is_an_alias_of_prune_layer(capsys):

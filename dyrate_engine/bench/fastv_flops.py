@@ -14,6 +14,7 @@ import argparse
 import torch
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
+from ..deprecation import DeprecatedFlag
 from ..models import flops
 from ..models.llama import LlamaDecoder
 from ..policies import n_keep_for
@@ -38,6 +39,8 @@ def fastv_formula(n, n_pruned, d, m, layers, K):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prune-layer", type=int, default=2, help="K: layers >= K are pruned")
+    parser.add_argument("--layer", dest="prune_layer", type=int, action=DeprecatedFlag,
+                        help=argparse.SUPPRESS)
     parser.add_argument("--ratio", type=float, default=0.5, help="R: share of visual tokens dropped")
     parser.add_argument("--system", type=int, default=35, help="tokens before the image")
     parser.add_argument("--visual", type=int, default=576)

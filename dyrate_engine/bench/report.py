@@ -71,8 +71,6 @@ def print_table(result: dict, file=sys.stdout) -> None:
           f"bandwidth {result['copy_bandwidth_gbs']:.1f} GB/s [{min(bw):.1f}, {max(bw):.1f}] "
           f"(measured each round; a round's floor uses its own), read "
           f"{result['read_bandwidth_gbs']:.1f} GB/s", file=file)
-    for note in result.get("skipped", []):
-        print(f"# {note}", file=file)
     head = (f"{'batch':>5} {'policy':<22} {'prefill ms':>10} {'±':>8} {'step ms':>9} {'±':>7} "
             f"{'tok/s':>9} {'±':>7} {'vs dense':>8} {'vs HF':>6} {'e2e tok/s':>9} {'peak MB':>8} "
             f"{'KV MB':>7} {'KV fin':>7} {'kept':>6} {'FLOPs':>6} {'floor':>6}")

@@ -58,7 +58,12 @@ class VisualTokenDrop:
         has_label = labels != IGNORE
         if not has_label.any(1).all():
             raise ValueError("every row needs answer labels")
-        spans = [find_visual_span(row, self.image_token_id) for row in input_ids]
+        spans = []
+        for i, row in enumerate(input_ids):
+            try:
+                spans.append(find_visual_span(row, self.image_token_id))
+            except ValueError as error:
+                raise ValueError(f"row {i}: {error}") from None
         pick = torch.randint(len(self.rates), (B,), generator=self.generator)
         device = input_ids.device
         self.batch = dict(vis_start=torch.tensor([s.start for s in spans], device=device),

@@ -16,11 +16,11 @@ class SamplingParams:
     EOS tokens (unless ``ignore_eos``) and at any of ``stop_token_ids`` (always).
     """
 
-    max_new_tokens: int = 64
     temperature: float = 0.0
     top_k: int | None = None
     top_p: float | None = None
     seed: int | None = None
+    max_new_tokens: int = 64
     stop_token_ids: tuple[int, ...] = ()
     ignore_eos: bool = False
 

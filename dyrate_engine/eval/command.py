@@ -94,6 +94,8 @@ def run(args) -> int:
     for option in ("max_new_tokens", "batch_size"):
         if getattr(args, option) < 1:
             raise ValueError(f"--{option.replace('_', '-')} must be >= 1")
+    if args.monitor_layer < 0:
+        raise ValueError(f"--monitor-layer must be >= 0, got {args.monitor_layer}")
     items = load_eval_set(None if args.coco else (args.data or "demo-test"), coco=args.coco,
                           images=args.images, prompt=args.prompt, limit=args.limit)
     entries = build_policies(args)
@@ -101,7 +103,7 @@ def run(args) -> int:
     if engine.model.processor is None:
         raise ValueError(f"{args.model} has no processor files: the harness needs its tokenizer")
     checks = [e.policy for e in entries]
-    checks += [] if args.no_attention else [Dense(args.monitor_layer + 1)]
+    checks += [] if args.no_attention else [Dense(prune_layer=args.monitor_layer + 1)]
     for policy in checks:  # fail before any generation, not after the first policies ran
         engine.check_policy(policy)
 

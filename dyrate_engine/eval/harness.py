@@ -115,7 +115,7 @@ def attention_shares(engine, items: list[EvalItem], monitor_layer: int = 2, *,
     newest token on each token type, averaged per decode step (0 = the last prompt token) over
     the requests still generating at that step. Returns ``{"monitor_layer", "steps",
     "requests" (per step), "shares": {type: [mean per step]}}``."""
-    results, _ = generate_all(engine, items, Dense(monitor_layer + 1),
+    results, _ = generate_all(engine, items, Dense(prune_layer=monitor_layer + 1),
                               max_new_tokens=max_new_tokens, batch_size=batch_size,
                               desc=f"attention (layer {monitor_layer})", progress=progress)
     sums: list[list[float]] = []

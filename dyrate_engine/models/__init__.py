@@ -9,6 +9,7 @@ import json
 
 from ..bundled import resolve_model
 from .base import VisionLanguageModel, VisualSpan
+from .llama import SUPPORTED_TEXT_MODELS
 from .llava import LlavaModel
 
 #: The families by config.json ``model_type``.
@@ -33,8 +34,8 @@ def load_model(path, device="cpu", dtype=None, *, max_seq_len: int | None = None
     if family is None:
         supported = ", ".join(repr(name) for name in FAMILIES)
         raise ValueError(f"{path} holds a {model_type!r} model; supported: {supported} "
-                         f"(LlavaForConditionalGeneration with a Llama, Mistral or Qwen2 text "
-                         f"model)")
+                         f"(LlavaForConditionalGeneration with a "
+                         f"{', '.join(SUPPORTED_TEXT_MODELS)} text model)")
     return family.load(path, config, device=device, dtype=dtype, max_seq_len=max_seq_len)
 
 

@@ -120,15 +120,15 @@ class VisionLanguageModel:
     def visual_span(self, ids: torch.Tensor, index: int = 0) -> VisualSpan:
         """Where the image of request ``index`` goes in its 1-D ``ids``; a ValueError naming the
         request when the image tokens are missing, too many or not contiguous."""
-        try:
-            span = find_visual_span(ids, self.image_token_id)
-        except ValueError as error:
-            raise ValueError(f"prompt {index}: {error}") from None
-        if span.length != self.tokens_per_image:
-            raise ValueError(f"prompt {index} has {span.length} image tokens (id "
+        count = int((ids == self.image_token_id).sum())
+        if count != self.tokens_per_image:
+            raise ValueError(f"prompt {index} has {count} image tokens (id "
                              f"{self.image_token_id}); the model expects exactly "
                              f"{self.tokens_per_image} for its one image")
-        return span
+        try:
+            return find_visual_span(ids, self.image_token_id)
+        except ValueError as error:
+            raise ValueError(f"prompt {index}: {error}") from None
 
     def embed(self, input_ids: torch.Tensor, features: torch.Tensor, spans) -> torch.Tensor:
         """Token embeddings ``[B, T, d]`` of ``input_ids [B, T]`` with row ``b``'s visual

@@ -52,6 +52,18 @@ class Policy:
                       "monitor layer + 1)", DeprecationWarning, stacklevel=2)
         self.prune_layer = None if layer is None else layer + 1
 
+    def __init_subclass__(cls, **kwargs):
+        """A subclass written for the old interface names K-1 in a ``monitor_layer`` class
+        attribute: it keeps working, with a warning."""
+        super().__init_subclass__(**kwargs)
+        layer = cls.__dict__.get("monitor_layer")
+        if layer is None or isinstance(layer, property):
+            return
+        warnings.warn(f"{cls.__name__}.monitor_layer = {layer} is deprecated; set prune_layer = "
+                      f"{layer + 1} (K, the monitor layer + 1)", DeprecationWarning, stacklevel=2)
+        cls.prune_layer = layer + 1
+        del cls.monitor_layer
+
     def reset(self, batch_size: int) -> None:
         """Called once per generate call, before the prefill."""
 
@@ -71,11 +83,14 @@ class Dense(Policy):
 
     name = "dense"
 
-    def __init__(self, prune_layer: int | None = None, *, monitor_layer: int | None = None):
-        if monitor_layer is not None:
-            monitor_layer += 1  # the old keyword named K-1
-        self.prune_layer = renamed_keyword("Dense", "monitor_layer", "prune_layer",
-                                           monitor_layer, prune_layer)
+    def __init__(self, *, prune_layer: int | None = None, monitor_layer: int | None = None):
+        # Keyword-only: the one positional argument used to be monitor_layer (K-1), so a
+        # positional call must fail, not silently move the monitor by one layer.
+        if monitor_layer is not None and monitor_layer < 0:
+            raise ValueError(f"Dense: monitor_layer must be >= 0, got {monitor_layer}")
+        old = None if monitor_layer is None else monitor_layer + 1  # the old keyword named K-1
+        self.prune_layer = renamed_keyword("Dense", "monitor_layer", "prune_layer", old,
+                                           prune_layer, hint=f"{old} (the monitor layer + 1)")
         if self.prune_layer is not None and self.prune_layer < 1:
             raise ValueError(f"Dense: prune_layer K must be >= 1, got {self.prune_layer}")
 

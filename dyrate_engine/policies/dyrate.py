@@ -16,11 +16,13 @@ from .base import MonitorStats, Policy
 class DyRate(Policy):
     """Each step's rate comes from ``predictor``: a trained :class:`RatePredictor` (its hard,
     argmax rate) or any callable ``predictor(stats) -> rates [B]`` (float, on the stats'
-    device). ``prune_layer`` is K, the first pruned layer; the monitor layer is K-1."""
+    device). ``prune_layer`` is K, the first pruned layer (default 3); the monitor layer is
+    K-1."""
 
     def __init__(self, predictor: RatePredictor | Callable[[MonitorStats], torch.Tensor],
-                 prune_layer: int = 3, *, meta: dict | None = None, layer: int | None = None):
-        prune_layer = renamed_keyword("DyRate", "layer", "prune_layer", layer, prune_layer)
+                 prune_layer: int | None = None, *, meta: dict | None = None, layer: int | None = None):
+        prune_layer = renamed_keyword("DyRate", "layer", "prune_layer", layer, prune_layer,
+                                      default=3)
         if prune_layer < 1:
             raise ValueError(f"DyRate: prune_layer K must be >= 1, got {prune_layer}")
         self.predictor = predictor
@@ -47,6 +49,7 @@ class DyRate(Policy):
             reset(batch_size)
 
     def rates(self, stats: MonitorStats) -> torch.Tensor:
-        if isinstance(self.predictor, RatePredictor):
-            return self.predictor.predict(stats.type_mass, stats.step)
-        return self.predictor(stats)
+        # Anything with a predict(stats) (a RatePredictor, also when compiled) is asked through
+        # it; any other callable is called with the stats.
+        predict = getattr(self.predictor, "predict", None)
+        return predict(stats) if predict is not None else self.predictor(stats)

@@ -13,10 +13,14 @@ from .base import MonitorStats, Policy
 
 
 class FastV(Policy):
+    """``prune_layer`` K defaults to 2 and ``ratio`` to 0.5, FastV's published setting."""
+
     monitors_decode = False
 
-    def __init__(self, prune_layer: int = 2, ratio: float = 0.5, *, layer: int | None = None):
-        prune_layer = renamed_keyword("FastV", "layer", "prune_layer", layer, prune_layer)
+    def __init__(self, prune_layer: int | None = None, ratio: float = 0.5, *,
+                 layer: int | None = None):
+        prune_layer = renamed_keyword("FastV", "layer", "prune_layer", layer, prune_layer,
+                                      default=2)
         if prune_layer < 1:
             raise ValueError(f"FastV: prune_layer K must be >= 1, got {prune_layer}")
         if not 0 <= ratio <= 1:

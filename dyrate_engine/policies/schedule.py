@@ -10,8 +10,12 @@ from .base import MonitorStats, Policy
 
 
 class Schedule(Policy):
-    def __init__(self, rates, prune_layer: int = 3, *, layer: int | None = None):
-        prune_layer = renamed_keyword("Schedule", "layer", "prune_layer", layer, prune_layer)
+    """``rates``: one rate, or the rate of each step from the prefill on; ``prune_layer`` K
+    defaults to 3."""
+
+    def __init__(self, rates, prune_layer: int | None = None, *, layer: int | None = None):
+        prune_layer = renamed_keyword("Schedule", "layer", "prune_layer", layer, prune_layer,
+                                      default=3)
         rates = [float(r) for r in ([rates] if isinstance(rates, (int, float)) else rates)]
         if not rates or any(not 0 <= r <= 1 for r in rates):
             raise ValueError(f"Schedule: rates must be a non-empty list in [0, 1], got {rates}")

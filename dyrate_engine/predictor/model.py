@@ -39,11 +39,16 @@ class RatePredictor(nn.Module):
         return self.linear(features)
 
     @torch.no_grad()
-    def predict(self, type_mass: torch.Tensor, step) -> torch.Tensor:
+    def predict(self, type_mass, step=None) -> torch.Tensor:
         """Hard (argmax) rate per sequence from the monitor's ``type_mass [B, H, 4]`` at decode
-        ``step`` (an int, or a tensor broadcastable to ``[B]``): float64 ``[B]`` holding the
-        candidate rates exactly, on type_mass's device; no host sync. Ties go to the lower rate
-        (``argmax`` returns the first maximum)."""
+        ``step`` (an int, or a tensor broadcastable to ``[B]``), or from one object holding both
+        (the ``MonitorStats`` a policy sees): float64 ``[B]`` holding the candidate rates
+        exactly, on type_mass's device; no host sync. Ties go to the lower rate (``argmax``
+        returns the first maximum)."""
+        if step is None and hasattr(type_mass, "type_mass"):
+            type_mass, step = type_mass.type_mass, type_mass.step
+        if step is None:
+            raise TypeError("predict() needs the decode step with a type_mass tensor")
         features = rate_features(self.spec, type_mass, step)
         weight = self.linear.weight
         logits = self(features.to(weight.device, weight.dtype))

@@ -2,11 +2,25 @@
 examples, and examples collated into right-padded teacher-forcing batches."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 
 import torch
 
+from ..engine import Engine
 from ..models.base import VisionLanguageModel, VisualSpan
+
+
+def adapter(model) -> VisionLanguageModel:
+    """The model adapter that training runs on; an Engine (what these functions took before)
+    gives its adapter, with a DeprecationWarning."""
+    if isinstance(model, Engine):
+        warnings.warn("training functions take the model adapter: pass engine.model, not the "
+                      "engine", DeprecationWarning, stacklevel=3)
+        return model.model
+    if not isinstance(model, VisionLanguageModel):
+        raise TypeError(f"expected a model adapter (e.g. engine.model), got {type(model).__name__}")
+    return model
 
 
 @dataclass
@@ -28,13 +42,17 @@ class TeacherBatch:
     prompt_len: torch.Tensor  # [B]
     answer_len: torch.Tensor  # [B] (EOS included)
     monitor: tuple | None = None  # padded [B, T, ...] versions of Example.monitor
-    spans: list[VisualSpan] = field(default_factory=list)  # vis_start / n_visual on the host
+
+    @property
+    def spans(self) -> list[VisualSpan]:
+        """Each row's visual span, read from ``vis_start`` and ``n_visual``."""
+        return [VisualSpan(s, n) for s, n in zip(self.vis_start.tolist(), self.n_visual.tolist())]
 
     def to(self, device) -> "TeacherBatch":
         monitor = None if self.monitor is None else tuple(t.to(device) for t in self.monitor)
         return TeacherBatch(*(t.to(device) for t in (
             self.input_ids, self.pixel_values, self.vis_start, self.n_visual, self.prompt_len,
-            self.answer_len)), monitor, self.spans)
+            self.answer_len)), monitor)
 
 
 def encode(model: VisionLanguageModel, records) -> list[Example]:
@@ -42,6 +60,7 @@ def encode(model: VisionLanguageModel, records) -> list[Example]:
     image preprocessing); each answer ends with the model's EOS."""
     from PIL import Image
 
+    model = adapter(model)
     tokenizer = model.tokenizer
     eos = model.eos_token_ids[0] if model.eos_token_ids else tokenizer.eos_token_id
     examples = []
@@ -56,6 +75,10 @@ def encode(model: VisionLanguageModel, records) -> list[Example]:
 def collate(examples: list[Example], model: VisionLanguageModel) -> TeacherBatch:
     """Prompt + answer rows right-padded with the model's pad id; the visual span of each prompt
     found (and checked) by the model."""
+    if isinstance(model, int):
+        raise TypeError("collate() takes the model adapter, not an image token id: "
+                        "collate(examples, engine.model)")
+    model = adapter(model)
     rows = [torch.cat([e.prompt_ids, e.answer_ids]) for e in examples]
     ids = torch.full((len(rows), max(len(r) for r in rows)), model.pad_token_id, dtype=torch.long)
     spans = []
@@ -69,7 +92,7 @@ def collate(examples: list[Example], model: VisionLanguageModel) -> TeacherBatch
                         torch.tensor([s.start for s in spans]),
                         torch.tensor([s.length for s in spans]),
                         torch.tensor([len(e.prompt_ids) for e in examples]),
-                        torch.tensor([len(e.answer_ids) for e in examples]), monitor, spans)
+                        torch.tensor([len(e.answer_ids) for e in examples]), monitor)
 
 
 def _pad(tensors: list[torch.Tensor], T: int) -> torch.Tensor:

@@ -5,7 +5,8 @@ The VLM is frozen by default; ``unfreeze_layers`` lets pruned layers adapt too."
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import InitVar, asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,7 @@ from ..models import flops
 from ..models.base import VisionLanguageModel
 from ..policies.base import n_keep_for
 from ..predictor import DEFAULT_RATES, RatePredictor, rate_features
-from .examples import Example, TeacherBatch, collate
+from .examples import Example, TeacherBatch, adapter, collate
 from .masked_forward import (answer_rows, embed, keep_masks, monitor_pass, pruned_pass,
                              step_rows)
 
@@ -27,7 +28,7 @@ class TrainConfig:
     ``flops_budget`` set, only the part of the expected ratio above the budget is penalised."""
 
     rates: tuple = DEFAULT_RATES
-    prune_layer: int = 3  # K: the first pruned layer; the monitor layer is K-1
+    prune_layer: int | None = None  # K, the first pruned layer (default 3); monitor layer K-1
     lam: float = 1.0
     flops_budget: float | None = None
     steps: int = 300
@@ -46,16 +47,26 @@ class TrainConfig:
     # the engine no longer has; "prefill" matches the engine exactly for a constant rate.
     ranking: str = "step"
     history: list = field(default_factory=list, repr=False)
-    layer: int | None = field(default=None, repr=False)  # the deprecated name of prune_layer
+    layer: InitVar[int | None] = None  # the deprecated name of prune_layer
 
-    def __post_init__(self):
-        self.prune_layer = renamed_keyword("TrainConfig", "layer", "prune_layer", self.layer,
-                                           self.prune_layer, stacklevel=4)
-        self.layer = None
+    def __post_init__(self, layer):
+        self.prune_layer = renamed_keyword("TrainConfig", "layer", "prune_layer", layer,
+                                           self.prune_layer, default=3, stacklevel=4)
 
     def tau(self, step: int) -> float:
         frac = step / max(1, self.steps - 1)
         return self.tau_start * (self.tau_end / self.tau_start) ** frac
+
+
+def _deprecated_layer(cfg: TrainConfig) -> int:
+    warnings.warn("TrainConfig.layer is deprecated; read prune_layer", DeprecationWarning,
+                  stacklevel=2)
+    return cfg.prune_layer
+
+
+# Read access under the old name; set after the dataclass is built, which keeps layer= an
+# init-only argument.
+TrainConfig.layer = property(_deprecated_layer)
 
 
 def step_index(batch: TeacherBatch, T: int) -> torch.Tensor:
@@ -100,6 +111,7 @@ def masked_loss(model: VisionLanguageModel, predictor, batch: TeacherBatch, cfg:
                 tau: float | None):
     """One forward: ``(loss, metrics)``. ``tau=None`` evaluates with hard argmax choices (and
     their FLOPs, where training uses the expectation under the predicted distribution)."""
+    model = adapter(model)
     dec, K = model.decoder, cfg.prune_layer
     h, logits, vis_scores = predictor_logits(model, predictor, batch, K)
     B, T, R = logits.shape
@@ -140,14 +152,15 @@ def precompute_monitor(model: VisionLanguageModel, examples: list[Example], K: i
     """Examples carrying the frozen layers' outputs (vision tower, layers < K, the monitor's
     statistics), so training steps run only the pruned layers. Exact: a row of a right-padded
     causal batch equals the unpadded row. Costs ``T x (d + 4H + Nv)`` floats per example."""
+    model = adapter(model)
     out = []
     starts = range(0, len(examples), batch_size)
     for start in tqdm(starts, desc="frozen layers", unit="batch", disable=not progress):
         chunk = examples[start:start + batch_size]
         batch = collate(chunk, model).to(model.device)
         h, type_mass, vis_scores = monitor_pass(model.decoder, embed(model, batch), batch, K)
-        for i, e in enumerate(chunk):
-            T, n_visual = len(e.prompt_ids) + len(e.answer_ids), batch.spans[i].length
+        for i, (e, span) in enumerate(zip(chunk, batch.spans)):
+            T, n_visual = len(e.prompt_ids) + len(e.answer_ids), span.length
             out.append(Example(e.prompt_ids, e.answer_ids, e.pixel_values,
                                (h[i, :T].clone(), type_mass[i, :T].clone(),
                                 vis_scores[i, :T, :n_visual].clone())))
@@ -169,6 +182,7 @@ def train_predictor(model: VisionLanguageModel, examples: list[Example], cfg: Tr
                     predictor: RatePredictor | None = None, progress: bool = True) -> RatePredictor:
     """Train (or go on training) a predictor on ``examples``; ``cfg.history`` gets the metrics of
     every step."""
+    model = adapter(model)
     dec = model.decoder
     if not 1 <= cfg.prune_layer < dec.n_layers:
         raise ValueError(f"prune_layer K must be in [1, {dec.n_layers - 1}], got "
@@ -211,6 +225,7 @@ def train_predictor(model: VisionLanguageModel, examples: list[Example], cfg: Tr
 def evaluate(model: VisionLanguageModel, predictor, examples: list[Example], cfg: TrainConfig,
              batch_size: int = 16) -> dict:
     """Hard-choice (argmax) metrics on held-out examples: cross-entropy, mean rate, FLOPs ratio."""
+    model = adapter(model)
     totals, n = {}, 0
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
@@ -224,9 +239,14 @@ def evaluate(model: VisionLanguageModel, predictor, examples: list[Example], cfg
 
 @torch.no_grad()
 def teacher_forced_rates(model: VisionLanguageModel, predictor, batch: TeacherBatch,
-                         prune_layer: int) -> list[list[float]]:
+                         prune_layer: int | None = None, *, layer: int | None = None
+                         ) -> list[list[float]]:
     """The hard rate the predictor picks at each answer step of each sequence, teacher-forced."""
-    _, logits, _ = predictor_logits(model, predictor, batch, prune_layer)
+    prune_layer = renamed_keyword("teacher_forced_rates", "layer", "prune_layer", layer,
+                                  prune_layer)
+    if prune_layer is None:
+        raise TypeError("teacher_forced_rates() needs prune_layer (K, the first pruned layer)")
+    _, logits, _ = predictor_logits(adapter(model), predictor, batch, prune_layer)
     answer = answer_rows(batch, logits.shape[1])
     rates = predictor.rate_values[logits.argmax(-1)]
     return [rates[b][answer[b]].tolist() for b in range(len(rates))]
@@ -247,7 +267,6 @@ def _unfreeze(dec, cfg: TrainConfig) -> list[torch.Tensor]:
 def config_record(cfg: TrainConfig) -> dict:
     record = asdict(cfg)
     record.pop("history")
-    record.pop("layer")
     record["rates"] = list(cfg.rates)
     record["unfreeze_layers"] = list(cfg.unfreeze_layers)
     return record
