@@ -19,6 +19,19 @@ inline void check_index_vector(const at::Tensor& t, const char* name, int64_t ba
               " but the data is on ", like.device());
 }
 
+// An optional table of visual-token slots: int64 [batch, >= width] on the data's device.
+inline void check_slot_table(const std::optional<at::Tensor>& slots, int64_t batch,
+                             int64_t width, const at::Tensor& like) {
+  if (!slots.has_value() || !slots->defined()) return;
+  TORCH_CHECK(slots->dim() == 2 && slots->size(0) == batch && slots->size(1) >= width,
+              "dyrate: vis_slots must have shape [", batch, ", >= ", width, "], got ",
+              slots->sizes());
+  TORCH_CHECK(slots->scalar_type() == at::kLong, "dyrate: vis_slots must be int64, got ",
+              slots->scalar_type());
+  TORCH_CHECK(slots->device() == like.device(), "dyrate: vis_slots is on ", slots->device(),
+              " but the data is on ", like.device());
+}
+
 inline void check_float_dtype(const at::Tensor& t, const char* name) {
   auto dt = t.scalar_type();
   TORCH_CHECK(dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf, "dyrate: ", name,
@@ -29,7 +42,7 @@ inline void check_float_dtype(const at::Tensor& t, const char* name) {
 inline void check_attention_scores(const at::Tensor& q, const at::Tensor& k_cache,
                                    const at::Tensor& lengths, const at::Tensor& vis_start,
                                    const at::Tensor& vis_len, const at::Tensor& prompt_len,
-                                   int64_t max_vis) {
+                                   int64_t max_vis, const std::optional<at::Tensor>& vis_slots) {
   TORCH_CHECK(q.dim() == 3, "dyrate.attention_scores: q must be [B, H, D], got ", q.sizes());
   TORCH_CHECK(k_cache.dim() == 4, "dyrate.attention_scores: k_cache must be [B, Hkv, Cap, D], got ",
               k_cache.sizes());
@@ -49,6 +62,7 @@ inline void check_attention_scores(const at::Tensor& q, const at::Tensor& k_cach
   check_index_vector(vis_start, "vis_start", B, q);
   check_index_vector(vis_len, "vis_len", B, q);
   check_index_vector(prompt_len, "prompt_len", B, q);
+  check_slot_table(vis_slots, B, max_vis, q);
 }
 
 // select_keep: scores float [B, Nv]; present bool [B, Nv]; n_keep int64 [B].
@@ -68,7 +82,8 @@ inline void check_select_keep(const at::Tensor& scores, const at::Tensor& presen
 // compact_kv_: kv [L, 2, B, Hkv, Cap, D] contiguous; present/keep_mask bool [B, Nv].
 inline void check_compact_kv(const at::Tensor& kv, const at::Tensor& lengths,
                              const at::Tensor& vis_start, const at::Tensor& present,
-                             const at::Tensor& keep_mask) {
+                             const at::Tensor& keep_mask,
+                             const std::optional<at::Tensor>& vis_slots) {
   TORCH_CHECK(kv.dim() == 6 && kv.size(1) == 2,
               "dyrate.compact_kv_: kv must be [L, 2, B, Hkv, Cap, D], got ", kv.sizes());
   TORCH_CHECK(kv.is_contiguous(), "dyrate.compact_kv_: kv must be contiguous");
@@ -86,6 +101,10 @@ inline void check_compact_kv(const at::Tensor& kv, const at::Tensor& lengths,
   check_index_vector(lengths, "lengths", B, kv);
   check_index_vector(vis_start, "vis_start", B, kv);
   TORCH_CHECK(lengths.is_contiguous(), "dyrate.compact_kv_: lengths must be contiguous");
+  check_slot_table(vis_slots, B, present.size(1), kv);
+  TORCH_CHECK(!vis_slots.has_value() || !vis_slots->defined() ||
+                  vis_slots->size(1) == present.size(1),
+              "dyrate.compact_kv_: vis_slots must be shaped like present ", present.sizes());
 }
 
 // decode_linear: x [..., K]; weight [N, K]; bias [N]; one float dtype, one device.

@@ -5,17 +5,19 @@
 
 TORCH_LIBRARY(dyrate, m) {
   // One query per sequence against its key cache; head-mean softmax probability of each visual
-  // token and each head's probability mass on the four token types.
+  // token and each head's probability mass on the four token types. vis_slots (optional) lists
+  // the slots of visual tokens that sit in several spans; without it they are one span.
   m.def(
       "attention_scores(Tensor q, Tensor k_cache, Tensor lengths, Tensor vis_start, "
-      "Tensor vis_len, Tensor prompt_len, float? scale, int max_vis) -> (Tensor, Tensor)");
+      "Tensor vis_len, Tensor prompt_len, float? scale, int max_vis, Tensor? vis_slots=None) "
+      "-> (Tensor, Tensor)");
   // Exactly n_keep[b] of the present visual tokens with the highest score; ties to the lower index.
   m.def("select_keep(Tensor scores, Tensor present, Tensor n_keep) -> Tensor");
   // In place, every pruned layer at once: drop present-but-not-kept visual tokens, shift later
-  // slots left (stable), update lengths and present.
+  // slots left (stable), update lengths and present. vis_slots as for attention_scores.
   m.def(
       "compact_kv_(Tensor(a!) kv, Tensor(b!) lengths, Tensor vis_start, Tensor(c!) present, "
-      "Tensor keep_mask) -> ()");
+      "Tensor keep_mask, Tensor? vis_slots=None) -> ()");
   // x @ weight^T + bias for the few rows of a decode step (the decoder's linears and LM head).
   m.def("decode_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
 }

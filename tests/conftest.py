@@ -31,3 +31,22 @@ def random_spans(gen, batch, capacity, max_vis, allow_empty=True):
         prompt_len = int(torch.randint(vis_start + vis_len, length + 1, (), generator=gen))
         rows.append((length, vis_start, vis_len, prompt_len))
     return [torch.tensor(col, dtype=torch.long) for col in zip(*rows)]
+
+
+def random_visual_slots(gen, batch, capacity, max_vis):
+    """Ragged (lengths, vis_start, vis_len, prompt_len, vis_slots) whose visual tokens are any
+    ascending set of prompt slots (several spans, text between them); vis_slots is padded with
+    -1 past each vis_len, which the ops must not read."""
+    rows, tables = [], []
+    for _ in range(batch):
+        length = int(torch.randint(1, capacity + 1, (), generator=gen))
+        prompt_len = int(torch.randint(1, length + 1, (), generator=gen))
+        visual = (torch.rand(prompt_len, generator=gen) < 0.6).nonzero()[:, 0][:max_vis]
+        vis_start = int(visual[0]) if len(visual) else int(torch.randint(0, prompt_len + 1, (),
+                                                                        generator=gen))
+        rows.append((length, vis_start, len(visual), prompt_len))
+        tables.append(visual)
+    slots = torch.full((batch, max(max_vis, 1)), -1, dtype=torch.long)
+    for b, visual in enumerate(tables):
+        slots[b, :len(visual)] = visual
+    return [torch.tensor(col, dtype=torch.long) for col in zip(*rows)] + [slots]

@@ -4,15 +4,17 @@ import pytest
 import torch
 
 from dyrate_engine import ops
-from conftest import FLOAT_DTYPES, poison_allocator, random_spans
+from conftest import FLOAT_DTYPES, poison_allocator, random_spans, random_visual_slots
 
 TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-5, torch.float16: 1e-5}
 
 
-def check_against_reference(q, k, lengths, vs, vl, pl, max_vis, scale=None):
+def check_against_reference(q, k, lengths, vs, vl, pl, max_vis, scale=None, vis_slots=None):
     poison_allocator(q.device)
-    vis, mass = ops.attention_scores(q, k, lengths, vs, vl, pl, scale, max_vis=max_vis)
-    ref_vis, ref_mass = ops.attention_scores_reference(q, k, lengths, vs, vl, pl, scale, max_vis)
+    vis, mass = ops.attention_scores(q, k, lengths, vs, vl, pl, scale, max_vis=max_vis,
+                                     vis_slots=vis_slots)
+    ref_vis, ref_mass = ops.attention_scores_reference(q, k, lengths, vs, vl, pl, scale, max_vis,
+                                                       vis_slots)
     assert vis.dtype == mass.dtype == torch.float32
     assert vis.shape == (q.shape[0], max_vis) and mass.shape == (q.shape[0], q.shape[1], 4)
     # Inputs are exact in every dtype and both sides accumulate in fp32: only the order differs.
@@ -133,4 +135,81 @@ def test_opcheck(device):
     q, k = torch.randn(2, 8, 16, generator=gen), torch.randn(2, 2, 20, 16, generator=gen)
     lengths, vs, vl, pl = random_spans(gen, 2, 20, 20, allow_empty=False)
     args = [t.to(device) for t in (q, k, lengths, vs, vl, pl)] + [None, int(vl.max())]
+    torch.library.opcheck(torch.ops.dyrate.attention_scores.default, tuple(args))
+
+
+def oracle_spans(q, k, lengths, vis_start, vis_len, prompt_len, vis_slots, max_vis):
+    """Plain Python over one head at a time: softmax over the first lengths slots, every slot
+    classified by membership in the sequence's visual slots."""
+    B, H, D = q.shape
+    group = H // k.shape[1]
+    vis = torch.zeros(B, max_vis, dtype=torch.float64)
+    mass = torch.zeros(B, H, 4, dtype=torch.float64)
+    for b in range(B):
+        n = int(lengths[b])
+        visual = [int(s) for s in vis_slots[b, :int(vis_len[b])]]
+        for h in range(H):
+            if n == 0:
+                continue
+            logits = [float(q[b, h].double() @ k[b, h // group, s].double()) / math.sqrt(D)
+                      for s in range(n)]
+            top = max(logits)
+            p = [math.exp(x - top) for x in logits]
+            p = [x / sum(p) for x in p]
+            for s in range(n):
+                kind = (1 if s in visual else 0 if s < int(vis_start[b])
+                        else 2 if s < int(prompt_len[b]) else 3)
+                mass[b, h, kind] += p[s]
+            for r, s in enumerate(visual):
+                vis[b, r] += p[s] / H
+    return vis.float(), mass.float()
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_several_visual_spans(device, dtype):
+    """Images or video frames with text between them: the kernel, the reference and a plain
+    Python oracle agree, and a contiguous table gives the single-span answer."""
+    gen = torch.Generator().manual_seed(11 + FLOAT_DTYPES.index(dtype))
+    for trial in range(6):
+        B, hkv, group, cap, d = 1 + trial % 3, 1 + trial % 2, [1, 2, 4][trial % 3], 3 + 11 * trial, 16
+        lengths, vs, vl, pl, slots = random_visual_slots(gen, B, cap, max_vis=cap)
+        max_vis = int(vl.max())
+        q = torch.randn(B, hkv * group, d, generator=gen).to(dtype)
+        k = (2 * torch.randn(B, hkv, cap, d, generator=gen)).to(dtype)
+        vis, mass = check_against_reference(*(t.to(device) for t in (q, k, lengths, vs, vl, pl)),
+                                            max_vis, vis_slots=slots.to(device))
+        o_vis, o_mass = oracle_spans(q.float(), k.float(), lengths, vs, vl, pl, slots, max_vis)
+        torch.testing.assert_close(vis.cpu(), o_vis, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(mass.cpu(), o_mass, atol=1e-5, rtol=1e-4)
+    lengths, vs, vl, pl = (torch.tensor(v, device=device) for v in ([12], [2], [5], [9]))
+    table = torch.arange(2, 7, device=device)[None]
+    q, k = torch.randn(1, 2, 8, device=device), torch.randn(1, 1, 12, 8, device=device)
+    single = ops.attention_scores(q, k, lengths, vs, vl, pl)
+    spans = ops.attention_scores(q, k, lengths, vs, vl, pl, vis_slots=table)
+    torch.testing.assert_close(spans, single)
+
+
+@pytest.mark.parametrize("slots, message", [
+    ([2, 4, 4], "strictly increasing"), ([3, 4, 5], "must equal vis_start"),
+    ([2, 4, 9], "below prompt_len"), ([2, 1, 5], "strictly increasing"),
+])
+def test_bad_visual_slots_raise(device, slots, message):
+    t = lambda *v: torch.tensor(v, device=device)  # noqa: E731
+    q, k = torch.randn(1, 2, 8, device=device), torch.randn(1, 1, 12, 8, device=device)
+    table = torch.tensor([slots], device=device)
+    with pytest.raises(ValueError, match=message):
+        ops.attention_scores(q, k, t(10), t(2), t(3), t(9), vis_slots=table)
+    with pytest.raises(ValueError, match="vis_slots must be a tensor of shape"):
+        ops.attention_scores(q, k, t(10), t(2), t(3), t(9), vis_slots=table[:, :2])
+    if device.type == "cpu" and ops.backends()["attention_scores"]["cpu"] == "extension":
+        with pytest.raises(RuntimeError, match="vis_slots|prompt_len"):
+            torch.ops.dyrate.attention_scores(q, k, t(10), t(2), t(3), t(9), None, 3, table)
+
+
+def test_opcheck_with_visual_slots(device):
+    gen = torch.Generator().manual_seed(6)
+    lengths, vs, vl, pl, slots = random_visual_slots(gen, 3, 20, 20)
+    q, k = torch.randn(3, 4, 16, generator=gen), torch.randn(3, 2, 20, 16, generator=gen)
+    args = [t.to(device) for t in (q, k, lengths, vs, vl, pl)] + [None, int(vl.max()),
+                                                                  slots.to(device)]
     torch.library.opcheck(torch.ops.dyrate.attention_scores.default, tuple(args))

@@ -137,3 +137,97 @@ def test_opcheck(device):
     kv, lengths, vs, present, keep = make_case(gen, 2, 3, 2, 20, 8, 10, torch.float32)
     args = tuple(t.to(device) for t in (kv, lengths, vs, present, keep))
     torch.library.opcheck(torch.ops.dyrate.compact_kv_.default, args)
+
+
+def make_spans_case(gen, L, B, hkv, cap, d, nv, dtype):
+    """Visual tokens at any ascending original slots (several spans, text between them), some
+    already dropped by earlier compactions: a present token sits at its original slot less the
+    visual tokens before it that are gone."""
+    slots = torch.zeros(B, nv, dtype=torch.long)
+    present = torch.rand(B, nv, generator=gen) < 0.7
+    lengths = torch.zeros(B, dtype=torch.long)
+    for b in range(B):
+        chosen = torch.randperm(cap, generator=gen)[:nv].sort().values
+        slots[b] = chosen
+        current = chosen - (torch.cumsum((~present[b]).long(), 0) - (~present[b]).long())
+        last = int(current[present[b]].max()) if present[b].any() else 0
+        lengths[b] = torch.randint(last + 1, cap + 1, (), generator=gen)
+    kv = torch.randint(-50, 50, (L, 2, B, hkv, cap, d), generator=gen).to(dtype)
+    for b in range(B):
+        kv[:, :, b, :, lengths[b]:] = SENTINEL
+    scores = torch.rand(B, nv, generator=gen)
+    n_present = present.sum(1)
+    keep = ops.select_keep_reference(scores, present, (n_present * torch.rand(B, generator=gen)).long())
+    return kv, lengths, slots, present, keep
+
+
+def oracle_spans(kv, lengths, slots, present, keep):
+    """Plain Python: the dropped tokens' current slots, then every other slot in order."""
+    out, new_lengths = kv.clone(), lengths.clone()
+    for b in range(kv.shape[2]):
+        gone, dropped = 0, set()
+        for j in range(present.shape[1]):
+            if not present[b, j]:
+                gone += 1
+            elif not keep[b, j]:
+                dropped.add(int(slots[b, j]) - gone)
+        survivors = [s for s in range(int(lengths[b])) if s not in dropped]
+        out[:, :, b, :, :len(survivors)] = kv[:, :, b, :, survivors]
+        new_lengths[b] = len(survivors)
+    return out, new_lengths
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.uint8])
+def test_several_visual_spans(device, dtype):
+    gen = torch.Generator().manual_seed(21)
+    for L, B, hkv, cap, d, nv in [(1, 1, 1, 10, 4, 3), (2, 3, 2, 60, 16, 30), (1, 2, 2, 300, 8, 200)]:
+        kv, lengths, slots, present, keep = make_spans_case(gen, L, B, hkv, cap, d, nv, dtype)
+        expected_kv, expected_lengths = oracle_spans(kv, lengths, slots, present, keep)
+        vis_start = slots[:, 0].clone()
+        ref = [t.clone() for t in (kv, lengths, present)]
+        ops.compact_kv_reference(ref[0], ref[1], vis_start, ref[2], keep, slots)
+        got = [t.clone().to(device) for t in (kv, lengths, present)]
+        ops.compact_kv_(got[0], got[1], vis_start.to(device), got[2], keep.to(device),
+                        vis_slots=slots.to(device))
+        for name, (g_kv, g_len, g_present) in (("kernel", [t.cpu() for t in got]), ("reference", ref)):
+            assert torch.equal(g_len, expected_lengths), name
+            assert torch.equal(g_present, present & keep), name
+            for b in range(B):
+                new, old = int(expected_lengths[b]), int(lengths[b])
+                assert torch.equal(g_kv[:, :, b, :, :new], expected_kv[:, :, b, :, :new]), name
+                assert (g_kv[:, :, b, :, old:] == SENTINEL).all(), f"{name} wrote past the length"
+
+
+def test_a_contiguous_slot_table_is_the_single_span_case(device):
+    gen = torch.Generator().manual_seed(5)
+    kv, lengths, vs, present, keep = make_case(gen, 2, 3, 2, 40, 8, 20, torch.float32)
+    table = vs[:, None] + torch.arange(20)
+    a = [t.clone().to(device) for t in (kv, lengths, present)]
+    b = [t.clone().to(device) for t in (kv, lengths, present)]
+    ops.compact_kv_(a[0], a[1], vs.to(device), a[2], keep.to(device))
+    ops.compact_kv_(b[0], b[1], vs.to(device), b[2], keep.to(device), vis_slots=table.to(device))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_bad_visual_slots_raise_and_change_nothing(device):
+    kv = torch.randn(1, 2, 1, 1, 10, 4, device=device)
+    lengths = torch.tensor([9], device=device)
+    present = torch.tensor([[True, True, True]], device=device)
+    keep = torch.tensor([[True, False, True]], device=device)
+    for slots, message in (([2, 5, 5], "strictly increasing"), ([2, 5, 9], "below lengths"),
+                           ([-1, 3, 4], ">= 0")):
+        before = [t.clone() for t in (kv, lengths, present)]
+        with pytest.raises(ValueError, match=message):
+            ops.compact_kv_(kv, lengths, lengths * 0, present, keep,
+                            vis_slots=torch.tensor([slots], device=device))
+        assert all(torch.equal(t, b) for t, b in zip((kv, lengths, present), before))
+    with pytest.raises(ValueError, match="vis_slots must be"):
+        ops.compact_kv_(kv, lengths, lengths * 0, present, keep,
+                        vis_slots=torch.tensor([[1, 2]], device=device))
+
+
+def test_opcheck_with_visual_slots(device):
+    gen = torch.Generator().manual_seed(7)
+    kv, lengths, slots, present, keep = make_spans_case(gen, 2, 2, 2, 30, 8, 12, torch.float32)
+    args = tuple(t.to(device) for t in (kv, lengths, slots[:, 0].clone(), present, keep, slots))
+    torch.library.opcheck(torch.ops.dyrate.compact_kv_.default, args)

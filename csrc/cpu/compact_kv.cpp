@@ -1,6 +1,8 @@
 // CPU kernel of dyrate::compact_kv_. The slot plan (which runs of slots move where) depends only
 // on the sequence, so it is built once per sequence and replayed on every (layer, K/V, head) row
-// with memmove: each row moves only the slots after its first dropped token, once.
+// with memmove: each row moves only the slots after its first dropped token, once. The plan needs
+// only the slots of the dropped tokens: everything between the i-th and the next dropped slot
+// moves left by i, text between visual spans included.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -17,46 +19,49 @@ struct Run {
 };
 
 // Runs of slots that move left in sequence b, in increasing order. Moving them in this order
-// with memmove is safe: a run's destination ends at or before the next run's source.
-std::vector<Run> plan_sequence(int64_t b, int64_t nv, int64_t vis_start, int64_t length,
-                               int64_t cap, const bool* present, const bool* keep,
+// with memmove is safe: a run's destination ends at or before the next run's source. Visual token
+// j sits at its original slot (vis_start + j, or slots[j]) less the tokens before it that earlier
+// compactions removed.
+std::vector<Run> plan_sequence(int64_t b, int64_t nv, int64_t vis_start, const int64_t* slots,
+                               int64_t length, int64_t cap, const bool* present, const bool* keep,
                                int64_t* n_dropped) {
-  std::vector<Run> runs;
-  auto move = [&runs](int64_t src, int64_t dst, int64_t count) {
-    if (count <= 0) return;
-    if (!runs.empty() && runs.back().src + runs.back().count == src &&
-        runs.back().dst + runs.back().count == dst) {
-      runs.back().count += count;
-    } else {
-      runs.push_back({src, dst, count});
-    }
-  };
-  int64_t slot = vis_start, dst = -1, dropped = 0;
+  std::vector<int64_t> dropped_slots;
+  int64_t gone = 0, last = slots != nullptr ? -1 : vis_start - 1, n_present = 0;
   for (int64_t j = 0; j < nv; ++j) {
     if (!present[j]) {
       TORCH_CHECK(!keep[j], "dyrate.compact_kv_: keep_mask keeps visual token ", j,
                   " of sequence ", b, ", which is not present");
+      ++gone;
       continue;
     }
-    if (!keep[j]) {
-      if (dst < 0) dst = slot;
-      ++dropped;
-    } else if (dst >= 0) {
-      move(slot, dst++, 1);
-    }
-    ++slot;
+    const int64_t slot = (slots != nullptr ? slots[j] : vis_start + j) - gone;
+    TORCH_CHECK(slot > last && slot >= 0, "dyrate.compact_kv_: sequence ", b,
+                ": the present visual tokens' slots must increase strictly from 0; token ", j,
+                " is at slot ", slot);
+    last = slot;
+    ++n_present;
+    if (!keep[j]) dropped_slots.push_back(slot);
   }
-  TORCH_CHECK(vis_start >= 0 && slot <= length && length <= cap, "dyrate.compact_kv_: sequence ",
-              b, " needs 0 <= vis_start (", vis_start, "), vis_start + present tokens (", slot,
-              ") <= lengths (", length, ") <= capacity (", cap, ")");
-  if (dst >= 0) move(slot, dst, length - slot);  // everything after the visual span
-  *n_dropped = dropped;
+  TORCH_CHECK((slots != nullptr || vis_start >= 0) && last < length && length <= cap &&
+                  (slots != nullptr || vis_start + n_present <= length),
+              "dyrate.compact_kv_: sequence ", b, " needs 0 <= vis_start (", vis_start,
+              "), the visual span (ending before slot ", last + 1, ") within lengths (", length,
+              ") <= capacity (", cap, ")");
+  std::vector<Run> runs;
+  const int64_t k = static_cast<int64_t>(dropped_slots.size());
+  for (int64_t i = 0; i < k; ++i) {
+    const int64_t src = dropped_slots[i] + 1;
+    const int64_t end = i + 1 < k ? dropped_slots[i + 1] : length;
+    if (end > src) runs.push_back({src, src - (i + 1), end - src});
+  }
+  *n_dropped = k;
   return runs;
 }
 
 void compact_kv_cpu(const at::Tensor& kv, const at::Tensor& lengths, const at::Tensor& vis_start,
-                    const at::Tensor& present, const at::Tensor& keep_mask) {
-  check_compact_kv(kv, lengths, vis_start, present, keep_mask);
+                    const at::Tensor& present, const at::Tensor& keep_mask,
+                    const std::optional<at::Tensor>& vis_slots) {
+  check_compact_kv(kv, lengths, vis_start, present, keep_mask, vis_slots);
   TORCH_CHECK(kv.device().is_cpu(), "dyrate.compact_kv_: CPU kernel got ", kv.device());
   const int64_t L = kv.size(0), B = kv.size(2), Hkv = kv.size(3), cap = kv.size(4);
   const int64_t nv = present.size(1);
@@ -67,11 +72,15 @@ void compact_kv_cpu(const at::Tensor& kv, const at::Tensor& lengths, const at::T
   const bool* keep_p = keep_mask.const_data_ptr<bool>();
   const int64_t* vs_p = vs_c.const_data_ptr<int64_t>();
 
+  const bool spans = vis_slots.has_value() && vis_slots->defined();
+  const at::Tensor slots_c = spans ? vis_slots->contiguous() : at::Tensor();
   std::vector<std::vector<Run>> plans(B);
   std::vector<int64_t> n_dropped(B);
-  for (int64_t b = 0; b < B; ++b)
-    plans[b] = plan_sequence(b, nv, vs_p[b], len_p[b], cap, present_p + b * nv,
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t* slots = spans ? slots_c.const_data_ptr<int64_t>() + b * nv : nullptr;
+    plans[b] = plan_sequence(b, nv, vs_p[b], slots, len_p[b], cap, present_p + b * nv,
                              keep_p + b * nv, &n_dropped[b]);
+  }
 
   char* base = static_cast<char*>(kv.data_ptr());
   const int64_t row_bytes = cap * slot_bytes;

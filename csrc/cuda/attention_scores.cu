@@ -10,8 +10,12 @@
 // whole cache) are read a second time and their logits recomputed. Nothing of size [B, H, N] goes
 // to global memory.
 //
+// Visual tokens in several spans (vis_slots given): a key's visual rank is found by a binary search
+// of the sequence's slot table, so text between the spans counts as instruction.
+//
 // Bad index values are clamped, never checked (op_checks.h): lengths to [0, Cap], the visual span
-// and prompt end to [0, lengths]. For valid values this equals the reference exactly.
+// and prompt end to [0, lengths], the reported visual tokens to min(vis_len, max_vis, lengths)
+// and the slots read back to [0, lengths). For valid values this equals the reference exactly.
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
@@ -33,6 +37,7 @@ using scores::dot_key;
 using scores::head_prob;
 using scores::kLanes;
 using scores::online_update;
+using scores::visual_rank;
 
 constexpr int kThreads = 256;
 constexpr int kGroups = kThreads / kLanes;  // keys in flight per block
@@ -49,6 +54,8 @@ struct Params {
   const void* k;
   int64_t k_sb, k_sh, k_ss;
   const int64_t *lengths, *vis_start, *vis_len, *prompt_len;
+  const int64_t* vis_slots;  // [B, slots_stride], or nullptr for one contiguous span
+  int64_t slots_stride;
   float *vis_scores, *type_mass;
   int H, G, Hkv, D, n_chunks, vis_width;  // vis_width 0: recompute the visual logits
   int64_t cap, max_vis;
@@ -82,7 +89,11 @@ __global__ void __launch_bounds__(kThreads) attention_scores_kernel(Params p) {
   const int64_t vs = min(max(p.vis_start[b], int64_t(0)), len);
   const int64_t ve = vs + min(max(p.vis_len[b], int64_t(0)), len - vs);
   const int64_t pe = min(max(p.prompt_len[b], int64_t(0)), len);
-  const int64_t n_vis = min(ve - vs, p.max_vis);  // reported slots vs .. vs+n_vis-1, all < len
+  const int64_t* slots = p.vis_slots != nullptr ? p.vis_slots + b * p.slots_stride : nullptr;
+  // Reported visual tokens: ranks 0 .. n_vis-1, at slots vs + r (all < len) or slots[r].
+  const int64_t n_vis = slots != nullptr
+                            ? min(min(max(p.vis_len[b], int64_t(0)), p.max_vis), len)
+                            : min(ve - vs, p.max_vis);
 
   for (int i = tid; i < GC * p.D; i += kThreads) {
     const int g = i / p.D, d = i - g * p.D;
@@ -107,12 +118,20 @@ __global__ void __launch_bounds__(kThreads) attention_scores_kernel(Params p) {
     float x[GC];
     dot_key<kT, GC>(active ? kbase + s * p.k_ss : kbase, active, q_s, p.D, lane, p.vec, x);
     if (active) {
-      const int t = int(s >= vs) + int(s >= ve) + int(s >= pe);
+      int t;
+      int64_t rank;
+      if (slots == nullptr) {
+        t = int(s >= vs) + int(s >= ve) + int(s >= pe);
+        rank = s - vs;
+      } else {
+        rank = visual_rank(slots, n_vis, s);
+        t = rank >= 0 ? 1 : (s < vs ? 0 : (s < pe ? 2 : 3));
+      }
 #pragma unroll
       for (int g = 0; g < GC; ++g) online_update(m[g], acc[g], x[g], t);
-      if (p.vis_width > 0 && lane == 0 && s >= vs && s < vs + n_vis) {
+      if (p.vis_width > 0 && lane == 0 && t == 1 && rank >= 0 && rank < n_vis) {
 #pragma unroll
-        for (int g = 0; g < GC; ++g) vis_l[g * p.vis_width + (s - vs)] = x[g];
+        for (int g = 0; g < GC; ++g) vis_l[g * p.vis_width + rank] = x[g];
       }
     }
   }
@@ -166,7 +185,10 @@ __global__ void __launch_bounds__(kThreads) attention_scores_kernel(Params p) {
       const int64_t j = base + group;
       const bool active = j < n_vis;
       float x[GC];
-      dot_key<kT, GC>(active ? kbase + (vs + j) * p.k_ss : kbase, active, q_s, p.D, lane, p.vec, x);
+      const int64_t slot = !active ? 0
+                           : slots != nullptr ? min(max(slots[j], int64_t(0)), len - 1)
+                                              : vs + j;
+      dot_key<kT, GC>(kbase + slot * p.k_ss, active, q_s, p.D, lane, p.vec, x);
       if (active && lane == 0) {
         float sum = 0.f;
 #pragma unroll
@@ -199,8 +221,8 @@ bool aligned16(const at::Tensor& k) {
 std::tuple<at::Tensor, at::Tensor> attention_scores_cuda(
     const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& lengths,
     const at::Tensor& vis_start, const at::Tensor& vis_len, const at::Tensor& prompt_len,
-    std::optional<double> scale, int64_t max_vis) {
-  check_attention_scores(q, k_cache, lengths, vis_start, vis_len, prompt_len, max_vis);
+    std::optional<double> scale, int64_t max_vis, const std::optional<at::Tensor>& vis_slots) {
+  check_attention_scores(q, k_cache, lengths, vis_start, vis_len, prompt_len, max_vis, vis_slots);
   c10::cuda::CUDAGuard device_guard(q.device());
   const int64_t B = q.size(0), H = q.size(1), D = q.size(2);
   const int64_t Hkv = k_cache.size(1), cap = k_cache.size(2);
@@ -238,6 +260,10 @@ std::tuple<at::Tensor, at::Tensor> attention_scores_cuda(
   p.k_sb = k_cache.stride(0), p.k_sh = k_cache.stride(1), p.k_ss = k_cache.stride(2);
   p.lengths = len_c.data_ptr<int64_t>(), p.vis_start = vs_c.data_ptr<int64_t>();
   p.vis_len = vl_c.data_ptr<int64_t>(), p.prompt_len = pl_c.data_ptr<int64_t>();
+  const bool spans = vis_slots.has_value() && vis_slots->defined();
+  const at::Tensor slots_c = spans ? vis_slots->contiguous() : at::Tensor();
+  p.vis_slots = spans ? slots_c.data_ptr<int64_t>() : nullptr;
+  p.slots_stride = spans ? slots_c.size(1) : 0;
   p.vis_scores = vis_scores.data_ptr<float>(), p.type_mass = type_mass.data_ptr<float>();
   p.H = static_cast<int>(H), p.G = G, p.Hkv = static_cast<int>(Hkv), p.D = static_cast<int>(D);
   p.n_chunks = n_chunks, p.vis_width = vis_width, p.cap = cap, p.max_vis = max_vis;

@@ -1,6 +1,7 @@
 // The per-key math of attention_scores' one-pass kernel (attention_scores.cu says how the block
 // is laid out): one key's logits for a chunk of query heads, the online-softmax update of the
-// per-type sums, and a visual token's probability once the normaliser is known.
+// per-type sums, a visual token's probability once the normaliser is known, and a slot's visual
+// rank when the visual tokens sit in several spans.
 #pragma once
 #include <cmath>
 #include <cstring>
@@ -69,6 +70,17 @@ __device__ __forceinline__ void online_update(float& m, float (&acc)[4], float x
 // inv == 0 marks a head without probability mass (no keys, or a padding head of the chunk).
 __device__ __forceinline__ float head_prob(float logit, float m, float inv) {
   return inv > 0.f ? exp2f(logit - m) * inv : 0.f;
+}
+
+// Rank of slot s in the ascending table slots[0, n), or -1 when s is not a visual slot.
+__device__ __forceinline__ int64_t visual_rank(const int64_t* slots, int64_t n, int64_t s) {
+  int64_t lo = 0, hi = n;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi) >> 1;
+    if (slots[mid] < s) lo = mid + 1;
+    else hi = mid;
+  }
+  return (lo < n && slots[lo] == s) ? lo : -1;
 }
 
 }  // namespace scores

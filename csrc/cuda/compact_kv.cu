@@ -17,9 +17,16 @@
 // of them have read lengths[b] and present[b] (a block reads metadata of its own b only), writes
 // them and resets the counter to 0 for the next launch on the stream.
 //
+// Visual tokens in several spans (vis_slots given) take a second kernel: a pass over the tokens
+// marks the current slot of every dropped one in a shared-memory bitmap (a present token sits at
+// its original slot less the tokens before it that are gone), then a pass over the slots from
+// the first dropped one moves every other slot left by the number of drops before it, tile by
+// tile in increasing order, text between the spans included.
+//
 // Bad values are clamped, never checked (op_checks.h): lengths to [0, Cap], vis_start to
 // [0, lengths]; kept = keep_mask & present; the visual span ends at min(vis_start + n_present,
-// lengths) and only present tokens below lengths count as dropped.
+// lengths) and only present tokens below lengths count as dropped (with vis_slots: only those
+// whose current slot lies in [0, lengths)).
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
@@ -31,54 +38,16 @@
 
 #include "../op_checks.h"
 #include "common.cuh"
+#include "compact_kv_moves.cuh"
 
 namespace dyrate {
 namespace cuda {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kUnroll = 4;  // vectors staged per thread per chunk (16 KB per block at 16 bytes)
-
-struct Params {
-  char* kv;
-  int64_t row_bytes, cap, rows_per_seq;  // rows_per_seq = L * 2 * Hkv
-  int B, Hkv, nv;
-  int64_t* lengths;
-  const int64_t* vis_start;
-  uint8_t* present;
-  const uint8_t* keep;
-  int* counters;  // [>= B], zero between launches
-};
-
-// Moves n_pairs slots of one row; map(pair, src, dst) gives the slots, sources increasing with
-// pair and dst <= src. All threads call it with the same n_pairs.
-template <typename VT, typename Map>
-__device__ __forceinline__ void move_slots(VT* row, int V, int64_t n_pairs, const Map& map) {
-  const int64_t n_items = n_pairs * V;
-  for (int64_t base = 0; base < n_items; base += int64_t(kThreads) * kUnroll) {
-    VT buf[kUnroll];
-    int64_t dst[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t e = base + int64_t(u) * kThreads + threadIdx.x;
-      dst[u] = -1;
-      if (e < n_items) {
-        const int64_t pair = e / V;
-        const int64_t v = e - pair * V;
-        int64_t s, d;
-        map(pair, s, d);
-        buf[u] = row[s * V + v];
-        dst[u] = d * V + v;
-      }
-    }
-    __syncthreads();  // every load of the chunk before any store (a destination may be a source)
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (dst[u] >= 0) row[dst[u]] = buf[u];
-    }
-    __syncthreads();  // not needed by the argument above; keeps chunks plainly sequential
-  }
-}
+using compact::finish_sequence;
+using compact::kThreads;
+using compact::move_slots;
+using compact::Params;
 
 template <typename VT>
 __global__ void __launch_bounds__(kThreads) compact_kv_kernel(Params p) {
@@ -145,23 +114,87 @@ __global__ void __launch_bounds__(kThreads) compact_kv_kernel(Params p) {
     }
   }
 
-  // Last block of sequence b: every block of b has read lengths[b] and present[b] (their values
-  // were consumed before the barrier that precedes the counting).
+  finish_sequence(p, b, raw_len, n_drop, keep, s_last);
+}
+
+// Several spans. Dynamic shared memory: one bit per slot of the capacity.
+template <typename VT>
+__global__ void __launch_bounds__(kThreads) compact_kv_spans_kernel(Params p) {
+  extern __shared__ uint32_t drop_bits[];
+  __shared__ int s_src[kThreads], s_dst[kThreads];
+  __shared__ int scratch[kThreads / 32];
+  __shared__ int s_last, s_first;
+
+  const int b = blockIdx.x;
+  const int tid = threadIdx.x;
+  const int V = static_cast<int>(p.row_bytes / int64_t(sizeof(VT)));
+  const int64_t raw_len = p.lengths[b];
+  const int len = static_cast<int>(min(max(raw_len, int64_t(0)), p.cap));
+  const uint8_t* pres = p.present + int64_t(b) * p.nv;
+  const uint8_t* keep = p.keep + int64_t(b) * p.nv;
+  const int64_t* slots = p.vis_slots + int64_t(b) * p.nv;
+  const int n_words = static_cast<int>((p.cap + 31) / 32);
+  for (int w = tid; w < n_words; w += kThreads) drop_bits[w] = 0u;
+  if (tid == 0) s_first = len;
   __syncthreads();
-  if (tid == 0) {
-    __threadfence();
-    s_last = atomicAdd(p.counters + b, 1) == static_cast<int>(gridDim.y) - 1;
-  }
-  __syncthreads();
-  if (s_last) {
-    __threadfence();
-    uint8_t* pw = p.present + int64_t(b) * p.nv;
-    for (int i = tid; i < p.nv; i += kThreads) pw[i] = (pw[i] && keep[i]) ? 1 : 0;
-    if (tid == 0) {
-      p.lengths[b] = raw_len - n_drop;
-      p.counters[b] = 0;
+
+  // Pass 1: mark the current slot of every dropped token.
+  int gone = 0, n_drop = 0;
+  for (int base = 0; base < p.nv; base += kThreads) {  // block-uniform
+    const int i = base + tid;
+    const bool in = i < p.nv;
+    const bool pr = in && pres[i];
+    int tot;
+    const int before = block_exclusive_scan<kThreads>((in && !pr) ? 1 : 0, scratch, tot);
+    int dr = 0;
+    if (pr && !keep[i]) {
+      const int64_t cur = slots[i] - (gone + before);
+      if (cur >= 0 && cur < len) {
+        atomicOr(drop_bits + (cur >> 5), 1u << (cur & 31));
+        atomicMin(&s_first, static_cast<int>(cur));
+        dr = 1;
+      }
     }
+    int drops;
+    block_exclusive_scan<kThreads>(dr, scratch, drops);
+    gone += tot;
+    n_drop += drops;
   }
+  __syncthreads();
+
+  // Pass 2: from the first dropped slot, every other slot moves left by the drops before it.
+  const int first = s_first;
+  auto row_ptr = [&](int64_t r) {
+    const int64_t lk = r / p.Hkv, h = r - lk * p.Hkv;
+    return reinterpret_cast<VT*>(p.kv + ((lk * p.B + b) * p.Hkv + h) * p.cap * p.row_bytes);
+  };
+  int shift = 0;  // drops before the current tile
+  for (int base = first; base < len; base += kThreads) {  // block-uniform
+    const int s = base + tid;
+    const bool in = s < len;
+    const int dropped = (in && ((drop_bits[s >> 5] >> (s & 31)) & 1u)) ? 1 : 0;
+    int tot;
+    const int before = block_exclusive_scan<kThreads>(dropped, scratch, tot);
+    const int mv = (in && !dropped && shift + before > 0) ? 1 : 0;
+    int n_pairs;
+    const int at = block_exclusive_scan<kThreads>(mv, scratch, n_pairs);
+    if (mv) {
+      s_src[at] = s;
+      s_dst[at] = s - (shift + before);
+    }
+    shift += tot;
+    __syncthreads();  // the pair list is complete
+    if (n_pairs > 0) {
+      for (int64_t r = blockIdx.y; r < p.rows_per_seq; r += gridDim.y) {
+        move_slots(row_ptr(r), V, n_pairs, [&](int64_t k, int64_t& src, int64_t& dst) {
+          src = s_src[k];
+          dst = s_dst[k];
+        });
+      }
+    }
+    __syncthreads();  // the pair list is read before the next tile rewrites it
+  }
+  finish_sequence(p, b, raw_len, n_drop, keep, s_last);
 }
 
 // Counters for the last-block pattern, cached per (device, stream) and zeroed once: each launch
@@ -183,13 +216,19 @@ at::Tensor counters_for(const at::Tensor& like, int64_t B, const c10::cuda::CUDA
 
 template <typename VT>
 void launch(const Params& p, dim3 grid, cudaStream_t stream) {
-  compact_kv_kernel<VT><<<grid, kThreads, 0, stream>>>(p);
+  if (p.vis_slots != nullptr) {
+    const size_t bitmap = sizeof(uint32_t) * static_cast<size_t>((p.cap + 31) / 32);
+    compact_kv_spans_kernel<VT><<<grid, kThreads, bitmap, stream>>>(p);
+  } else {
+    compact_kv_kernel<VT><<<grid, kThreads, 0, stream>>>(p);
+  }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 void compact_kv_cuda(const at::Tensor& kv, const at::Tensor& lengths, const at::Tensor& vis_start,
-                     const at::Tensor& present, const at::Tensor& keep_mask) {
-  check_compact_kv(kv, lengths, vis_start, present, keep_mask);
+                     const at::Tensor& present, const at::Tensor& keep_mask,
+                     const std::optional<at::Tensor>& vis_slots) {
+  check_compact_kv(kv, lengths, vis_start, present, keep_mask, vis_slots);
   c10::cuda::CUDAGuard device_guard(kv.device());
   const int64_t L = kv.size(0), B = kv.size(2), Hkv = kv.size(3), cap = kv.size(4);
   const int64_t nv = present.size(1);
@@ -200,6 +239,11 @@ void compact_kv_cuda(const at::Tensor& kv, const at::Tensor& lengths, const at::
                   row_bytes <= INT_MAX,
               "dyrate.compact_kv_: kv ", kv.sizes(), " too large for the CUDA kernel");
   const at::Tensor vs_c = vis_start.contiguous();
+  const bool spans = vis_slots.has_value() && vis_slots->defined();
+  const at::Tensor slots_c = spans ? vis_slots->contiguous() : at::Tensor();
+  // The spans kernel keeps one bit per slot in shared memory, next to ~2 KB of its own.
+  TORCH_CHECK(!spans || (cap + 31) / 32 * 4 <= 40 * 1024, "dyrate.compact_kv_: a capacity of ",
+              cap, " slots is too large for the CUDA kernel with vis_slots (at most 327680)");
   const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream();
   const at::Tensor counters = counters_for(kv, B, stream);
 
@@ -213,6 +257,7 @@ void compact_kv_cuda(const at::Tensor& kv, const at::Tensor& lengths, const at::
   p.nv = static_cast<int>(nv);
   p.lengths = lengths.data_ptr<int64_t>();
   p.vis_start = vs_c.data_ptr<int64_t>();
+  p.vis_slots = spans ? slots_c.data_ptr<int64_t>() : nullptr;
   p.present = static_cast<uint8_t*>(present.data_ptr());
   p.keep = static_cast<const uint8_t*>(keep_mask.data_ptr());
   p.counters = counters.data_ptr<int>();

@@ -28,15 +28,25 @@ int main() {
   auto k_cache = torch::ones({1, 1, 6, 8});
   auto lengths = torch::tensor({5}, i64), vis_start = torch::tensor({1}, i64);
   auto vis_len = torch::tensor({2}, i64), prompt_len = torch::tensor({4}, i64);
-  auto [vis_scores, type_mass] =
-      op("dyrate::attention_scores")
-          .typed<std::tuple<at::Tensor, at::Tensor>(
-              const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-              const at::Tensor&, const at::Tensor&, std::optional<double>, int64_t)>()
-          .call(q, k_cache, lengths, vis_start, vis_len, prompt_len, std::nullopt, 2);
+  auto scores_op = op("dyrate::attention_scores")
+                       .typed<std::tuple<at::Tensor, at::Tensor>(
+                           const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                           const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                           std::optional<double>, int64_t, const std::optional<at::Tensor>&)>();
+  auto [vis_scores, type_mass] = scores_op.call(q, k_cache, lengths, vis_start, vis_len,
+                                                prompt_len, std::nullopt, 2, std::nullopt);
   expect(torch::allclose(vis_scores, torch::full({1, 2}, 0.2)), "attention_scores: vis_scores");
   expect(torch::allclose(type_mass[0][0], torch::tensor({0.2, 0.4, 0.2, 0.2})),
          "attention_scores: type_mass");
+  // Two images of one token each with text between (slots 1 and 3), then 1 instruction and 1
+  // response token: 6 slots at 1/6, the text between the images counted as instruction.
+  auto six = torch::tensor({6}, i64), two_slots = torch::tensor({{1, 3}}, i64);
+  auto [spans_scores, spans_mass] = scores_op.call(q, k_cache, six, vis_start, vis_len,
+                                                   torch::tensor({5}, i64), std::nullopt, 2,
+                                                   two_slots);
+  expect(torch::allclose(spans_scores, torch::full({1, 2}, 1.0 / 6)) &&
+             torch::allclose(spans_mass[0][0], torch::tensor({1.0, 2.0, 2.0, 1.0}) / 6),
+         "attention_scores: two visual spans");
 
   auto scores = torch::tensor({{0.5, 0.9}});
   auto present = torch::ones({1, 2}, torch::kBool);
@@ -49,8 +59,8 @@ int main() {
   auto kv = torch::arange(6, torch::kFloat).view({1, 1, 1, 1, 6, 1}).repeat({1, 2, 1, 1, 1, 1});
   op("dyrate::compact_kv_")
       .typed<void(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                  const at::Tensor&)>()
-      .call(kv, lengths, vis_start, present, keep);
+                  const at::Tensor&, const std::optional<at::Tensor>&)>()
+      .call(kv, lengths, vis_start, present, keep, std::nullopt);
   expect(kv[0][0][0][0].view({-1}).slice(0, 0, 4).equal(torch::tensor({0.f, 2.f, 3.f, 4.f})),
          "compact_kv_: slots");
   expect(lengths.item<int64_t>() == 4, "compact_kv_: lengths");

@@ -14,11 +14,11 @@ import torch
 # Must equal the schemas in csrc/ops.cpp (tests/test_library.py compares them).
 SCHEMAS = {
     "attention_scores": "attention_scores(Tensor q, Tensor k_cache, Tensor lengths, "
-    "Tensor vis_start, Tensor vis_len, Tensor prompt_len, float? scale, int max_vis) "
-    "-> (Tensor, Tensor)",
+    "Tensor vis_start, Tensor vis_len, Tensor prompt_len, float? scale, int max_vis, "
+    "Tensor? vis_slots=None) -> (Tensor, Tensor)",
     "select_keep": "select_keep(Tensor scores, Tensor present, Tensor n_keep) -> Tensor",
     "compact_kv_": "compact_kv_(Tensor(a!) kv, Tensor(b!) lengths, Tensor vis_start, "
-    "Tensor(c!) present, Tensor keep_mask) -> ()",
+    "Tensor(c!) present, Tensor keep_mask, Tensor? vis_slots=None) -> ()",
     "decode_linear": "decode_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor",
 }
 

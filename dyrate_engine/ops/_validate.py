@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from ._slots import current_slots
+
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
@@ -34,7 +36,37 @@ def _first_bad(mask: torch.Tensor) -> int:
     return int(mask.nonzero()[0, 0])
 
 
-def check_attention_scores(q, k_cache, lengths, vis_start, vis_len, prompt_len, max_vis, validate):
+def _check_slot_table(op, vis_slots, batch, width, device):
+    """Metadata of an optional ``vis_slots`` table: int64 ``[batch, >= width]`` on ``device``."""
+    if vis_slots is None:
+        return
+    if not isinstance(vis_slots, torch.Tensor) or vis_slots.dim() != 2 \
+            or vis_slots.shape[0] != batch or vis_slots.shape[1] < width:
+        _fail(op, f"vis_slots must be a tensor of shape [{batch}, >= {width}], got "
+                  f"{getattr(vis_slots, 'shape', type(vis_slots))}")
+    if vis_slots.dtype != torch.int64:
+        _fail(op, f"vis_slots must be int64, got {vis_slots.dtype}")
+    if vis_slots.device != device:
+        _fail(op, f"vis_slots is on {vis_slots.device} but the data is on {device}")
+
+
+def _slot_checks(slots, real, vis_start, end, what, end_name):
+    """Value checks of the visual tokens' ``slots`` where ``real``: strictly increasing, the
+    first at ``vis_start`` (when given), all in ``[0, end)``."""
+    masked = torch.where(real, slots, -1)
+    previous = torch.cummax(masked, dim=1).values[:, :-1]  # the largest real slot before each
+    repeated = real[:, 1:] & (slots[:, 1:] <= previous)
+    checks = [(repeated.any(1), f"{what} must be strictly increasing"),
+              (((slots < 0) & real).any(1), f"{what} must be >= 0"),
+              (((slots >= end[:, None]) & real).any(1), f"{what} must be below {end_name}")]
+    if vis_start is not None and slots.shape[1]:
+        checks.append(((slots[:, 0] != vis_start) & real[:, 0],
+                       "vis_slots[b, 0] must equal vis_start[b]"))
+    return checks
+
+
+def check_attention_scores(q, k_cache, lengths, vis_start, vis_len, prompt_len, max_vis, vis_slots,
+                           validate):
     op = "attention_scores"
     if q.dim() != 3:
         _fail(op, f"q must be [B, H, D], got {tuple(q.shape)}")
@@ -54,17 +86,24 @@ def check_attention_scores(q, k_cache, lengths, vis_start, vis_len, prompt_len, 
         _check_index_vector(op, name, t, B, q.device)
     if max_vis < 0:
         _fail(op, f"max_vis must be >= 0, got {max_vis}")
+    _check_slot_table(op, vis_slots, B, max_vis, q.device)
     if not validate:
         return
     cap = k_cache.shape[2]
-    checks = (
+    checks = [
         (vis_start < 0, "vis_start must be >= 0"),
         (vis_len < 0, "vis_len must be >= 0"),
         (vis_len > max_vis, f"vis_len must be <= max_vis ({max_vis})"),
-        (vis_start + vis_len > prompt_len, "vis_start + vis_len must be <= prompt_len"),
         (prompt_len > lengths, "prompt_len must be <= lengths"),
         (lengths > cap, f"lengths must be <= the cache capacity ({cap})"),
-    )
+    ]
+    if vis_slots is None:
+        checks.insert(3, (vis_start + vis_len > prompt_len,
+                          "vis_start + vis_len must be <= prompt_len"))
+    else:
+        real = torch.arange(max_vis, device=q.device) < vis_len[:, None]
+        checks += _slot_checks(vis_slots[:, :max_vis], real, vis_start, prompt_len, "vis_slots",
+                               "prompt_len")
     for bad, message in checks:
         if bool(bad.any()):
             _fail(op, f"{message} (sequence {_first_bad(bad)})")
@@ -91,7 +130,7 @@ def check_select_keep(scores, present, n_keep, validate):
         _fail(op, f"n_keep must be in [0, number of present tokens] (sequence {_first_bad(bad)})")
 
 
-def check_compact_kv(kv, lengths, vis_start, present, keep_mask, validate):
+def check_compact_kv(kv, lengths, vis_start, present, keep_mask, vis_slots, validate):
     op = "compact_kv_"
     if kv.dim() != 6 or kv.shape[1] != 2:
         _fail(op, f"kv must be [L, 2, B, Hkv, Cap, D], got {tuple(kv.shape)}")
@@ -112,15 +151,23 @@ def check_compact_kv(kv, lengths, vis_start, present, keep_mask, validate):
         _check_index_vector(op, name, t, B, kv.device)
     if not lengths.is_contiguous():
         _fail(op, "lengths must be contiguous")
+    _check_slot_table(op, vis_slots, B, present.shape[1], kv.device)
+    if vis_slots is not None and vis_slots.shape[1] != present.shape[1]:
+        _fail(op, f"vis_slots must be [{B}, {present.shape[1]}] like present, got "
+                  f"{tuple(vis_slots.shape)}")
     if not validate:
         return
-    checks = (
-        (vis_start < 0, "vis_start must be >= 0"),
-        (vis_start + present.sum(1) > lengths,
-         "the visual span (vis_start + present tokens) must end within lengths"),
+    checks = [
         (lengths > cap, f"lengths must be <= the cache capacity ({cap})"),
         ((keep_mask & ~present).any(1), "keep_mask may only keep present tokens"),
-    )
+    ]
+    if vis_slots is None:
+        checks += [(vis_start < 0, "vis_start must be >= 0"),
+                   (vis_start + present.sum(1) > lengths,
+                    "the visual span (vis_start + present tokens) must end within lengths")]
+    else:
+        checks += _slot_checks(current_slots(vis_start, present, vis_slots), present, None,
+                               lengths, "the present visual tokens' slots", "lengths")
     for bad, message in checks:
         if bool(bad.any()):
             _fail(op, f"{message} (sequence {_first_bad(bad)})")

@@ -3,6 +3,9 @@
 DyRate (arXiv 2501.14204, Sec. 3) reads, at every decode step, how the newest token's attention is
 split between the four token types, and ranks visual tokens by the attention they receive (the
 FastV criterion, arXiv 2403.06764). Both come from one pass over the monitor layer's keys.
+
+A sequence's visual tokens form one contiguous span (``vis_start``, ``vis_len``), or, with several
+images or video frames, any ascending set of slots given by ``vis_slots``.
 """
 from __future__ import annotations
 
@@ -11,13 +14,15 @@ import math
 import torch
 
 from ._library import ensure_registered
+from ._slots import visual_slot_table
 from ._validate import check_attention_scores
 
 #: Token-type index of ``type_mass[..., t]``.
 SYSTEM, IMAGE, INSTRUCTION, RESPONSE = range(4)
 
 
-def attention_scores_reference(q, k_cache, lengths, vis_start, vis_len, prompt_len, scale, max_vis):
+def attention_scores_reference(q, k_cache, lengths, vis_start, vis_len, prompt_len, scale, max_vis,
+                               vis_slots=None):
     """Readable PyTorch composition of ``attention_scores`` (also the fallback and the baseline)."""
     B, H, D = q.shape
     Hkv, cap = k_cache.shape[1], k_cache.shape[2]
@@ -29,25 +34,23 @@ def attention_scores_reference(q, k_cache, lengths, vis_start, vis_len, prompt_l
     logits = logits.masked_fill(~valid[:, None, None, :], float("-inf"))
     probs = torch.softmax(logits, dim=-1).reshape(B, H, cap)
     probs = torch.where(valid[:, None, :], probs, 0.0)  # an empty row is all -inf: NaN -> 0
-    vis_end = vis_start + vis_len
-    token_type = (
-        (slot >= vis_start[:, None]).long()
-        + (slot >= vis_end[:, None]).long()
-        + (slot >= prompt_len[:, None]).long()
-    )
+    vis_slot, real = visual_slot_table(vis_start, vis_len, vis_slots, max_vis)
+    visual = torch.zeros(B, cap + 1, dtype=torch.bool, device=q.device)  # + a slot for padding
+    visual.scatter_(1, torch.where(real, vis_slot.clamp(0, cap), cap), True)
+    # system before the first visual slot, instruction the rest of the prompt, response after it
+    token_type = torch.where(slot < vis_start[:, None], SYSTEM,
+                             torch.where(slot < prompt_len[:, None], INSTRUCTION, RESPONSE))
+    token_type = torch.where(visual[:, :cap], IMAGE, token_type)
     one_hot = torch.nn.functional.one_hot(token_type, 4).to(probs.dtype)  # [B, Cap, 4]
     type_mass = torch.bmm(probs, one_hot)
-    rank = torch.arange(max_vis, device=q.device)
-    vis_slot = (vis_start[:, None] + rank).clamp(max=max(cap - 1, 0))
-    in_span = rank < vis_len[:, None]
     if cap == 0:
         vis_scores = torch.zeros(B, max_vis, device=q.device)
     else:
-        vis_scores = probs.mean(dim=1).gather(1, vis_slot) * in_span
+        vis_scores = probs.mean(dim=1).gather(1, vis_slot.clamp(0, cap - 1)) * real
     return vis_scores, type_mass
 
 
-def _fake(q, k_cache, lengths, vis_start, vis_len, prompt_len, scale, max_vis):
+def _fake(q, k_cache, lengths, vis_start, vis_len, prompt_len, scale, max_vis, vis_slots=None):
     B, H, _ = q.shape
     return q.new_empty((B, max_vis), dtype=torch.float32), q.new_empty((B, H, 4), dtype=torch.float32)
 
@@ -65,13 +68,15 @@ def attention_scores(
     scale: float | None = None,
     *,
     max_vis: int | None = None,
+    vis_slots: torch.Tensor | None = None,
     validate: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention of one query per sequence, summarised per visual token and per token type.
 
     Slot ``s`` of sequence ``b`` is a *system* token for ``s < vis_start[b]``, an *image* token for
-    ``vis_start[b] <= s < vis_start[b] + vis_len[b]``, an *instruction* token up to
-    ``prompt_len[b]`` and a *response* token up to ``lengths[b]``. The query attends to every slot
+    ``vis_start[b] <= s < vis_start[b] + vis_len[b]`` (or, with ``vis_slots``, for the slots it
+    lists), an *instruction* token for any other slot below ``prompt_len[b]`` and a *response*
+    token up to ``lengths[b]``. The query attends to every slot
     below ``lengths[b]`` (the newest token's own key included), as at the monitor layer, which is
     never pruned.
 
@@ -86,6 +91,10 @@ def attention_scores(
         scale: softmax scale; ``1 / sqrt(D)`` when None.
         max_vis: width of ``vis_scores``; ``max(vis_len)`` when None, which reads ``vis_len`` on
             the host (a device sync on CUDA; pass it in a decode loop).
+        vis_slots: int64 ``[B, W]``, ``W >= vis_len``: the slot of each sequence's r-th visual
+            token, for visual tokens in several spans (images, video frames) with text between;
+            strictly increasing below ``vis_len[b]``, starting at ``vis_start[b]`` and ending
+            before ``prompt_len[b]``; later entries are not read. None: one contiguous span.
         validate: check index values (a device sync on CUDA). Without it the CUDA kernel clamps
             every index to the tensor bounds instead of raising.
 
@@ -96,7 +105,8 @@ def attention_scores(
     """
     if max_vis is None:
         max_vis = int(vis_len.max()) if vis_len.numel() else 0
-    check_attention_scores(q, k_cache, lengths, vis_start, vis_len, prompt_len, max_vis, validate)
+    check_attention_scores(q, k_cache, lengths, vis_start, vis_len, prompt_len, max_vis, vis_slots,
+                           validate)
     return torch.ops.dyrate.attention_scores(
-        q, k_cache, lengths, vis_start, vis_len, prompt_len, scale, max_vis
+        q, k_cache, lengths, vis_start, vis_len, prompt_len, scale, max_vis, vis_slots
     )

@@ -9,35 +9,32 @@ from __future__ import annotations
 import torch
 
 from ._library import ensure_registered
+from ._slots import current_slots
 from ._validate import check_compact_kv
 
 
-def compact_source_slots(lengths, vis_start, present, keep_mask, capacity):
+def compact_source_slots(lengths, vis_start, present, keep_mask, capacity, vis_slots=None):
     """Slot plan of a compaction: ``(source[B, Cap], new_lengths[B])``.
 
     Destination slot ``d`` receives source slot ``source[b, d]``: kept slots first, in order,
-    then the dropped ones, then the identity from the old length on. The present visual tokens of
-    sequence ``b`` sit in order at slots ``vis_start[b] ...``.
+    then the dropped ones, then the identity from the old length on.
     """
-    nv = present.shape[1]
-    n_present = present.sum(1)
     dropped = present & ~keep_mask
-    # Drop flag of the r-th present visual token (present tokens first, in order).
-    present_first = torch.sort((~present).to(torch.uint8), dim=1, stable=True).indices
-    dropped_by_rank = dropped.gather(1, present_first)
-    slot = torch.arange(capacity, device=present.device)
-    rank = slot - vis_start[:, None]
-    in_span = (rank >= 0) & (rank < n_present[:, None])
-    slot_dropped = in_span & dropped_by_rank.gather(1, rank.clamp(0, max(nv - 1, 0))) if nv else in_span & False
-    slot_kept = (slot < lengths[:, None]) & ~slot_dropped
+    slot = current_slots(vis_start, present, vis_slots)
+    slot_dropped = torch.zeros(present.shape[0], capacity + 1, dtype=torch.bool,
+                               device=present.device)  # + a column for the tokens not dropped
+    slot_dropped.scatter_(1, torch.where(dropped, slot.clamp(0, capacity), capacity), True)
+    slots = torch.arange(capacity, device=present.device)
+    slot_kept = (slots < lengths[:, None]) & ~slot_dropped[:, :capacity]
     source = torch.sort((~slot_kept).to(torch.uint8), dim=1, stable=True).indices
     return source, lengths - dropped.sum(1)
 
 
-def compact_kv_reference(kv, lengths, vis_start, present, keep_mask):
+def compact_kv_reference(kv, lengths, vis_start, present, keep_mask, vis_slots=None):
     """Readable PyTorch composition of ``compact_kv_`` (also the fallback and the baseline)."""
     L, _, B, hkv, cap, d = kv.shape
-    source, new_lengths = compact_source_slots(lengths, vis_start, present, keep_mask, cap)
+    source, new_lengths = compact_source_slots(lengths, vis_start, present, keep_mask, cap,
+                                               vis_slots)
     rows = kv.view(L * 2, B, hkv, cap, d)
     batch = torch.arange(B, device=kv.device)[:, None, None]
     head = torch.arange(hkv, device=kv.device)[None, :, None]
@@ -48,7 +45,7 @@ def compact_kv_reference(kv, lengths, vis_start, present, keep_mask):
     present.logical_and_(keep_mask)
 
 
-def _fake(kv, lengths, vis_start, present, keep_mask):
+def _fake(kv, lengths, vis_start, present, keep_mask, vis_slots=None):
     return None
 
 
@@ -62,15 +59,18 @@ def compact_kv_(
     present: torch.Tensor,
     keep_mask: torch.Tensor,
     *,
+    vis_slots: torch.Tensor | None = None,
     validate: bool = True,
 ) -> None:
     """Remove the present-but-not-kept visual tokens from the cache of every pruned layer.
 
     The present visual tokens of sequence ``b`` occupy slots ``vis_start[b]`` onwards, in their
-    original order, followed by the rest of the sequence up to ``lengths[b]``. Every slot after a
-    dropped one moves left (kept tokens keep their relative order); slots before
-    ``vis_start[b]`` and before the first dropped token are not touched. Slots at or past the old
-    length are never written; those between the new and the old length hold stale data.
+    original order, followed by the rest of the sequence up to ``lengths[b]``; with
+    ``vis_slots``, each present token sits at its original slot less the visual tokens before it
+    that are no longer present (spans with text between them). Every slot after a dropped one
+    moves left (kept tokens keep their relative order); slots before the first dropped token are
+    not touched. Slots at or past the old length are never written; those between the new and
+    the old length hold stale data.
 
     Args:
         kv: contiguous ``[L, 2, B, Hkv, Cap, D]`` cache of the pruned layers (K and V), any dtype;
@@ -81,9 +81,11 @@ def compact_kv_(
         present: contiguous bool ``[B, Nv]``, visual tokens in the cache; becomes
             ``present & keep_mask`` in place.
         keep_mask: contiguous bool ``[B, Nv]``, a subset of ``present`` (see :func:`select_keep`).
+        vis_slots: int64 ``[B, Nv]``, the original slot of each visual token (ascending), for
+            visual tokens in several spans; then ``vis_start`` is not read. None: one span.
         validate: check that the visual span ends within ``lengths``, ``lengths <= Cap`` and
             ``keep_mask`` is a subset of ``present`` (a device sync on CUDA). Without it the CUDA
             kernel treats ``keep_mask & present`` as kept and clamps every index to the bounds.
     """
-    check_compact_kv(kv, lengths, vis_start, present, keep_mask, validate)
-    torch.ops.dyrate.compact_kv_(kv, lengths, vis_start, present, keep_mask)
+    check_compact_kv(kv, lengths, vis_start, present, keep_mask, vis_slots, validate)
+    torch.ops.dyrate.compact_kv_(kv, lengths, vis_start, present, keep_mask, vis_slots)
