@@ -12,15 +12,17 @@ from dyrate_engine.policies.base import MonitorStats
 
 
 def masked_generate(engine, ids, pixels, policy, max_new_tokens, batch_size, b):
-    """Greedy tokens and fp32 logits of sequence ``b`` of a batch of ``batch_size``."""
+    """Greedy tokens and fp32 logits of sequence ``b`` of a batch of ``batch_size``;
+    ``pixels`` are this sequence's images, ``[3, H, W]`` or ``[k, 3, H, W]``."""
     dec = engine.decoder
     K, L = policy.prune_layer, dec.n_layers
-    features = engine.model.image_features(pixels[None])[0]
+    pixels = pixels[None] if pixels.dim() == 3 else pixels
+    features = engine.model.image_features(pixels).reshape(-1, dec.embed_tokens.shape[1])
     ids = ids.clone()
-    vis = (ids == engine.model.image_token_id).nonzero()[:, 0]
+    vis = (ids == engine.model.image_token_id).nonzero()[:, 0]  # every image's slots, in order
     vis_start, n_vis, prompt_len = int(vis[0]), len(vis), len(ids)
     h = dec.embed_tokens[ids].clone()
-    h[vis_start:vis_start + n_vis] = features
+    h[vis] = features
     keys = [None] * L
     values = [None] * L
     dropped = torch.zeros(prompt_len + max_new_tokens, dtype=torch.bool)
@@ -35,14 +37,14 @@ def masked_generate(engine, ids, pixels, policy, max_new_tokens, batch_size, b):
             n_keys = keys[K - 1].shape[2]
             scores, mass = ops.attention_scores_reference(
                 q[:, :, -1], keys[K - 1], torch.tensor([n_keys]), torch.tensor([vis_start]),
-                torch.tensor([n_vis]), torch.tensor([prompt_len]), None, n_vis)
+                torch.tensor([n_vis]), torch.tensor([prompt_len]), None, n_vis, vis[None])
             stats = MonitorStats(step, None, None, torch.full((batch_size,), n_vis), None)
             rate = float(policy.rates(stats)[b])
             wanted = min(math.ceil((1 - rate) * n_vis - 1e-9), n_kept)
             if wanted < n_kept:
                 keep = ops.select_keep_reference(scores, present, torch.tensor([wanted]))
                 newly = present & ~keep
-                dropped[vis_start + newly[0].nonzero()[:, 0]] = True
+                dropped[vis[newly[0]]] = True
                 present, n_kept = keep, wanted
         h, _ = _layers(dec, h, positions, range(K, L), keys, values, dropped, K)
         logits = dec.logits(h[:, -1])[0]

@@ -198,3 +198,24 @@ def test_check_policy_returns_k_and_refuses_what_cannot_run(engine):
     assert engine.check_policy(Schedule([0.5], prune_layer=n_layers - 1)) == n_layers - 1
     with pytest.raises(ValueError, match="monitor layer K-1"):
         engine.check_policy(Schedule([0.5], prune_layer=n_layers))
+
+
+def test_several_images_per_prompt_through_the_processor(engine):
+    """A list of images per prompt: each shown before the text, in order, as generate_ids with
+    the processor's ids and every image's pixels gives."""
+    rng = np.random.default_rng(1)
+    a, b, c = (Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)) for _ in range(3))
+    prompts = ["Describe the image.", "What is this?"]
+    results = engine.generate([[a, b], c], prompts, max_new_tokens=6)
+    assert [r.stats.n_visual for r in results] == [2 * TOKENS_PER_IMAGE, TOKENS_PER_IMAGE]
+    ids, pixels = engine.model.encode([[a, b], [c]], prompts)
+    assert pixels.shape[0] == 3 and (ids[0] == IMAGE_TOKEN).sum() == 2 * TOKENS_PER_IMAGE
+    by_ids = engine.generate_ids(ids, pixels, max_new_tokens=6, output_logits=True)
+    assert [r.token_ids for r in results] == [r.token_ids for r in by_ids]
+    swapped = engine.generate_ids(ids, pixels[[1, 0, 2]], max_new_tokens=6, output_logits=True)
+    assert not torch.equal(swapped[0].logits[0], by_ids[0].logits[0])  # order matters
+    torch.testing.assert_close(swapped[1].logits, by_ids[1].logits)  # the other request does not
+    with pytest.raises(ValueError, match="prompt 0 has no image"):
+        engine.generate([[]], ["Describe the image."])
+    with pytest.raises(ValueError, match="2 prompts but 5 images: their image tokens ask for 3"):
+        engine.generate_ids(ids, torch.cat([pixels[:2], pixels]), max_new_tokens=2)

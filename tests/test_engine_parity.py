@@ -4,7 +4,7 @@ import torch
 from transformers import LlavaForConditionalGeneration
 
 from dyrate_engine import Engine
-from tiny_models import build_tiny_llava, hf_greedy, random_prompts
+from tiny_models import build_tiny_llava, hf_greedy, multi_image_prompts, random_prompts
 
 BACKBONES = {
     "llama-gqa": dict(kind="llama", kv_heads=2),
@@ -43,3 +43,16 @@ def test_sequence_alone_equals_sequence_in_batch(checkpoint):
     for b in range(3):
         alone = engine.generate_ids([ids[b]], pixels[b:b + 1], max_new_tokens=10)
         assert alone[0].token_ids == together[b].token_ids
+
+
+@pytest.mark.parametrize("images", [[2], [1, 3, 2]])
+def test_several_images_per_prompt_equal_transformers(checkpoint, images):
+    """Two or three images in one prompt with text between them, and a ragged batch mixing
+    counts: the same tokens and logits as transformers."""
+    engine, hf = checkpoint
+    ids, pixels = multi_image_prompts(images)
+    expected_tokens, expected_logits = hf_greedy(hf, ids, pixels, max_new_tokens=10)
+    results = engine.generate_ids(ids, pixels, max_new_tokens=10, output_logits=True)
+    for r, tokens, logits, n in zip(results, expected_tokens, expected_logits, images):
+        assert r.token_ids == tokens and r.stats.n_visual == n * 16
+        torch.testing.assert_close(r.logits, logits, atol=1e-4, rtol=0)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from dyrate_engine import Engine
-from dyrate_engine.models import FAMILIES, LlavaModel, VisualSpan, load_model
-from dyrate_engine.models.base import find_visual_span, visual_slots
+from dyrate_engine.models import FAMILIES, LlavaModel, VisualLayout, VisualSpan, load_model
+from dyrate_engine.models.layout import find_visual_spans, slot_table
 from tiny_models import IMAGE_TOKEN, TOKENS_PER_IMAGE, build_tiny_llava, random_prompts
 
 
@@ -51,40 +51,53 @@ def test_engine_takes_an_adapter_not_a_transformers_module(model):
 
 
 def test_visual_span_search():
-    ids = torch.tensor([1, 5, IMAGE_TOKEN, IMAGE_TOKEN, IMAGE_TOKEN, 7])
-    assert find_visual_span(ids, IMAGE_TOKEN) == VisualSpan(2, 3)
-    assert find_visual_span(torch.tensor([1, 5]), IMAGE_TOKEN) == VisualSpan(0, 0)
-    with pytest.raises(ValueError, match="contiguous"):
-        find_visual_span(torch.tensor([IMAGE_TOKEN, 4, IMAGE_TOKEN]), IMAGE_TOKEN)
+    ids = torch.tensor([1, 5, IMAGE_TOKEN, IMAGE_TOKEN, IMAGE_TOKEN, 7, IMAGE_TOKEN, IMAGE_TOKEN])
+    assert find_visual_spans(ids, IMAGE_TOKEN) == (VisualSpan(2, 3), VisualSpan(6, 2))
+    assert find_visual_spans(torch.tensor([1, 5]), IMAGE_TOKEN) == ()
+    layout = VisualLayout(find_visual_spans(ids, IMAGE_TOKEN), 1)
+    assert (layout.n_visual, layout.vis_start, layout.slots()) == (5, 2, [2, 3, 4, 6, 7])
 
 
 def test_the_model_checks_each_prompts_image_tokens(model):
     ids, _ = random_prompts(1)
-    assert model.visual_span(ids[0]) == VisualSpan(int((ids[0] == IMAGE_TOKEN).nonzero()[0]),
-                                                   TOKENS_PER_IMAGE)
+    start = int((ids[0] == IMAGE_TOKEN).nonzero()[0])
+    assert model.visual_layout(ids[0]) == VisualLayout((VisualSpan(start, TOKENS_PER_IMAGE),), 1)
+    image = torch.full((TOKENS_PER_IMAGE,), IMAGE_TOKEN)
+    two = torch.cat([torch.tensor([1]), image, torch.tensor([4, 4]), image, torch.tensor([9])])
+    assert model.visual_layout(two) == VisualLayout(
+        (VisualSpan(1, TOKENS_PER_IMAGE), VisualSpan(3 + TOKENS_PER_IMAGE, TOKENS_PER_IMAGE)), 2)
+    adjacent = torch.cat([torch.tensor([1]), image, image])
+    assert model.visual_layout(adjacent).n_images == 2
     short = torch.cat([torch.tensor([1, 5]), torch.full((15,), IMAGE_TOKEN), torch.tensor([9])])
-    with pytest.raises(ValueError, match="prompt 3 has 15 image tokens .* exactly 16"):
-        model.visual_span(short, 3)
+    with pytest.raises(ValueError, match="prompt 3 has 15 image tokens .* exactly 16 per image"):
+        model.visual_layout(short, 3)
+    with pytest.raises(ValueError, match="prompt 0 has 0 image tokens"):
+        model.visual_layout(torch.tensor([1, 5, 9]))
 
 
 def test_embed_splices_the_features_at_each_span(model):
     ids, _ = random_prompts(2)
+    image = torch.full((TOKENS_PER_IMAGE,), IMAGE_TOKEN)
+    ids.append(torch.cat([torch.tensor([1, 6]), image, torch.tensor([4, 4, 4]), image]))
     width = max(len(x) for x in ids)
-    input_ids = torch.zeros(2, width, dtype=torch.long)
+    input_ids = torch.zeros(len(ids), width, dtype=torch.long)
     for b, x in enumerate(ids):
         input_ids[b, :len(x)] = x
-    spans = [model.visual_span(x, b) for b, x in enumerate(ids)]
-    features = torch.randn(2, TOKENS_PER_IMAGE, model.decoder.embed_tokens.shape[1])
-    h = model.embed(input_ids, features, spans)
+    layouts = [model.visual_layout(x, b) for b, x in enumerate(ids)]
+    d = model.decoder.embed_tokens.shape[1]
+    features = [torch.randn(layout.n_visual, d) for layout in layouts]
+    h = model.embed(input_ids, features, layouts)
     table = model.decoder.embed_tokens
-    for b, span in enumerate(spans):
+    for b, layout in enumerate(layouts):
         visual = torch.zeros(width, dtype=torch.bool)
-        visual[span.start:span.start + span.length] = True
-        torch.testing.assert_close(h[b, visual], features[b])
+        visual[layout.slots()] = True
+        torch.testing.assert_close(h[b, layout.slots()], features[b])
         torch.testing.assert_close(h[b, ~visual], table[input_ids[b, ~visual]])
 
 
-def test_visual_slots_of_ragged_rows():
-    slots, real = visual_slots(torch.tensor([2, 5]), torch.tensor([3, 1]), length=7)
-    assert slots.tolist() == [[2, 3, 4], [5, 6, 6]]
-    assert real.tolist() == [[True, True, True], [True, False, False]]
+def test_slot_table_of_ragged_rows():
+    layouts = [VisualLayout((VisualSpan(2, 3),), 1),
+               VisualLayout((VisualSpan(5, 1), VisualSpan(8, 1)), 2)]
+    slots, real = slot_table(layouts)
+    assert slots.tolist() == [[2, 3, 4], [5, 8, 0]]
+    assert real.tolist() == [[True, True, True], [True, True, False]]

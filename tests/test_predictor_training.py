@@ -9,7 +9,7 @@ from dyrate_engine.train import Example, TrainConfig, collate, teacher_forced_ra
 from dyrate_engine.train import evaluate, train_predictor
 from dyrate_engine.train.masked_forward import embed, keep_masks, monitor_pass, pruned_pass
 from dyrate_engine.train.trainer import masked_loss
-from tiny_models import build_tiny_llava, random_prompts
+from tiny_models import build_tiny_llava, multi_image_prompts, random_prompts
 
 K = 2
 
@@ -41,15 +41,22 @@ def test_gradients_reach_the_predictor_through_the_sampled_masks(engine, example
     assert all(p.grad is None for p in engine.model.hf.parameters())  # the VLM stays frozen
 
 
+@pytest.mark.parametrize("images", [None, [2, 1, 3]])
 @pytest.mark.parametrize("rate", [0.0, 0.5, 0.75, 1.0])
-def test_hard_masking_forward_equals_physical_pruning(engine, rate):
+def test_hard_masking_forward_equals_physical_pruning(engine, rate, images):
     """Rows use the step-0 keep set throughout: exactly what Schedule([rate]) does in the engine
-    (prefill pruning, then no change), so the logits of every answer row must match."""
-    ids, pixels = random_prompts(3, seed=9)
+    (prefill pruning, then no change), so the logits of every answer row must match; with one
+    image per prompt, and with several (text between them)."""
+    if images is None:
+        ids, pixels = random_prompts(3, seed=9)
+        own = [p[None] for p in pixels]
+    else:
+        ids, pixels = multi_image_prompts(images, seed=9)
+        own = list(torch.split(pixels, images))
     results = engine.generate_ids(ids, pixels, policy=Schedule([rate], prune_layer=K),
                                   max_new_tokens=6, output_logits=True)
     batch = collate([Example(i, torch.tensor(r.token_ids), p)
-                     for i, p, r in zip(ids, pixels, results)], engine.model)
+                     for i, p, r in zip(ids, own, results)], engine.model)
     with torch.no_grad():
         h, _, scores = monitor_pass(engine.decoder, embed(engine.model, batch), batch, K)
         masks = keep_masks(scores, batch.n_visual, [rate])  # [B, T, 1, Nv]

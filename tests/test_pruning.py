@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from dyrate_engine import DyRate, Engine, FastV, Schedule
 from dyrate_engine.models import flops
 from masked_reference import masked_generate
-from tiny_models import build_tiny_llava, random_prompts
+from tiny_models import build_tiny_llava, multi_image_prompts, random_prompts
 
 POLICIES = {
     "schedule-0": lambda: Schedule([0.0], prune_layer=2),
@@ -98,3 +98,25 @@ def test_dense_with_monitor_records_type_shares_and_equals_dense(engine):
         assert w.stats.type_mass[0][3] == 0  # no response tokens yet at the prefill
         assert w.stats.type_mass[-1][3] > 0
     assert plain[0].stats.type_mass[0] == []  # no monitor, no cost
+
+
+@pytest.mark.parametrize("name", ["schedule-0.75", "schedule-non-monotone", "fastv", "dyrate"])
+def test_several_images_per_prompt_equal_masked_reference(engine, name):
+    """Visual tokens in several runs with text between them: pruning at the prefill and while
+    decoding equals the masked reference, in a ragged batch of 1, 3 and 2 images."""
+    table = torch.tensor([[0.0, 0.3, 0.3, 0.8, 0.9, 0.9, 0.95, 0.95],
+                          [0.5, 0.5, 0.2, 0.7, 0.7, 0.85, 0.85, 0.99],
+                          [0.1, 0.6, 0.6, 0.6, 0.9, 0.9, 0.9, 0.9]])
+    make = {"dyrate": lambda: DyRate(lambda stats: table[:, stats.step], prune_layer=2),
+            **POLICIES}[name]
+    images = [1, 3, 2]
+    ids, pixels = multi_image_prompts(images, seed=8)
+    results = engine.generate_ids(ids, pixels, policy=make(), max_new_tokens=8,
+                                  output_logits=True)
+    first = 0
+    for b, (r, n) in enumerate(zip(results, images)):
+        tokens, logits = masked_generate(engine, ids[b], pixels[first:first + n], make(), 8, 3, b)
+        first += n
+        assert r.token_ids == tokens
+        torch.testing.assert_close(r.logits, logits, atol=1e-4, rtol=0)
+        assert r.stats.n_visual == 16 * n and r.stats.kept_visual[-1] < 16 * n

@@ -47,6 +47,22 @@ def random_prompts(n, seed=1, lengths=(3, 9, 5), tails=(4, 1, 7)):
     return ids, torch.randn(n, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g)
 
 
+def multi_image_prompts(images_per_prompt, seed=2):
+    """Ragged prompts holding several images each, text between them (``[bos, text, image, text,
+    image, ..., text]``), and every prompt's images in order ``[sum, 3, S, S]``."""
+    g = torch.Generator().manual_seed(seed)
+    text = lambda k: torch.randint(3, IMAGE_TOKEN, (k,), generator=g)  # noqa: E731
+    image = torch.full((TOKENS_PER_IMAGE,), IMAGE_TOKEN)
+    ids = []
+    for b, n in enumerate(images_per_prompt):
+        parts = [torch.tensor([1]), text(2 + b)]
+        for i in range(n):
+            parts += [image, text(1 + (b + i) % 3)]
+        ids.append(torch.cat(parts))
+    pixels = torch.randn(sum(images_per_prompt), 3, IMAGE_SIZE, IMAGE_SIZE, generator=g)
+    return ids, pixels
+
+
 def hf_greedy(model, ids, pixels, max_new_tokens):
     """transformers' greedy generate on a left-padded batch: (new tokens per row, logits per row)."""
     width = max(len(x) for x in ids)

@@ -18,7 +18,7 @@ import math
 import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from ..models.base import find_visual_span, visual_slots
+from ..models.layout import VisualLayout, find_visual_spans, slot_table
 from ..train.masked_forward import keep_masks
 
 IGNORE = -100  # the label of prompt and padding positions (transformers' ignore_index)
@@ -58,16 +58,12 @@ class VisualTokenDrop:
         has_label = labels != IGNORE
         if not has_label.any(1).all():
             raise ValueError("every row needs answer labels")
-        spans = []
-        for i, row in enumerate(input_ids):
-            try:
-                spans.append(find_visual_span(row, self.image_token_id))
-            except ValueError as error:
-                raise ValueError(f"row {i}: {error}") from None
+        # Each run of image tokens counts as one image here; only the slots matter.
+        layouts = [VisualLayout(spans, len(spans))
+                   for spans in (find_visual_spans(row, self.image_token_id) for row in input_ids)]
+        slots, real = slot_table(layouts, input_ids.device)
         pick = torch.randint(len(self.rates), (B,), generator=self.generator)
-        device = input_ids.device
-        self.batch = dict(vis_start=torch.tensor([s.start for s in spans], device=device),
-                          n_visual=torch.tensor([s.length for s in spans], device=device),
+        self.batch = dict(vis_slots=slots, real=real, n_visual=real.sum(1),
                           last_prompt=has_label.float().argmax(1) - 1,
                           valid=attention_mask.bool(), pick=pick, rate=self.rates[pick])
 
@@ -91,8 +87,8 @@ class VisualTokenDrop:
         head_mean = scores.softmax(-1).mean(1)  # [B, T]
         # The training code's ranking (ops.select_keep's order), for every candidate rate; each
         # row then takes its drawn one.
-        n_visual = self.batch["n_visual"]
-        slots, real = visual_slots(self.batch["vis_start"], n_visual, T)  # [B, Nv]
+        n_visual, real = self.batch["n_visual"], self.batch["real"]
+        slots = self.batch["vis_slots"].clamp(max=T - 1)  # [B, Nv]
         keep = keep_masks(head_mean.gather(1, slots)[:, None], n_visual, self.rates.tolist())
         keep = keep[torch.arange(B), 0, self.batch["pick"]]  # [B, Nv]
         dropped = torch.zeros(B, T, dtype=torch.bool, device=x.device).scatter_(

@@ -18,11 +18,11 @@ def prefill(model: VisionLanguageModel, cache: KVCache, sequences, pixel_values,
     positions kept), writing their cache compact. Returns the last prompt tokens' logits
     ``[B, V]``; the cache's lengths and host mirror are set."""
     dec, K = model.decoder, cache.prune_layer
-    features = model.image_features(pixel_values)
+    features = model.visual_features(pixel_values, [seq.layout for seq in sequences])
     hidden, positions, queries = [], [], []
     for seq in sequences:
         ids = seq.prompt_ids.to(model.device)[None]
-        h = model.embed(ids, features[seq.index:seq.index + 1], [seq.span])
+        h = model.embed(ids, [features[seq.index]], [seq.layout])
         pos = model.positions(seq.prompt_len)
         h, q = prefill_layers(dec, cache, seq.index, h, pos, range(K))
         hidden.append(h)
@@ -48,9 +48,9 @@ def _prune_prompts(cache: KVCache, sequences, pruning: PruningState, hidden, pos
         return
     lengths = []
     for seq in sequences:
-        b, start, n = seq.index, seq.span.start, seq.span.length
+        b, n = seq.index, seq.layout.n_visual
         token_kept = torch.ones(hidden[b].shape[1], dtype=torch.bool, device=hidden[b].device)
-        token_kept[start:start + n] = selection.keep[b, :n]
+        token_kept[seq.layout.slots()] = selection.keep[b, :n]
         hidden[b], positions[b] = hidden[b][:, token_kept], positions[b][..., token_kept]
         lengths.append(seq.prompt_len - (n - selection.counts[b]))
     pruning.keep_at_prefill(selection)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import ops
+from ..models.layout import slot_table
 from ..policies.base import MonitorStats, Policy, n_keep_for
 from .cache import PRUNED, KVCache
 
@@ -33,9 +34,14 @@ class Selection:
 class PruningState:
     def __init__(self, policy: Policy, sequences, device):
         self.policy = policy
-        n_visual = [s.span.length for s in sequences]
+        layouts = [s.layout for s in sequences]
+        n_visual = [layout.n_visual for layout in layouts]
         self.max_visual = max(n_visual)
-        self.vis_start = torch.tensor([s.span.start for s in sequences], device=device)
+        self.vis_start = torch.tensor([layout.vis_start for layout in layouts], device=device)
+        # Several runs of visual tokens in some sequence: the ops read their slots from a table;
+        # otherwise the contiguous-span path, which needs none.
+        several = any(len(layout.spans) > 1 for layout in layouts)
+        self.vis_slots = slot_table(layouts, device)[0] if several else None
         self.n_visual = torch.tensor(n_visual, device=device)
         self.prompt_len = torch.tensor([s.prompt_len for s in sequences], device=device)
         rank = torch.arange(self.max_visual, device=device)
@@ -49,7 +55,7 @@ class PruningState:
         whose keys are the first ``lengths`` slots of ``k_cache``, and the policy's counts."""
         vis_scores, type_mass = ops.attention_scores(
             q, k_cache, lengths, self.vis_start, self.n_visual, self.prompt_len,
-            max_vis=self.max_visual, validate=False)
+            max_vis=self.max_visual, vis_slots=self.vis_slots, validate=False)
         stats = MonitorStats(step, vis_scores, type_mass, self.n_visual,
                              torch.tensor(self.n_kept, device=q.device))
         rates = self.policy.rates(stats)
@@ -70,7 +76,7 @@ class PruningState:
     def compact(self, cache: KVCache, selection: Selection) -> None:
         """Drop the unkept tokens from the pruned layers' cache, in place."""
         ops.compact_kv_(cache.pruned_kv, cache.lengths[PRUNED], self.vis_start, self.present,
-                        selection.keep, validate=False)
+                        selection.keep, vis_slots=self.vis_slots, validate=False)
         cache.dropped([old - new for old, new in zip(self.n_kept, selection.counts)])
         self.n_kept = selection.counts
 

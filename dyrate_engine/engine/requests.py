@@ -12,24 +12,25 @@ from .sequence import Sequence
 def make_sequences(model: VisionLanguageModel, input_ids, pixel_values, params: SamplingParams,
                    *, output_logits: bool = False) -> list[Sequence]:
     """One :class:`Sequence` per prompt of ``input_ids`` (a 1-D tensor or a list of them, each
-    holding the model's image tokens where its image goes), checked against ``pixel_values``
-    and against the model's capacity for ``params.max_new_tokens`` more tokens."""
+    holding the model's image tokens where its images go), checked against ``pixel_values``
+    (every prompt's images, in order) and against the model's capacity for
+    ``params.max_new_tokens`` more tokens."""
     if isinstance(input_ids, torch.Tensor) and input_ids.dim() == 1:
         input_ids = [input_ids]
     input_ids = [torch.as_tensor(ids, dtype=torch.long).cpu() for ids in input_ids]
     if not input_ids:
         raise ValueError("no requests: input_ids is empty")
-    model.check_pixels(pixel_values, len(input_ids))
     sequences = []
     for b, ids in enumerate(input_ids):
         if ids.dim() != 1:
             raise ValueError(f"prompt {b}: input_ids must be 1-D, got shape {tuple(ids.shape)}")
-        span = model.visual_span(ids, b)
+        layout = model.visual_layout(ids, b)
         total = len(ids) + params.max_new_tokens
         if total > model.max_seq_len:
             raise ValueError(f"prompt {b}: {len(ids)} prompt tokens + max_new_tokens "
                              f"{params.max_new_tokens} = {total} exceeds the engine's capacity "
                              f"{model.max_seq_len} (max_seq_len)")
-        stats = GenerationStats(prompt_tokens=len(ids), n_visual=span.length)
-        sequences.append(Sequence(b, ids, span, stats, logits=[] if output_logits else None))
+        stats = GenerationStats(prompt_tokens=len(ids), n_visual=layout.n_visual)
+        sequences.append(Sequence(b, ids, layout, stats, logits=[] if output_logits else None))
+    model.check_pixels(pixel_values, sum(s.layout.n_images for s in sequences), len(sequences))
     return sequences

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..models.base import VisualSpan
+from ..models.layout import VisualLayout
 from .results import GenerationResult, GenerationStats
 
 
@@ -13,7 +13,7 @@ from .results import GenerationResult, GenerationStats
 class Sequence:
     index: int  # place in the batch: the row of the cache and of every per-sequence tensor
     prompt_ids: torch.Tensor  # 1-D int64, on the CPU
-    span: VisualSpan
+    layout: VisualLayout  # where its visual tokens are
     stats: GenerationStats
     token_ids: list[int] = field(default_factory=list)
     finished: bool = False

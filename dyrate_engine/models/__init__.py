@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 
 from ..bundled import resolve_model
-from .base import VisionLanguageModel, VisualSpan
+from .base import VisionLanguageModel
+from .layout import VisualLayout, VisualSpan
 from .llama import SUPPORTED_TEXT_MODELS
 from .llava import LlavaModel
 
@@ -39,4 +40,5 @@ def load_model(path, device="cpu", dtype=None, *, max_seq_len: int | None = None
     return family.load(path, config, device=device, dtype=dtype, max_seq_len=max_seq_len)
 
 
-__all__ = ["FAMILIES", "VisionLanguageModel", "VisualSpan", "LlavaModel", "load_model"]
+__all__ = ["FAMILIES", "VisionLanguageModel", "VisualLayout", "VisualSpan", "LlavaModel",
+           "load_model"]

@@ -5,45 +5,16 @@ A family file (``llava.py``) subclasses :class:`VisionLanguageModel` and supplie
 families: how a checkpoint loads, how pixels become visual features, how many visual tokens an image
 makes and which pixel shapes the vision tower takes. What every family shares lives here: the text
 decoder (our own, on the checkpoint's weights), the processor and its chat template, the search for
-the visual span, the embedding splice and the positions. A new family is a new file registered in
+the visual tokens (``layout``), the embedding splice and the positions. A new family is a new file registered in
 ``models/__init__.py``; nothing in the engine branches on the family.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from .images import to_pil
+from .layout import VisualLayout, find_visual_spans
 from .llama import LlamaDecoder
-
-
-@dataclass(frozen=True)
-class VisualSpan:
-    """A prompt's visual tokens: slots ``start`` to ``start + length - 1``, contiguous."""
-
-    start: int
-    length: int
-
-
-def find_visual_span(ids: torch.Tensor, image_token_id: int) -> VisualSpan:
-    """The run of ``image_token_id`` in the 1-D ``ids`` (length 0 when there is none); a
-    ValueError when the image tokens are not one contiguous run."""
-    where = (ids == image_token_id).nonzero()[:, 0]
-    if len(where) == 0:
-        return VisualSpan(0, 0)
-    if int(where[-1] - where[0]) + 1 != len(where):
-        raise ValueError("the image tokens must be contiguous")
-    return VisualSpan(int(where[0]), len(where))
-
-
-def visual_slots(vis_start: torch.Tensor, n_visual: torch.Tensor, length: int):
-    """``(slots, real)``, both ``[B, max n_visual]``: the slot of each row's r-th visual token
-    (clamped to ``length - 1`` past the row's count, so it can index a gather) and whether the
-    row has an r-th visual token."""
-    rank = torch.arange(int(n_visual.max()) if n_visual.numel() else 0, device=vis_start.device)
-    slots = (vis_start[:, None] + rank).clamp(max=length - 1)
-    return slots, rank < n_visual[:, None]
 
 
 class VisionLanguageModel:
@@ -80,62 +51,80 @@ class VisionLanguageModel:
         return getattr(self.processor, "tokenizer", None)
 
     # ------------------------------------------------------------------ what a family supplies
-    def check_pixels(self, pixel_values: torch.Tensor, batch: int) -> None:
-        """Raise a clear ValueError unless ``pixel_values`` fit ``batch`` requests."""
+    def check_pixels(self, pixel_values: torch.Tensor, n_images: int, n_prompts: int) -> None:
+        """Raise a clear ValueError unless ``pixel_values`` hold the ``n_images`` images that
+        ``n_prompts`` prompts ask for."""
         raise NotImplementedError
 
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Projected visual tokens ``[B, tokens_per_image, d]``, in the decoder's embedding space."""
+        """Projected visual tokens ``[N, tokens_per_image, d]`` of N images, in the decoder's
+        embedding space."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------------- shared parts
     def encode(self, images, prompts) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """``(input_ids per request, pixel_values)`` for one image per prompt, through the
-        checkpoint's processor and chat template. ``prompts`` is a string or a list."""
+        """``(input_ids per request, pixel_values of every image in order)`` through the
+        checkpoint's processor and chat template. ``prompts`` is a string or a list; each
+        prompt's images are one image or a list of them (a PIL image, an HWC uint8 array or a
+        CHW tensor each), shown before its text."""
         if self.processor is None:
             raise ValueError("this checkpoint has no processor files; use generate_ids() with "
                              "token ids")
         if isinstance(prompts, str):
             prompts, images = [prompts], [images]
         if len(images) != len(prompts):
-            raise ValueError(f"{len(prompts)} prompts but {len(images)} images (one image per "
-                             f"prompt)")
+            raise ValueError(f"{len(prompts)} prompts but {len(images)} image entries (one "
+                             f"image, or a list of images, per prompt)")
         ids, pixels = [], []
-        for image, prompt in zip(images, prompts):
-            inputs = self.processor(images=[to_pil(image)], text=[self.chat_text(prompt)],
-                                    return_tensors="pt")
+        for b, (entry, prompt) in enumerate(zip(images, prompts)):
+            own = list(entry) if isinstance(entry, (list, tuple)) else [entry]
+            if not own:
+                raise ValueError(f"prompt {b} has no image")
+            inputs = self.processor(images=[to_pil(image) for image in own],
+                                    text=[self.chat_text(prompt, len(own))], return_tensors="pt")
             ids.append(inputs["input_ids"][0])
-            pixels.append(inputs["pixel_values"][0])
-        return ids, torch.stack(pixels)
+            pixels.append(inputs["pixel_values"])
+        return ids, torch.cat(pixels)
 
-    def chat_text(self, prompt: str) -> str:
-        """One user turn holding the image and ``prompt``, in the checkpoint's chat format."""
+    def chat_text(self, prompt: str, n_images: int = 1) -> str:
+        """One user turn holding ``n_images`` images and then ``prompt``, in the checkpoint's
+        chat format."""
         if getattr(self.processor, "chat_template", None):
-            conversation = [{"role": "user", "content": [{"type": "image"},
-                                                         {"type": "text", "text": prompt}]}]
+            content = [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]
+            conversation = [{"role": "user", "content": content}]
             return self.processor.apply_chat_template(conversation, add_generation_prompt=True)
         image_token = getattr(self.processor, "image_token", "<image>")
-        return prompt if image_token in prompt else f"{image_token}\n{prompt}"
+        return prompt if image_token in prompt else f"{image_token}\n" * n_images + prompt
 
-    def visual_span(self, ids: torch.Tensor, index: int = 0) -> VisualSpan:
-        """Where the image of request ``index`` goes in its 1-D ``ids``; a ValueError naming the
-        request when the image tokens are missing, too many or not contiguous."""
-        count = int((ids == self.image_token_id).sum())
-        if count != self.tokens_per_image:
-            raise ValueError(f"prompt {index} has {count} image tokens (id "
-                             f"{self.image_token_id}); the model expects exactly "
-                             f"{self.tokens_per_image} for its one image")
-        try:
-            return find_visual_span(ids, self.image_token_id)
-        except ValueError as error:
-            raise ValueError(f"prompt {index}: {error}") from None
+    def visual_layout(self, ids: torch.Tensor, index: int = 0) -> VisualLayout:
+        """Where the images of request ``index`` go in its 1-D ``ids``: every run of image
+        tokens, holding a whole number (at least one) of images; a ValueError naming the request
+        otherwise."""
+        spans = find_visual_spans(ids, self.image_token_id)
+        count = sum(span.length for span in spans)
+        if count == 0 or count % self.tokens_per_image:
+            raise ValueError(f"prompt {index} has {count} image tokens (id {self.image_token_id});"
+                             f" the model makes exactly {self.tokens_per_image} per image, and "
+                             f"a prompt holds at least one image")
+        return VisualLayout(spans, count // self.tokens_per_image)
 
-    def embed(self, input_ids: torch.Tensor, features: torch.Tensor, spans) -> torch.Tensor:
-        """Token embeddings ``[B, T, d]`` of ``input_ids [B, T]`` with row ``b``'s visual
-        features ``features[b]`` spliced in at ``spans[b]``."""
+    def visual_features(self, pixel_values: torch.Tensor, layouts) -> list[torch.Tensor]:
+        """Each request's visual tokens ``[n_visual, d]``, its images' features in order, from
+        ``pixel_values`` of every request's images in order."""
+        features = self.image_features(pixel_values)
+        counts = [layout.n_images for layout in layouts]
+        return [f.reshape(-1, f.shape[-1]) for f in torch.split(features, counts)]
+
+    def embed(self, input_ids: torch.Tensor, features, layouts) -> torch.Tensor:
+        """Token embeddings ``[B, T, d]`` of ``input_ids [B, T]`` with row ``b``'s visual tokens
+        ``features[b] [n_visual, d]`` spliced in at the slots of ``layouts[b]``, in order."""
         h = self.decoder.embed_tokens[input_ids].clone()
-        for b, span in enumerate(spans):
-            h[b, span.start:span.start + span.length] = features[b, :span.length].to(h.dtype)
+        for b, layout in enumerate(layouts):
+            done = 0
+            for span in layout.spans:
+                h[b, span.start:span.start + span.length] = \
+                    features[b][done:done + span.length].to(h.dtype)
+                done += span.length
         return h
 
     def positions(self, length: int) -> torch.Tensor:

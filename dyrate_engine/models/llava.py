@@ -1,6 +1,6 @@
 """LLaVA-1.5 (``LlavaForConditionalGeneration``): a CLIP-style vision tower and an MLP projector
 make a fixed number of visual tokens per square image, spliced into a Llama / Mistral / Qwen2
-text model at one contiguous run of image tokens."""
+text model at the prompt's image tokens, one run per image (or per run of adjacent images)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,13 +41,13 @@ class LlavaModel(VisionLanguageModel):
         processor = AutoProcessor.from_pretrained(path) if has_processor else None
         return cls(hf, processor, max_seq_len=max_seq_len)
 
-    def check_pixels(self, pixel_values: torch.Tensor, batch: int) -> None:
+    def check_pixels(self, pixel_values: torch.Tensor, n_images: int, n_prompts: int) -> None:
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4:
-            raise ValueError(f"pixel_values must be a [B, 3, H, W] tensor, got "
+            raise ValueError(f"pixel_values must be a [N, 3, H, W] tensor, got "
                              f"{getattr(pixel_values, 'shape', type(pixel_values))}")
-        if pixel_values.shape[0] != batch:
-            raise ValueError(f"{batch} prompts but {pixel_values.shape[0]} images (one image per "
-                             f"prompt)")
+        if pixel_values.shape[0] != n_images:
+            raise ValueError(f"{n_prompts} prompts but {pixel_values.shape[0]} images: their "
+                             f"image tokens ask for {n_images}")
         if pixel_values.shape[1] != 3:
             raise ValueError(f"images must have 3 channels, got {pixel_values.shape[1]}")
         if tuple(pixel_values.shape[2:]) != (self.image_size, self.image_size):

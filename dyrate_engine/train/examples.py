@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
 from ..engine import Engine
-from ..models.base import VisionLanguageModel, VisualSpan
+from ..models.base import VisionLanguageModel
+from ..models.layout import VisualLayout, slot_table
 
 
 def adapter(model) -> VisionLanguageModel:
@@ -27,7 +29,7 @@ def adapter(model) -> VisionLanguageModel:
 class Example:
     prompt_ids: torch.Tensor  # 1-D, the chat-formatted prompt with its image tokens
     answer_ids: torch.Tensor  # 1-D, the answer followed by EOS
-    pixel_values: torch.Tensor  # [3, S, S]
+    pixel_values: torch.Tensor  # the prompt's images, as the model's processor makes them
     # The frozen layers' outputs (hidden after K-1 [T, d], type masses [T, H, 4], visual scores
     # [T, Nv]) when precomputed with ``trainer.precompute_monitor``; None to compute per step.
     monitor: tuple | None = None
@@ -36,23 +38,32 @@ class Example:
 @dataclass
 class TeacherBatch:
     input_ids: torch.Tensor  # [B, T] prompt + answer, right-padded
-    pixel_values: torch.Tensor  # [B, 3, S, S]
-    vis_start: torch.Tensor  # [B]
-    n_visual: torch.Tensor  # [B]
+    pixel_values: torch.Tensor  # every row's images, in order
     prompt_len: torch.Tensor  # [B]
     answer_len: torch.Tensor  # [B] (EOS included)
+    layouts: list[VisualLayout]  # where each row's visual tokens are
     monitor: tuple | None = None  # padded [B, T, ...] versions of Example.monitor
 
-    @property
-    def spans(self) -> list[VisualSpan]:
-        """Each row's visual span, read from ``vis_start`` and ``n_visual``."""
-        return [VisualSpan(s, n) for s, n in zip(self.vis_start.tolist(), self.n_visual.tolist())]
+    @cached_property
+    def vis_start(self) -> torch.Tensor:
+        """``[B]`` first visual slot of each row."""
+        return torch.tensor([lay.vis_start for lay in self.layouts], device=self.input_ids.device)
+
+    @cached_property
+    def n_visual(self) -> torch.Tensor:
+        """``[B]`` visual tokens of each row."""
+        return torch.tensor([lay.n_visual for lay in self.layouts], device=self.input_ids.device)
+
+    @cached_property
+    def vis_slots(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(slots, real)`` ``[B, max n_visual]``: each row's visual slots, and which are real."""
+        return slot_table(self.layouts, self.input_ids.device)
 
     def to(self, device) -> "TeacherBatch":
         monitor = None if self.monitor is None else tuple(t.to(device) for t in self.monitor)
         return TeacherBatch(*(t.to(device) for t in (
-            self.input_ids, self.pixel_values, self.vis_start, self.n_visual, self.prompt_len,
-            self.answer_len)), monitor)
+            self.input_ids, self.pixel_values, self.prompt_len, self.answer_len)),
+            self.layouts, monitor)
 
 
 def encode(model: VisionLanguageModel, records) -> list[Example]:
@@ -65,34 +76,39 @@ def encode(model: VisionLanguageModel, records) -> list[Example]:
     eos = model.eos_token_ids[0] if model.eos_token_ids else tokenizer.eos_token_id
     examples = []
     for r in records:
-        with Image.open(r["image"]) as image:
-            ids, pixels = model.encode([image.convert("RGB")], [r["prompt"]])
+        paths = r["image"] if isinstance(r["image"], (list, tuple)) else [r["image"]]
+        images = []
+        for path in paths:
+            with Image.open(path) as image:
+                images.append(image.convert("RGB"))
+        ids, pixels = model.encode([images], [r["prompt"]])
         answer = tokenizer(r["answer"], add_special_tokens=False)["input_ids"] + [eos]
-        examples.append(Example(ids[0], torch.tensor(answer), pixels[0]))
+        examples.append(Example(ids[0], torch.tensor(answer), pixels))
     return examples
 
 
 def collate(examples: list[Example], model: VisionLanguageModel) -> TeacherBatch:
-    """Prompt + answer rows right-padded with the model's pad id; the visual span of each prompt
-    found (and checked) by the model."""
+    """Prompt + answer rows right-padded with the model's pad id; where each prompt's visual
+    tokens are, found (and checked) by the model."""
     if isinstance(model, int):
         raise TypeError("collate() takes the model adapter, not an image token id: "
                         "collate(examples, engine.model)")
     model = adapter(model)
     rows = [torch.cat([e.prompt_ids, e.answer_ids]) for e in examples]
     ids = torch.full((len(rows), max(len(r) for r in rows)), model.pad_token_id, dtype=torch.long)
-    spans = []
+    layouts = []
     for i, (row, e) in enumerate(zip(rows, examples)):
         ids[i, :len(row)] = row
-        spans.append(model.visual_span(e.prompt_ids, i))
+        layouts.append(model.visual_layout(e.prompt_ids, i))
     monitor = None
     if all(e.monitor is not None for e in examples):
         monitor = tuple(_pad([e.monitor[i] for e in examples], ids.shape[1]) for i in range(3))
-    return TeacherBatch(ids, torch.stack([e.pixel_values for e in examples]),
-                        torch.tensor([s.start for s in spans]),
-                        torch.tensor([s.length for s in spans]),
-                        torch.tensor([len(e.prompt_ids) for e in examples]),
-                        torch.tensor([len(e.answer_ids) for e in examples]), monitor)
+    # One image is [3, S, S] (what encode made before several images per prompt), more [k, ...].
+    pixels = torch.cat([e.pixel_values[None] if e.pixel_values.dim() == 3 else e.pixel_values
+                        for e in examples])
+    model.check_pixels(pixels, sum(layout.n_images for layout in layouts), len(examples))
+    return TeacherBatch(ids, pixels, torch.tensor([len(e.prompt_ids) for e in examples]),
+                        torch.tensor([len(e.answer_ids) for e in examples]), layouts, monitor)
 
 
 def _pad(tensors: list[torch.Tensor], T: int) -> torch.Tensor:

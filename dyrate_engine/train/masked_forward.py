@@ -22,7 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..models.base import VisionLanguageModel, visual_slots
+from ..models.base import VisionLanguageModel
 from ..models.llama import LlamaDecoder
 from ..ops.attention_scores import IMAGE
 from ..policies.base import n_keep_for
@@ -32,16 +32,30 @@ from .examples import TeacherBatch
 def embed(model: VisionLanguageModel, batch: TeacherBatch) -> torch.Tensor:
     """Prompt + answer embeddings ``[B, T, d]`` with the visual features spliced in."""
     with torch.no_grad():
-        features = model.image_features(batch.pixel_values)
-        return model.embed(batch.input_ids, features, batch.spans)
+        features = model.visual_features(batch.pixel_values, batch.layouts)
+        return model.embed(batch.input_ids, features, batch.layouts)
+
+
+def visual_ranks(batch: TeacherBatch, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(is_visual, rank)`` ``[B, T]``: whether each slot holds a visual token, and its rank
+    among the row's visual tokens (0 for the others)."""
+    slots, real = batch.vis_slots
+    B = slots.shape[0]
+    rows = torch.arange(B, device=slots.device)[:, None].expand_as(slots)[real]
+    is_visual = torch.zeros(B, T, dtype=torch.bool, device=slots.device)
+    is_visual[rows, slots[real]] = True
+    rank = torch.zeros(B, T, dtype=torch.long, device=slots.device)
+    rank[rows, slots[real]] = torch.arange(slots.shape[1], device=slots.device).expand_as(slots)[real]
+    return is_visual, rank
 
 
 def token_types(batch: TeacherBatch, T: int) -> torch.Tensor:
-    """Type of each key slot ``[B, T]``: 0 system, 1 image, 2 instruction, 3 response."""
+    """Type of each key slot ``[B, T]``: 0 system, 1 image, 2 instruction (the text between
+    visual runs too), 3 response."""
     slot = torch.arange(T, device=batch.input_ids.device)[None]
-    vis_end = batch.vis_start + batch.n_visual
-    return ((slot >= batch.vis_start[:, None]).long() + (slot >= vis_end[:, None]).long()
-            + (slot >= batch.prompt_len[:, None]).long())
+    types = torch.where(slot < batch.vis_start[:, None], 0,
+                        torch.where(slot < batch.prompt_len[:, None], 2, 3))
+    return torch.where(visual_ranks(batch, T)[0], IMAGE, types)
 
 
 def _attention(q, k, v, keep=None, visual_index=None):
@@ -94,7 +108,8 @@ def monitor_pass(dec: LlamaDecoder, h, batch: TeacherBatch, K: int):
             h = dec.finish_layer(layer, h, attn)
         one_hot = F.one_hot(token_types(batch, T), 4).float()  # [B, Tk, 4]
         type_mass = torch.einsum("bhqk,bkc->bqhc", probs, one_hot)
-        slots, real = visual_slots(batch.vis_start, batch.n_visual, T)  # [B, Nv]
+        slots, real = batch.vis_slots  # [B, Nv]
+        slots = slots.clamp(max=T - 1)
         head_mean = probs.mean(1)  # [B, Tq, Tk]
         vis_scores = head_mean.gather(2, slots[:, None, :].expand(B, T, slots.shape[1]))
         vis_scores = vis_scores * real[:, None, :]
@@ -129,9 +144,7 @@ def pruned_pass(dec: LlamaDecoder, h, batch: TeacherBatch, K: int, keep_rows: to
     B, T, _ = h.shape
     positions = torch.arange(T, device=h.device)[None].expand(B, T)
     cos, sin = dec.rope(positions)
-    is_vis = token_types(batch, T) == IMAGE
-    index = (torch.arange(T, device=h.device)[None] - batch.vis_start[:, None]).clamp(
-        0, keep_rows.shape[-1] - 1)
+    is_vis, index = visual_ranks(batch, T)
     keep = (keep_rows.bool(), weights.float())
     for i in range(K, dec.n_layers):
         layer = dec.layers[i]

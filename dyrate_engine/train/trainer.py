@@ -159,8 +159,8 @@ def precompute_monitor(model: VisionLanguageModel, examples: list[Example], K: i
         chunk = examples[start:start + batch_size]
         batch = collate(chunk, model).to(model.device)
         h, type_mass, vis_scores = monitor_pass(model.decoder, embed(model, batch), batch, K)
-        for i, (e, span) in enumerate(zip(chunk, batch.spans)):
-            T, n_visual = len(e.prompt_ids) + len(e.answer_ids), span.length
+        for i, (e, layout) in enumerate(zip(chunk, batch.layouts)):
+            T, n_visual = len(e.prompt_ids) + len(e.answer_ids), layout.n_visual
             out.append(Example(e.prompt_ids, e.answer_ids, e.pixel_values,
                                (h[i, :T].clone(), type_mass[i, :T].clone(),
                                 vis_scores[i, :T, :n_visual].clone())))
