@@ -19,8 +19,11 @@ def cmd_generate(args) -> int:
 
     policy = parse_policy(args.policy, new_tokens=args.max_new_tokens)
     engine = Engine.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype))
-    image = Image.open(args.image)
-    result = engine.generate(image, args.prompt, policy=policy,
+    images = []
+    for path in args.image:
+        with Image.open(path) as image:
+            images.append(image.convert("RGB"))
+    result = engine.generate([images], [args.prompt], policy=policy,
                              max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                              top_k=args.top_k, top_p=args.top_p, seed=args.seed)[0]
     print(result.text)
@@ -33,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="answer a prompt about an image")
     gen.add_argument("--model", required=True, help="local checkpoint directory, or 'demo'")
-    gen.add_argument("--image", required=True, help="image file")
+    gen.add_argument("--image", required=True, action="append",
+                     help="image file; repeat for several images, shown in order")
     gen.add_argument("--prompt", required=True)
     gen.add_argument("--policy", default="dense", help=POLICY_HELP)
     gen.add_argument("--max-new-tokens", type=int, default=64)

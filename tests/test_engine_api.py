@@ -219,3 +219,20 @@ def test_several_images_per_prompt_through_the_processor(engine):
         engine.generate([[]], ["Describe the image."])
     with pytest.raises(ValueError, match="2 prompts but 5 images: their image tokens ask for 3"):
         engine.generate_ids(ids, torch.cat([pixels[:2], pixels]), max_new_tokens=2)
+
+
+def test_cli_generate_takes_several_images(engine, tmp_path, capsys):
+    from dyrate_engine.cli import main
+
+    paths = []
+    for i, colour in enumerate((30, 220)):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.full((28, 28, 3), colour, dtype=np.uint8)).save(paths[-1])
+    assert main(["generate", "--model", engine.model.hf.name_or_path, "--image", str(paths[0]),
+                 "--image", str(paths[1]), "--prompt", "What is this?",
+                 "--max-new-tokens", "5"]) == 0
+    out, err = capsys.readouterr()
+    images = [Image.open(p).convert("RGB") for p in paths]
+    [expected] = engine.generate([images], ["What is this?"], max_new_tokens=5)
+    assert out.strip() == expected.text.strip()
+    assert f"kept visual tokens {2 * TOKENS_PER_IMAGE}/{2 * TOKENS_PER_IMAGE}" in err

@@ -141,3 +141,22 @@ def test_cli_eval_end_to_end(tiny, tmp_path, capsys):
 def test_cli_eval_bad_data_exits_2(args, tmp_path, capsys):
     assert main(["eval", *args, "--out", str(tmp_path)]) == 2
     assert "dyrate: error:" in capsys.readouterr().err
+
+
+def test_records_with_several_images(tiny, tmp_path):
+    """A JSONL record may list several images: the harness shows them all, in order, and the
+    predictor's training data encodes them the same way."""
+    from dyrate_engine.train import collate, encode
+
+    record = {"image": ["0.png", "1.png"], "prompt": "Describe the image.", "answer": "a b"}
+    (tiny / "pairs.jsonl").write_text(json.dumps(record) + "\n")
+    [item] = load_eval_set(str(tiny / "pairs.jsonl"))
+    assert [str(p) for p in item.image] == [str(tiny / "0.png"), str(tiny / "1.png")]
+    engine = Engine.from_pretrained(tiny / "model")
+    result = run_policy(engine, [item], eval_policy(parse_policy("schedule:3:0.5")),
+                        max_new_tokens=3, batch_size=1, progress=False)
+    assert result.mean_visual == 32 and result.mean_kept_visual == 16
+    from dyrate_engine.data import load_jsonl
+    [example] = encode(engine.model, load_jsonl(tiny / "pairs.jsonl"))
+    assert example.pixel_values.shape[0] == 2
+    assert collate([example], engine.model).layouts[0].n_images == 2

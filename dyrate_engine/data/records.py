@@ -9,7 +9,8 @@ DEFAULT_PROMPT = "Describe the image."
 
 
 def load_jsonl(path) -> list[dict]:
-    """Records ``{"image", "prompt", "answer"}``; image paths are relative to the file."""
+    """Records ``{"image", "prompt", "answer"}``; ``image`` is a path relative to the file, or
+    a list of them for several images shown in order."""
     path = Path(path)
     records = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
@@ -24,7 +25,10 @@ def load_jsonl(path) -> list[dict]:
         missing = {"image", "prompt", "answer"} - record.keys()
         if missing:
             raise ValueError(f"{path}:{n}: record lacks {sorted(missing)}")
-        records.append({**record, "image": str(path.parent / record["image"])})
+        image = record["image"]
+        image = [str(path.parent / p) for p in image] if isinstance(image, list) \
+            else str(path.parent / image)
+        records.append({**record, "image": image})
     if not records:
         raise ValueError(f"{path} holds no records")
     return records

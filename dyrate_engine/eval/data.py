@@ -17,8 +17,8 @@ DEMO_DEFAULT_COUNT = 200
 
 @dataclass
 class EvalItem:
-    """One image to caption: ``image`` is a file path or an in-memory PIL image; ``references``
-    are every reference caption of that image; ``key`` identifies it in the outputs."""
+    """One request to answer: ``image`` is a file path or an in-memory PIL image, or a list of
+    them; ``references`` are every reference answer; ``key`` identifies it in the outputs."""
 
     key: str
     image: object
@@ -26,13 +26,20 @@ class EvalItem:
     references: list[str] = field(default_factory=list)
 
     def load_image(self):
-        """The image as an RGB PIL image (opened from disk when ``image`` is a path)."""
-        from PIL import Image
+        """The image as an RGB PIL image (opened from disk when ``image`` is a path), or the
+        list of them."""
+        if isinstance(self.image, (list, tuple)):
+            return [_load(image) for image in self.image]
+        return _load(self.image)
 
-        if isinstance(self.image, (str, Path)):
-            with Image.open(self.image) as image:
-                return image.convert("RGB")
-        return self.image
+
+def _load(image):
+    from PIL import Image
+
+    if isinstance(image, (str, Path)):
+        with Image.open(image) as opened:
+            return opened.convert("RGB")
+    return image
 
 
 def parse_demo_spec(spec: str) -> tuple[str, int] | None:
@@ -80,8 +87,9 @@ def group_records(records: list[dict]) -> list[EvalItem]:
 
 
 def _check_images(items: list[EvalItem]) -> None:
-    missing = [it.image for it in items if isinstance(it.image, (str, Path))
-               and not Path(it.image).is_file()]
+    paths = [p for it in items for p in (it.image if isinstance(it.image, (list, tuple))
+                                         else [it.image])]
+    missing = [p for p in paths if isinstance(p, (str, Path)) and not Path(p).is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} image file(s) missing, e.g. {missing[0]}")
 
