@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from dyrate_engine import ops
+from dyrate_engine.models.vision import VisionInputs
 from dyrate_engine.policies.base import MonitorStats
 
 
@@ -17,7 +18,7 @@ def masked_generate(engine, ids, pixels, policy, max_new_tokens, batch_size, b):
     dec = engine.decoder
     K, L = policy.prune_layer, dec.n_layers
     pixels = pixels[None] if pixels.dim() == 3 else pixels
-    features = engine.model.image_features(pixels).reshape(-1, dec.embed_tokens.shape[1])
+    features = torch.cat(engine.model.image_features(VisionInputs({"pixel_values": pixels})))
     ids = ids.clone()
     vis = (ids == engine.model.image_token_id).nonzero()[:, 0]  # every image's slots, in order
     vis_start, n_vis, prompt_len = int(vis[0]), len(vis), len(ids)

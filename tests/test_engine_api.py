@@ -208,7 +208,8 @@ def test_several_images_per_prompt_through_the_processor(engine):
     prompts = ["Describe the image.", "What is this?"]
     results = engine.generate([[a, b], c], prompts, max_new_tokens=6)
     assert [r.stats.n_visual for r in results] == [2 * TOKENS_PER_IMAGE, TOKENS_PER_IMAGE]
-    ids, pixels = engine.model.encode([[a, b], [c]], prompts)
+    ids, vision = engine.model.encode([[a, b], [c]], prompts)
+    pixels = vision["pixel_values"]
     assert pixels.shape[0] == 3 and (ids[0] == IMAGE_TOKEN).sum() == 2 * TOKENS_PER_IMAGE
     by_ids = engine.generate_ids(ids, pixels, max_new_tokens=6, output_logits=True)
     assert [r.token_ids for r in results] == [r.token_ids for r in by_ids]

@@ -8,6 +8,7 @@ import torch
 from dyrate_engine import Engine
 from dyrate_engine.models import FAMILIES, LlavaModel, VisualLayout, VisualSpan, load_model
 from dyrate_engine.models.layout import find_visual_spans, slot_table
+from dyrate_engine.models.vision import VisionInputs
 from tiny_models import IMAGE_TOKEN, TOKENS_PER_IMAGE, build_tiny_llava, random_prompts
 
 
@@ -58,21 +59,32 @@ def test_visual_span_search():
     assert (layout.n_visual, layout.vis_start, layout.slots()) == (5, 2, [2, 3, 4, 6, 7])
 
 
+def _layouts(model, *prompts, images=None):
+    n = images if images is not None else sum(int((p == IMAGE_TOKEN).sum()) // TOKENS_PER_IMAGE
+                                              for p in prompts)
+    vision = VisionInputs({"pixel_values": torch.zeros(n, 3, 28, 28)})
+    return model.visual_layouts(list(prompts), vision)
+
+
 def test_the_model_checks_each_prompts_image_tokens(model):
     ids, _ = random_prompts(1)
     start = int((ids[0] == IMAGE_TOKEN).nonzero()[0])
-    assert model.visual_layout(ids[0]) == VisualLayout((VisualSpan(start, TOKENS_PER_IMAGE),), 1)
+    assert _layouts(model, ids[0]) == [VisualLayout((VisualSpan(start, TOKENS_PER_IMAGE),), 1)]
     image = torch.full((TOKENS_PER_IMAGE,), IMAGE_TOKEN)
     two = torch.cat([torch.tensor([1]), image, torch.tensor([4, 4]), image, torch.tensor([9])])
-    assert model.visual_layout(two) == VisualLayout(
-        (VisualSpan(1, TOKENS_PER_IMAGE), VisualSpan(3 + TOKENS_PER_IMAGE, TOKENS_PER_IMAGE)), 2)
+    assert _layouts(model, two) == [VisualLayout(
+        (VisualSpan(1, TOKENS_PER_IMAGE), VisualSpan(3 + TOKENS_PER_IMAGE, TOKENS_PER_IMAGE)), 2)]
     adjacent = torch.cat([torch.tensor([1]), image, image])
-    assert model.visual_layout(adjacent).n_images == 2
+    assert [lay.n_images for lay in _layouts(model, adjacent, ids[0])] == [2, 1]
     short = torch.cat([torch.tensor([1, 5]), torch.full((15,), IMAGE_TOKEN), torch.tensor([9])])
-    with pytest.raises(ValueError, match="prompt 3 has 15 image tokens .* exactly 16 per image"):
-        model.visual_layout(short, 3)
+    with pytest.raises(ValueError, match="prompt 1 has 15 image tokens .* exactly 16"):
+        _layouts(model, ids[0], short, images=2)
     with pytest.raises(ValueError, match="prompt 0 has 0 image tokens"):
-        model.visual_layout(torch.tensor([1, 5, 9]))
+        _layouts(model, torch.tensor([1, 5, 9]), images=0)
+    with pytest.raises(ValueError, match="2 prompts but 3 images: their image tokens ask for 2"):
+        _layouts(model, ids[0], ids[0], images=3)
+    with pytest.raises(ValueError, match="2 prompts but 1 images: prompt 1"):
+        _layouts(model, ids[0], ids[0], images=1)
 
 
 def test_embed_splices_the_features_at_each_span(model):
@@ -83,7 +95,7 @@ def test_embed_splices_the_features_at_each_span(model):
     input_ids = torch.zeros(len(ids), width, dtype=torch.long)
     for b, x in enumerate(ids):
         input_ids[b, :len(x)] = x
-    layouts = [model.visual_layout(x, b) for b, x in enumerate(ids)]
+    layouts = _layouts(model, *ids)
     d = model.decoder.embed_tokens.shape[1]
     features = [torch.randn(layout.n_visual, d) for layout in layouts]
     h = model.embed(input_ids, features, layouts)

@@ -9,6 +9,7 @@ from typing import Iterator
 import torch
 
 from ..models import VisionLanguageModel, load_model
+from ..models.vision import VisionInputs
 from ..policies.base import Dense, Policy
 from .generation import Generation
 from .requests import make_sequences
@@ -63,21 +64,30 @@ class Engine:
     def generate(self, images, prompts, policy: Policy | None = None,
                  sampling_params: SamplingParams | None = None, **overrides
                  ) -> list[GenerationResult]:
-        """Answer ``prompts`` (str or list) about ``images`` (PIL images, HWC uint8 arrays or CHW
-        tensors; one per prompt) with the checkpoint's processor and chat template.
+        """Answer ``prompts`` (str or list) about ``images`` (for each prompt one image or a list
+        of them, shown in order before its text: PIL images, HWC uint8 arrays or CHW tensors)
+        with the checkpoint's processor and chat template.
         ``sampling_params`` (default: greedy, 64 new tokens); keyword ``overrides`` replace its
         fields, e.g. ``max_new_tokens=32, temperature=0.7, seed=0, stop_token_ids=[2]``."""
-        ids, pixels = self.model.encode(images, prompts)
-        return self.generate_ids(ids, pixels, policy, sampling_params, **overrides)
+        ids, vision = self.model.encode(images, prompts)
+        return self._results(self._generation(ids, vision, policy, sampling_params, overrides,
+                                              False))
 
-    def generate_ids(self, input_ids, pixel_values, policy: Policy | None = None,
+    def generate_ids(self, input_ids, pixel_values=None, policy: Policy | None = None,
                      sampling_params: SamplingParams | None = None, *,
-                     output_logits: bool = False, **overrides) -> list[GenerationResult]:
-        """Like :meth:`generate` on token ids: ``input_ids`` a list of 1-D tensors (ragged, each
-        with the checkpoint's image tokens where its image goes), ``pixel_values [B, 3, H, W]``.
-        ``output_logits`` keeps each result's fp32 logits ``[new tokens, V]`` (on the CPU)."""
-        run = self._generation(input_ids, pixel_values, policy, sampling_params, overrides,
-                               output_logits)
+                     output_logits: bool = False, **kwargs) -> list[GenerationResult]:
+        """Like :meth:`generate` on what the processor made: ``input_ids`` a list of 1-D tensors
+        (ragged, each with the checkpoint's image tokens where its images go), ``pixel_values``
+        of every prompt's images in order, and the family's other vision tensors by their
+        processor names (``model.vision_keys``, e.g. ``image_sizes``); the other keywords
+        override ``sampling_params``' fields. ``output_logits`` keeps each result's fp32 logits
+        ``[new tokens, V]`` (on the CPU)."""
+        vision = {name: kwargs.pop(name) for name in self.model.vision_keys if name in kwargs}
+        vision = VisionInputs({"pixel_values": pixel_values, **vision})
+        return self._results(self._generation(input_ids, vision, policy, sampling_params, kwargs,
+                                              output_logits))
+
+    def _results(self, run: Generation) -> list[GenerationResult]:
         for _ in run.run():
             pass
         return [seq.result(self.model.tokenizer) for seq in run.sequences]
@@ -86,8 +96,8 @@ class Engine:
                sampling_params: SamplingParams | None = None, **overrides
                ) -> Iterator[StreamEvent]:
         """Yield a :class:`StreamEvent` per new token of each request as it is produced."""
-        ids, pixels = self.model.encode(images, prompts)
-        run = self._generation(ids, pixels, policy, sampling_params, overrides, False)
+        ids, vision = self.model.encode(images, prompts)
+        run = self._generation(ids, vision, policy, sampling_params, overrides, False)
         tokenizer = self.model.tokenizer
         shown = [""] * len(run.sequences)
         for new in run.run():
@@ -97,15 +107,16 @@ class Engine:
                 yield StreamEvent(b, token, text[len(shown[b]):])
                 shown[b] = text
 
-    def _generation(self, input_ids, pixel_values, policy, sampling_params, overrides,
+    def _generation(self, input_ids, vision: VisionInputs, policy, sampling_params, overrides,
                     output_logits) -> Generation:
-        """Everything checked before any work: the policy, the sampling, the requests."""
+        """Everything checked before the decoder runs: the policy, the sampling, the requests
+        against their images."""
         policy = policy or Dense()
         K = self.check_policy(policy)
         params = sampling_params_with(sampling_params, overrides)
-        sequences = make_sequences(self.model, input_ids, pixel_values, params,
+        sequences = make_sequences(self.model, input_ids, vision, params,
                                    output_logits=output_logits)
-        return Generation(self.model, sequences, pixel_values, policy, params, K)
+        return Generation(self.model, sequences, vision, policy, params, K)
 
 
 def sampling_params_with(params: SamplingParams | None, overrides: dict) -> SamplingParams:

@@ -8,6 +8,7 @@ from typing import Iterator
 import torch
 
 from ..models.base import VisionLanguageModel
+from ..models.vision import VisionInputs
 from ..policies.base import Policy
 from .cache import KVCache
 from .prefill import prefill
@@ -18,11 +19,10 @@ from .stats import StatsRecorder
 
 
 class Generation:
-    def __init__(self, model: VisionLanguageModel, sequences, pixel_values, policy: Policy,
-                 params: SamplingParams, prune_layer: int):
+    def __init__(self, model: VisionLanguageModel, sequences, vision: VisionInputs,
+                 policy: Policy, params: SamplingParams, prune_layer: int):
         dec = model.decoder
-        self.model, self.sequences, self.pixel_values, self.params = \
-            model, sequences, pixel_values, params
+        self.model, self.sequences, self.vision, self.params = model, sequences, vision, params
         self.stop = params.stop_tokens(model.eos_token_ids)
         capacity = max(s.prompt_len for s in sequences) + params.max_new_tokens
         self.cache = KVCache.allocate(dec.n_layers, len(sequences), dec.n_kv_heads, capacity,
@@ -46,7 +46,7 @@ class Generation:
     def run(self) -> Iterator[list[tuple[int, int]]]:
         """Yields the new ``(sequence index, token)`` pairs after the prefill and each step."""
         start = time.perf_counter()
-        logits = prefill(self.model, self.cache, self.sequences, self.pixel_values, self.pruning)
+        logits = prefill(self.model, self.cache, self.sequences, self.vision, self.pruning)
         token = sample(logits, self.params, self.generator)
         host_tokens = token.tolist()  # inside the timer: on CUDA this waits for the device's work
         self.stats.record((time.perf_counter() - start) * 1e3, prefill=True)

@@ -11,14 +11,14 @@ from .pruning import PruningState
 from .runner import prefill_layers
 
 
-def prefill(model: VisionLanguageModel, cache: KVCache, sequences, pixel_values,
+def prefill(model: VisionLanguageModel, cache: KVCache, sequences, vision,
             pruning: PruningState | None) -> torch.Tensor:
     """Layers < K run for every prompt; with a pruning policy, the policy sees the last prompt
     token's attention at layer K-1, and layers >= K run on the kept tokens only (original
     positions kept), writing their cache compact. Returns the last prompt tokens' logits
     ``[B, V]``; the cache's lengths and host mirror are set."""
     dec, K = model.decoder, cache.prune_layer
-    features = model.visual_features(pixel_values, [seq.layout for seq in sequences])
+    features = model.visual_features(vision, [seq.layout for seq in sequences])
     hidden, positions, queries = [], [], []
     for seq in sequences:
         ids = seq.prompt_ids.to(model.device)[None]

@@ -15,6 +15,7 @@ import torch
 from .images import to_pil
 from .layout import VisualLayout, find_visual_spans
 from .llama import LlamaDecoder
+from .vision import VisionInputs, assign_images
 
 
 class VisionLanguageModel:
@@ -51,22 +52,27 @@ class VisionLanguageModel:
         return getattr(self.processor, "tokenizer", None)
 
     # ------------------------------------------------------------------ what a family supplies
-    def check_pixels(self, pixel_values: torch.Tensor, n_images: int, n_prompts: int) -> None:
-        """Raise a clear ValueError unless ``pixel_values`` hold the ``n_images`` images that
-        ``n_prompts`` prompts ask for."""
+    #: The processor outputs that carry the images (generate_ids takes the same names).
+    vision_keys: tuple[str, ...] = ("pixel_values",)
+
+    def check_vision(self, vision: VisionInputs) -> None:
+        """Raise a clear ValueError unless the vision tensors are shaped for this family."""
         raise NotImplementedError
 
-    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Projected visual tokens ``[N, tokens_per_image, d]`` of N images, in the decoder's
-        embedding space."""
+    def image_token_counts(self, vision: VisionInputs) -> list[int]:
+        """How many visual tokens each image of ``vision`` makes, in order."""
+        raise NotImplementedError
+
+    def image_features(self, vision: VisionInputs) -> list[torch.Tensor]:
+        """Each image's visual tokens ``[tokens, d]``, in the decoder's embedding space."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------------- shared parts
-    def encode(self, images, prompts) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """``(input_ids per request, pixel_values of every image in order)`` through the
-        checkpoint's processor and chat template. ``prompts`` is a string or a list; each
-        prompt's images are one image or a list of them (a PIL image, an HWC uint8 array or a
-        CHW tensor each), shown before its text."""
+    def encode(self, images, prompts) -> tuple[list[torch.Tensor], VisionInputs]:
+        """``(input_ids per request, vision inputs of every image in order)`` through the
+        checkpoint's processor and chat template, in one call for the batch. ``prompts`` is a
+        string or a list; each prompt's images are one image or a list of them (a PIL image,
+        an HWC uint8 array or a CHW tensor each), shown before its text."""
         if self.processor is None:
             raise ValueError("this checkpoint has no processor files; use generate_ids() with "
                              "token ids")
@@ -75,16 +81,16 @@ class VisionLanguageModel:
         if len(images) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(images)} image entries (one "
                              f"image, or a list of images, per prompt)")
-        ids, pixels = [], []
-        for b, (entry, prompt) in enumerate(zip(images, prompts)):
+        nested = []
+        for b, entry in enumerate(images):
             own = list(entry) if isinstance(entry, (list, tuple)) else [entry]
             if not own:
                 raise ValueError(f"prompt {b} has no image")
-            inputs = self.processor(images=[to_pil(image) for image in own],
-                                    text=[self.chat_text(prompt, len(own))], return_tensors="pt")
-            ids.append(inputs["input_ids"][0])
-            pixels.append(inputs["pixel_values"])
-        return ids, torch.cat(pixels)
+            nested.append([to_pil(image) for image in own])
+        texts = [self.chat_text(p, len(own)) for p, own in zip(prompts, nested)]
+        out = self.processor(images=nested, text=texts, padding=True, return_tensors="pt")
+        ids = [row[mask.bool()] for row, mask in zip(out["input_ids"], out["attention_mask"])]
+        return ids, VisionInputs({name: out.get(name) for name in self.vision_keys})
 
     def chat_text(self, prompt: str, n_images: int = 1) -> str:
         """One user turn holding ``n_images`` images and then ``prompt``, in the checkpoint's
@@ -96,24 +102,25 @@ class VisionLanguageModel:
         image_token = getattr(self.processor, "image_token", "<image>")
         return prompt if image_token in prompt else f"{image_token}\n" * n_images + prompt
 
-    def visual_layout(self, ids: torch.Tensor, index: int = 0) -> VisualLayout:
-        """Where the images of request ``index`` go in its 1-D ``ids``: every run of image
-        tokens, holding a whole number (at least one) of images; a ValueError naming the request
-        otherwise."""
-        spans = find_visual_spans(ids, self.image_token_id)
-        count = sum(span.length for span in spans)
-        if count == 0 or count % self.tokens_per_image:
-            raise ValueError(f"prompt {index} has {count} image tokens (id {self.image_token_id});"
-                             f" the model makes exactly {self.tokens_per_image} per image, and "
-                             f"a prompt holds at least one image")
-        return VisualLayout(spans, count // self.tokens_per_image)
+    def visual_layouts(self, input_ids, vision: VisionInputs) -> list[VisualLayout]:
+        """Where each request's images go in its 1-D ids: its runs of image tokens, filled by
+        the images of ``vision`` in order; a ValueError naming the request when they do not
+        fit."""
+        self.check_vision(vision)
+        spans = [find_visual_spans(ids, self.image_token_id) for ids in input_ids]
+        return assign_images(spans, self.image_token_counts(vision), self.image_token_id)
 
-    def visual_features(self, pixel_values: torch.Tensor, layouts) -> list[torch.Tensor]:
-        """Each request's visual tokens ``[n_visual, d]``, its images' features in order, from
-        ``pixel_values`` of every request's images in order."""
-        features = self.image_features(pixel_values)
-        counts = [layout.n_images for layout in layouts]
-        return [f.reshape(-1, f.shape[-1]) for f in torch.split(features, counts)]
+    def visual_features(self, vision: VisionInputs, layouts) -> list[torch.Tensor]:
+        """Each request's visual tokens ``[n_visual, d]``, its images' features in order (the
+        tower runs once per ``vision``)."""
+        if vision.features is None:
+            vision.features = self.image_features(vision)
+        out, image = [], 0
+        for layout in layouts:
+            own = vision.features[image:image + layout.n_images]
+            out.append(torch.cat(own) if len(own) > 1 else own[0])
+            image += layout.n_images
+        return out
 
     def embed(self, input_ids: torch.Tensor, features, layouts) -> torch.Tensor:
         """Token embeddings ``[B, T, d]`` of ``input_ids [B, T]`` with row ``b``'s visual tokens

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from .base import VisionLanguageModel
+from .vision import VisionInputs
 from .llama import SUPPORTED_TEXT_MODELS
 
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json", "tokenizer.json")
@@ -41,13 +42,11 @@ class LlavaModel(VisionLanguageModel):
         processor = AutoProcessor.from_pretrained(path) if has_processor else None
         return cls(hf, processor, max_seq_len=max_seq_len)
 
-    def check_pixels(self, pixel_values: torch.Tensor, n_images: int, n_prompts: int) -> None:
+    def check_vision(self, vision: VisionInputs) -> None:
+        pixel_values = vision["pixel_values"]
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4:
             raise ValueError(f"pixel_values must be a [N, 3, H, W] tensor, got "
                              f"{getattr(pixel_values, 'shape', type(pixel_values))}")
-        if pixel_values.shape[0] != n_images:
-            raise ValueError(f"{n_prompts} prompts but {pixel_values.shape[0]} images: their "
-                             f"image tokens ask for {n_images}")
         if pixel_values.shape[1] != 3:
             raise ValueError(f"images must have 3 channels, got {pixel_values.shape[1]}")
         if tuple(pixel_values.shape[2:]) != (self.image_size, self.image_size):
@@ -55,8 +54,12 @@ class LlavaModel(VisionLanguageModel):
                              f"vision tower's size), got {tuple(pixel_values.shape[2:])}; use "
                              f"engine.generate() to preprocess raw images")
 
-    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def image_token_counts(self, vision: VisionInputs) -> list[int]:
+        return [self.tokens_per_image] * vision["pixel_values"].shape[0]
+
+    def image_features(self, vision: VisionInputs) -> list[torch.Tensor]:
+        pixel_values = vision["pixel_values"]
         out = self.hf.model.get_image_features(
             pixel_values=pixel_values.to(self.device, self.hf.dtype))
         features = getattr(out, "pooler_output", out)
-        return torch.stack(list(features)) if isinstance(features, (list, tuple)) else features
+        return list(features)

@@ -11,6 +11,7 @@ import torch
 from ..engine import Engine
 from ..models.base import VisionLanguageModel
 from ..models.layout import VisualLayout, slot_table
+from ..models.vision import VisionInputs
 
 
 def adapter(model) -> VisionLanguageModel:
@@ -81,9 +82,9 @@ def encode(model: VisionLanguageModel, records) -> list[Example]:
         for path in paths:
             with Image.open(path) as image:
                 images.append(image.convert("RGB"))
-        ids, pixels = model.encode([images], [r["prompt"]])
+        ids, vision = model.encode([images], [r["prompt"]])
         answer = tokenizer(r["answer"], add_special_tokens=False)["input_ids"] + [eos]
-        examples.append(Example(ids[0], torch.tensor(answer), pixels))
+        examples.append(Example(ids[0], torch.tensor(answer), vision["pixel_values"]))
     return examples
 
 
@@ -96,17 +97,16 @@ def collate(examples: list[Example], model: VisionLanguageModel) -> TeacherBatch
     model = adapter(model)
     rows = [torch.cat([e.prompt_ids, e.answer_ids]) for e in examples]
     ids = torch.full((len(rows), max(len(r) for r in rows)), model.pad_token_id, dtype=torch.long)
-    layouts = []
-    for i, (row, e) in enumerate(zip(rows, examples)):
+    for i, row in enumerate(rows):
         ids[i, :len(row)] = row
-        layouts.append(model.visual_layout(e.prompt_ids, i))
     monitor = None
     if all(e.monitor is not None for e in examples):
         monitor = tuple(_pad([e.monitor[i] for e in examples], ids.shape[1]) for i in range(3))
     # One image is [3, S, S] (what encode made before several images per prompt), more [k, ...].
     pixels = torch.cat([e.pixel_values[None] if e.pixel_values.dim() == 3 else e.pixel_values
                         for e in examples])
-    model.check_pixels(pixels, sum(layout.n_images for layout in layouts), len(examples))
+    layouts = model.visual_layouts([e.prompt_ids for e in examples],
+                                   VisionInputs({"pixel_values": pixels}))
     return TeacherBatch(ids, pixels, torch.tensor([len(e.prompt_ids) for e in examples]),
                         torch.tensor([len(e.answer_ids) for e in examples]), layouts, monitor)
 

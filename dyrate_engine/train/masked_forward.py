@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.base import VisionLanguageModel
+from ..models.vision import VisionInputs
 from ..models.llama import LlamaDecoder
 from ..ops.attention_scores import IMAGE
 from ..policies.base import n_keep_for
@@ -32,7 +33,8 @@ from .examples import TeacherBatch
 def embed(model: VisionLanguageModel, batch: TeacherBatch) -> torch.Tensor:
     """Prompt + answer embeddings ``[B, T, d]`` with the visual features spliced in."""
     with torch.no_grad():
-        features = model.visual_features(batch.pixel_values, batch.layouts)
+        features = model.visual_features(VisionInputs({"pixel_values": batch.pixel_values}),
+                                         batch.layouts)
         return model.embed(batch.input_ids, features, batch.layouts)
 
 
