@@ -12,13 +12,15 @@ from dyrate_engine.models.vision import VisionInputs
 from dyrate_engine.policies.base import MonitorStats
 
 
-def masked_generate(engine, ids, pixels, policy, max_new_tokens, batch_size, b):
+def masked_generate(engine, ids, pixels, policy, max_new_tokens, batch_size, b, features=None):
     """Greedy tokens and fp32 logits of sequence ``b`` of a batch of ``batch_size``;
-    ``pixels`` are this sequence's images, ``[3, H, W]`` or ``[k, 3, H, W]``."""
+    ``pixels`` are this sequence's images, ``[3, H, W]`` or ``[k, 3, H, W]``, or ``features``
+    its visual tokens ``[n_visual, d]`` from the model's vision tower."""
     dec = engine.decoder
     K, L = policy.prune_layer, dec.n_layers
-    pixels = pixels[None] if pixels.dim() == 3 else pixels
-    features = torch.cat(engine.model.image_features(VisionInputs({"pixel_values": pixels})))
+    if features is None:
+        pixels = pixels[None] if pixels.dim() == 3 else pixels
+        features = torch.cat(engine.model.image_features(VisionInputs({"pixel_values": pixels})))
     ids = ids.clone()
     vis = (ids == engine.model.image_token_id).nonzero()[:, 0]  # every image's slots, in order
     vis_start, n_vis, prompt_len = int(vis[0]), len(vis), len(ids)

@@ -27,14 +27,19 @@ def build_tiny_llava(directory, kind="llama", *, kv_heads=2, heads=4, layers=3, 
                          tie_word_embeddings=text.tie_word_embeddings)
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
-    with torch.no_grad():  # larger weights than the init: a less degenerate random model
+    randomise(model)
+    model.save_pretrained(directory)
+    return directory
+
+
+def randomise(model):
+    """Larger text-model weights than the init: a less degenerate random model."""
+    with torch.no_grad():
         for name, p in model.named_parameters():
             if "language_model" in name and p.dim() == 2:
                 p.normal_(0, 0.15)
             elif "language_model" in name and name.endswith("bias"):
                 p.normal_(0, 0.1)
-    model.save_pretrained(directory)
-    return directory
 
 
 def random_prompts(n, seed=1, lengths=(3, 9, 5), tails=(4, 1, 7)):
@@ -63,15 +68,16 @@ def multi_image_prompts(images_per_prompt, seed=2):
     return ids, pixels
 
 
-def hf_greedy(model, ids, pixels, max_new_tokens):
-    """transformers' greedy generate on a left-padded batch: (new tokens per row, logits per row)."""
+def hf_greedy(model, ids, pixels, max_new_tokens, **vision):
+    """transformers' greedy generate on a left-padded batch: (new tokens per row, logits per row).
+    ``vision``: the family's other vision tensors (e.g. image_sizes)."""
     width = max(len(x) for x in ids)
     input_ids = torch.zeros(len(ids), width, dtype=torch.long)
     mask = torch.zeros_like(input_ids)
     for i, x in enumerate(ids):
         input_ids[i, width - len(x):] = x
         mask[i, width - len(x):] = 1
-    out = model.generate(input_ids=input_ids, attention_mask=mask, pixel_values=pixels,
+    out = model.generate(input_ids=input_ids, attention_mask=mask, pixel_values=pixels, **vision,
                          max_new_tokens=max_new_tokens, do_sample=False,
                          return_dict_in_generate=True, output_logits=True)
     tokens, logits = [], []
@@ -83,14 +89,21 @@ def hf_greedy(model, ids, pixels, max_new_tokens):
     return tokens, logits
 
 
-def build_tiny_processor(directory):
-    """A real LlavaProcessor (word-level tokenizer, CLIP image processor, chat template) whose
-    ids fit the tiny model: <image> is IMAGE_TOKEN, the vocabulary is VOCAB words."""
-    from dyrate_engine.demo.processor import SPECIALS, word_level_processor
+def tiny_vocabulary() -> dict[str, int]:
+    """Words whose ids fit the tiny models: <image> is IMAGE_TOKEN, VOCAB words in all."""
+    from dyrate_engine.demo.processor import SPECIALS
 
     words = ["USER:", "ASSISTANT:", "What", "is", "this?", "Describe", "the", "image."]
     words += [f"w{i}" for i in range(IMAGE_TOKEN - len(SPECIALS) - len(words))]
     vocab = {t: i for i, t in enumerate(SPECIALS + words)}
     vocab["<image>"] = IMAGE_TOKEN
-    word_level_processor(vocab, IMAGE_SIZE, PATCH).save_pretrained(directory)
+    return vocab
+
+
+def build_tiny_processor(directory):
+    """A real LlavaProcessor (word-level tokenizer, CLIP image processor, chat template) whose
+    ids fit the tiny model."""
+    from dyrate_engine.demo.processor import word_level_processor
+
+    word_level_processor(tiny_vocabulary(), IMAGE_SIZE, PATCH).save_pretrained(directory)
     return directory

@@ -35,12 +35,12 @@ def build_processor():
     return word_level_processor(vocabulary(), IMAGE_SIZE, PATCH)
 
 
-def word_level_processor(vocab: dict[str, int], image_size: int, patch: int):
-    """A real ``LlavaProcessor``: whitespace word-level tokenizer over ``vocab`` (which holds
-    ``SPECIALS`` and ``<image>``), a CLIP image processor at ``image_size`` and the LLaVA-1.5
-    style chat template. Shared by the demo model and the tests' tiny models."""
+def word_level_tokenizer(vocab: dict[str, int]):
+    """A whitespace word-level tokenizer over ``vocab`` (which holds ``SPECIALS`` and
+    ``<image>``), as a transformers fast tokenizer. Shared by the demo model and the tests' tiny
+    models of every family."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import CLIPImageProcessor, LlavaProcessor, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -48,15 +48,22 @@ def word_level_processor(vocab: dict[str, int], image_size: int, patch: int):
     tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=False)
     tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False)
                                   for t in SPECIALS + ["<image>"]])
-    tok = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>",
-                                  unk_token="<unk>", pad_token="<pad>",
-                                  extra_special_tokens={"image_token": "<image>"},
-                                  padding_side="left", add_bos_token=True)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>", pad_token="<pad>",
+                                   extra_special_tokens={"image_token": "<image>"},
+                                   padding_side="left", add_bos_token=True)
+
+
+def word_level_processor(vocab: dict[str, int], image_size: int, patch: int):
+    """A real ``LlavaProcessor``: :func:`word_level_tokenizer`, a CLIP image processor at
+    ``image_size`` and the LLaVA-1.5 style chat template."""
+    from transformers import CLIPImageProcessor, LlavaProcessor
+
     images = CLIPImageProcessor(size={"shortest_edge": image_size},
                                 crop_size={"height": image_size, "width": image_size},
                                 image_mean=list(MEAN), image_std=list(STD))
-    return LlavaProcessor(image_processor=images, tokenizer=tok, patch_size=patch,
-                          vision_feature_select_strategy="default",
+    return LlavaProcessor(image_processor=images, tokenizer=word_level_tokenizer(vocab),
+                          patch_size=patch, vision_feature_select_strategy="default",
                           num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE)
 
 

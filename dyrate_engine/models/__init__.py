@@ -12,9 +12,11 @@ from .base import VisionLanguageModel
 from .layout import VisualLayout, VisualSpan
 from .llama import SUPPORTED_TEXT_MODELS
 from .llava import LlavaModel
+from .llava_next import LlavaNextModel, LlavaOnevisionModel
 
 #: The families by config.json ``model_type``.
-FAMILIES: dict[str, type[VisionLanguageModel]] = {LlavaModel.family: LlavaModel}
+FAMILIES: dict[str, type[VisionLanguageModel]] = {
+    m.family: m for m in (LlavaModel, LlavaNextModel, LlavaOnevisionModel)}
 
 
 def load_model(path, device="cpu", dtype=None, *, max_seq_len: int | None = None
@@ -34,11 +36,10 @@ def load_model(path, device="cpu", dtype=None, *, max_seq_len: int | None = None
     family = FAMILIES.get(model_type)
     if family is None:
         supported = ", ".join(repr(name) for name in FAMILIES)
-        raise ValueError(f"{path} holds a {model_type!r} model; supported: {supported} "
-                         f"(LlavaForConditionalGeneration with a "
+        raise ValueError(f"{path} holds a {model_type!r} model; supported: {supported} (with a "
                          f"{', '.join(SUPPORTED_TEXT_MODELS)} text model)")
     return family.load(path, config, device=device, dtype=dtype, max_seq_len=max_seq_len)
 
 
 __all__ = ["FAMILIES", "VisionLanguageModel", "VisualLayout", "VisualSpan", "LlavaModel",
-           "load_model"]
+           "LlavaNextModel", "LlavaOnevisionModel", "load_model"]

@@ -10,12 +10,25 @@ the visual tokens (``layout``), the embedding splice and the positions. A new fa
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from .images import to_pil
 from .layout import VisualLayout, find_visual_spans
-from .llama import LlamaDecoder
+from .llama import SUPPORTED_TEXT_MODELS, LlamaDecoder
+from .processors import load_processor
 from .vision import VisionInputs, assign_images
+
+
+def check_pixel_shape(pixels: torch.Tensor, size: int, what: str = "images") -> None:
+    """Raise a clear ValueError unless ``pixels [..., 3, size, size]`` fit the vision tower."""
+    if pixels.shape[-3] != 3:
+        raise ValueError(f"{what} must have 3 channels, got {pixels.shape[-3]}")
+    if tuple(pixels.shape[-2:]) != (size, size):
+        raise ValueError(f"{what} must be {size}x{size} pixels (the vision tower's size), got "
+                         f"{tuple(pixels.shape[-2:])}; use engine.generate() to preprocess raw "
+                         f"images")
 
 
 class VisionLanguageModel:
@@ -24,7 +37,7 @@ class VisionLanguageModel:
     checkpoint's processor (None for checkpoints without processor files)."""
 
     family = ""  # the config.json model_type that selects the family
-    tokens_per_image: int  # visual tokens one image makes
+    hf_class = ""  # the transformers class that loads it
 
     def __init__(self, hf_model, processor=None, *, max_seq_len: int | None = None):
         self.hf = hf_model
@@ -38,6 +51,22 @@ class VisionLanguageModel:
         eos = getattr(generation, "eos_token_id", None) or text.eos_token_id
         self.eos_token_ids = [eos] if isinstance(eos, int) else list(eos or [])
         self.pad_token_id = text.pad_token_id or 0
+
+    @classmethod
+    def load(cls, path: Path, config: dict, *, device="cpu", dtype=None,
+             max_seq_len: int | None = None) -> "VisionLanguageModel":
+        """The checkpoint in ``path`` (config and safetensors weights; processor files
+        optional), e.g. llava-hf/llava-1.5-7b-hf or a model saved with ``save_pretrained``."""
+        import transformers
+
+        text_type = (config.get("text_config") or {}).get("model_type", "llama")
+        if text_type not in SUPPORTED_TEXT_MODELS:
+            raise ValueError(f"{path} holds a {cls.family!r} model with a {text_type!r} text "
+                             f"model; supported text models: {', '.join(SUPPORTED_TEXT_MODELS)}")
+        # safetensors only: weight files are untrusted input and are never unpickled.
+        hf = getattr(transformers, cls.hf_class).from_pretrained(
+            path, dtype=dtype or torch.float32, use_safetensors=True).to(device).eval()
+        return cls(hf, load_processor(path), max_seq_len=max_seq_len)
 
     @property
     def device(self) -> torch.device:

@@ -1,0 +1,108 @@
+"""The AnyRes families (LLaVA-NeXT, LLaVA-OneVision) on tiny checkpoints with real processors:
+dense decoding equals transformers token for token, one image at two resolutions (different tile
+layouts, so different visual token counts), several images per prompt and a ragged batch mixing
+them; pruning equals the masked reference; bad input is a clear error."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dyrate_engine import DyRate, Engine, FastV, Schedule
+from masked_reference import masked_generate
+from tiny_families import build_tiny_llava_next, build_tiny_llava_onevision
+from tiny_models import hf_greedy
+
+FAMILIES = {"next-llama": (build_tiny_llava_next, "llama"),
+            "next-mistral": (build_tiny_llava_next, "mistral"),
+            "onevision-qwen2": (build_tiny_llava_onevision, "qwen2")}
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def family(request, tmp_path_factory):
+    import transformers
+
+    build, kind = FAMILIES[request.param]
+    path = build(tmp_path_factory.mktemp(request.param), kind=kind)
+    engine = Engine.from_pretrained(path)
+    hf = getattr(transformers, engine.model.hf_class).from_pretrained(path, dtype=torch.float32)
+    return engine, hf.eval()
+
+
+def _images(seed=0):
+    rng = np.random.default_rng(seed)
+    sizes = [(30, 70), (60, 40), (28, 28), (45, 45)]  # wide, tall, one tile, square
+    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in sizes]
+
+
+REQUESTS = {
+    "wide": ([0], ["Describe the image."]),
+    "tall": ([1], ["What is this?"]),
+    "two images": ([[0, 2]], ["Describe the image."]),
+    "ragged batch": ([3, [1, 0], 2], ["What is this?", "Describe the image.", "What is this?"]),
+}
+
+
+def _encode(engine, which):
+    pictures = _images()
+    indices, prompts = REQUESTS[which]
+    images = [[pictures[i] for i in x] if isinstance(x, list) else pictures[x] for x in indices]
+    ids, vision = engine.model.encode(images, prompts)
+    return ids, vision
+
+
+@pytest.mark.parametrize("which", sorted(REQUESTS))
+def test_dense_greedy_equals_transformers(family, which):
+    engine, hf = family
+    ids, vision = _encode(engine, which)
+    extra = {k: v for k, v in vision.tensors.items() if k != "pixel_values"}
+    expected_tokens, expected_logits = hf_greedy(hf, ids, vision["pixel_values"], 8, **extra)
+    results = engine.generate_ids(ids, max_new_tokens=8, output_logits=True, **vision.tensors)
+    for r, tokens, logits in zip(results, expected_tokens, expected_logits):
+        assert r.token_ids == tokens
+        torch.testing.assert_close(r.logits, logits, atol=1e-4, rtol=0)
+
+
+def test_resolutions_make_different_token_counts(family):
+    engine, _ = family
+    counts = {which: [r.stats.n_visual for r in engine.generate_ids(
+        *_encode(engine, which)[:1], max_new_tokens=1, **_encode(engine, which)[1].tensors)]
+        for which in ("wide", "tall")}
+    assert counts["wide"] != counts["tall"]
+
+
+@pytest.mark.parametrize("policy", ["fastv", "schedule", "dyrate"])
+def test_pruning_equals_the_masked_reference(family, policy):
+    engine, _ = family
+    table = torch.tensor([[0.2, 0.5, 0.5, 0.8, 0.9, 0.9], [0.6, 0.6, 0.7, 0.7, 0.95, 0.95],
+                          [0.0, 0.3, 0.3, 0.3, 0.9, 0.9]])
+    make = {"fastv": lambda: FastV(prune_layer=2, ratio=0.5),
+            "schedule": lambda: Schedule([0.0, 0.5, 0.75], prune_layer=2),
+            "dyrate": lambda: DyRate(lambda stats: table[:, stats.step], prune_layer=2)}[policy]
+    ids, vision = _encode(engine, "ragged batch")
+    results = engine.generate_ids(ids, policy=make(), max_new_tokens=6, output_logits=True,
+                                  **vision.tensors)
+    layouts = engine.model.visual_layouts(ids, vision)
+    features = engine.model.visual_features(vision, layouts)
+    for b, r in enumerate(results):
+        tokens, logits = masked_generate(engine, ids[b], None, make(), 6, len(ids), b,
+                                         features=features[b])
+        assert r.token_ids == tokens
+        torch.testing.assert_close(r.logits, logits, atol=1e-4, rtol=0)
+        assert r.stats.kept_visual[-1] < r.stats.n_visual
+
+
+def test_bad_input_is_a_clear_error_and_the_engine_works_after(family):
+    engine, _ = family
+    ids, vision = _encode(engine, "ragged batch")
+    t = vision.tensors
+    bad = [
+        (dict(t, image_sizes=t["image_sizes"][:2]), "image_sizes must be"),
+        (dict(t, pixel_values=t["pixel_values"][..., :20, :20]), "tiles must be 28x28"),
+    ]
+    for tensors, message in bad:
+        with pytest.raises(ValueError, match=message):
+            engine.generate_ids(ids, max_new_tokens=2, **tensors)
+    one_ids, one_vision = _encode(engine, "wide")
+    with pytest.raises(ValueError, match="2 prompts but 1 images"):
+        engine.generate_ids([one_ids[0], one_ids[0]], max_new_tokens=2, **one_vision.tensors)
+    assert len(engine.generate_ids(ids, max_new_tokens=2, **t)) == 3
