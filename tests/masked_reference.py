@@ -12,10 +12,12 @@ from dyrate_engine.models.vision import VisionInputs
 from dyrate_engine.policies.base import MonitorStats
 
 
-def masked_generate(engine, ids, pixels, policy, max_new_tokens, batch_size, b, features=None):
+def masked_generate(engine, ids, pixels, policy, max_new_tokens, batch_size, b, features=None,
+                    rope=None):
     """Greedy tokens and fp32 logits of sequence ``b`` of a batch of ``batch_size``;
     ``pixels`` are this sequence's images, ``[3, H, W]`` or ``[k, 3, H, W]``, or ``features``
-    its visual tokens ``[n_visual, d]`` from the model's vision tower."""
+    its visual tokens ``[n_visual, d]`` from the model's vision tower. ``rope``: the prompt's
+    positions as the model gives them and its next position (M-RoPE); default one per token."""
     dec = engine.decoder
     K, L = policy.prune_layer, dec.n_layers
     if features is None:
@@ -32,7 +34,8 @@ def masked_generate(engine, ids, pixels, policy, max_new_tokens, batch_size, b, 
     present = torch.ones(1, n_vis, dtype=torch.bool)
     n_kept = n_vis
     tokens, all_logits = [], []
-    positions = torch.arange(prompt_len)
+    positions, next_position = rope if rope is not None else (torch.arange(prompt_len)[None],
+                                                              prompt_len)
     h = h[None]
     for step in range(max_new_tokens):
         h, q = _layers(dec, h, positions, range(K), keys, values, dropped, K)
@@ -57,7 +60,7 @@ def masked_generate(engine, ids, pixels, policy, max_new_tokens, batch_size, b, 
         if token in engine.model.eos_token_ids:
             break
         h = dec.embed_tokens[torch.tensor([[token]])]
-        positions = torch.tensor([prompt_len + step])
+        positions = torch.tensor([[next_position + step]])
     return tokens, torch.stack(all_logits)
 
 
@@ -65,12 +68,13 @@ def _layers(dec, h, positions, layers, keys, values, dropped, K):
     q = None
     for i in layers:
         layer = dec.layers[i]
-        cos, sin = dec.rope(positions[None])
+        cos, sin = dec.rope(positions)
         q, k, v = dec.qkv(layer, h, cos, sin)
         keys[i] = k if keys[i] is None else torch.cat([keys[i], k], 2)
         values[i] = v if values[i] is None else torch.cat([values[i], v], 2)
-        key_pos = torch.arange(keys[i].shape[2])
-        allowed = key_pos[None, :] <= positions[:, None]
+        key_pos = torch.arange(keys[i].shape[2])  # every token stays: slot = token index
+        query_pos = key_pos[-h.shape[1]:]
+        allowed = key_pos[None, :] <= query_pos[:, None]
         if i >= K:
             allowed &= ~dropped[key_pos][None, :]
         attn = F.scaled_dot_product_attention(q, keys[i], values[i], attn_mask=allowed,

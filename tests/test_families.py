@@ -1,7 +1,8 @@
-"""The AnyRes families (LLaVA-NeXT, LLaVA-OneVision) on tiny checkpoints with real processors:
-dense decoding equals transformers token for token, one image at two resolutions (different tile
-layouts, so different visual token counts), several images per prompt and a ragged batch mixing
-them; pruning equals the masked reference; bad input is a clear error."""
+"""The families beyond LLaVA-1.5 (LLaVA-NeXT, LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL) on tiny
+checkpoints with real processors: dense decoding equals transformers token for token, one image
+at two resolutions (different tile layouts or patch grids, so different visual token counts),
+several images per prompt and a ragged batch mixing them; pruning equals the masked reference
+(M-RoPE positions kept); bad input is a clear error."""
 import numpy as np
 import pytest
 import torch
@@ -9,20 +10,21 @@ from PIL import Image
 
 from dyrate_engine import DyRate, Engine, FastV, Schedule
 from masked_reference import masked_generate
-from tiny_families import build_tiny_llava_next, build_tiny_llava_onevision
+from tiny_families import build_tiny_llava_next, build_tiny_llava_onevision, build_tiny_qwen_vl
 from tiny_models import hf_greedy
 
-FAMILIES = {"next-llama": (build_tiny_llava_next, "llama"),
-            "next-mistral": (build_tiny_llava_next, "mistral"),
-            "onevision-qwen2": (build_tiny_llava_onevision, "qwen2")}
+FAMILIES = {"next-llama": lambda d: build_tiny_llava_next(d, kind="llama"),
+            "next-mistral": lambda d: build_tiny_llava_next(d, kind="mistral"),
+            "onevision-qwen2": lambda d: build_tiny_llava_onevision(d, kind="qwen2"),
+            "qwen2-vl": lambda d: build_tiny_qwen_vl(d, "qwen2_vl"),
+            "qwen2.5-vl": lambda d: build_tiny_qwen_vl(d, "qwen2_5_vl")}
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
 def family(request, tmp_path_factory):
     import transformers
 
-    build, kind = FAMILIES[request.param]
-    path = build(tmp_path_factory.mktemp(request.param), kind=kind)
+    path = FAMILIES[request.param](tmp_path_factory.mktemp(request.param))
     engine = Engine.from_pretrained(path)
     hf = getattr(transformers, engine.model.hf_class).from_pretrained(path, dtype=torch.float32)
     return engine, hf.eval()
@@ -55,6 +57,8 @@ def test_dense_greedy_equals_transformers(family, which):
     engine, hf = family
     ids, vision = _encode(engine, which)
     extra = {k: v for k, v in vision.tensors.items() if k != "pixel_values"}
+    if engine.model.family.startswith("qwen"):
+        extra["mm_token_type_ids"] = [(x == engine.model.image_token_id).long() for x in ids]
     expected_tokens, expected_logits = hf_greedy(hf, ids, vision["pixel_values"], 8, **extra)
     results = engine.generate_ids(ids, max_new_tokens=8, output_logits=True, **vision.tensors)
     for r, tokens, logits in zip(results, expected_tokens, expected_logits):
@@ -83,26 +87,32 @@ def test_pruning_equals_the_masked_reference(family, policy):
                                   **vision.tensors)
     layouts = engine.model.visual_layouts(ids, vision)
     features = engine.model.visual_features(vision, layouts)
+    rope = engine.model.positions(ids, layouts, vision)
     for b, r in enumerate(results):
         tokens, logits = masked_generate(engine, ids[b], None, make(), 6, len(ids), b,
-                                         features=features[b])
+                                         features=features[b], rope=rope[b])
         assert r.token_ids == tokens
         torch.testing.assert_close(r.logits, logits, atol=1e-4, rtol=0)
         assert r.stats.kept_visual[-1] < r.stats.n_visual
 
 
+def _bad_vision(t: dict) -> list[tuple[dict, str]]:
+    if "image_grid_thw" in t:
+        grids = t["image_grid_thw"]
+        return [(dict(t, image_grid_thw=grids[:2]), "pixel_values must be"),
+                (dict(t, image_grid_thw=grids[:, :2]), "image_grid_thw must be"),
+                (dict(t, pixel_values=t["pixel_values"][:, :100]), "pixel_values must be")]
+    return [(dict(t, image_sizes=t["image_sizes"][:2]), "image_sizes must be"),
+            (dict(t, pixel_values=t["pixel_values"][..., :20, :20]), "tiles must be 28x28")]
+
+
 def test_bad_input_is_a_clear_error_and_the_engine_works_after(family):
     engine, _ = family
     ids, vision = _encode(engine, "ragged batch")
-    t = vision.tensors
-    bad = [
-        (dict(t, image_sizes=t["image_sizes"][:2]), "image_sizes must be"),
-        (dict(t, pixel_values=t["pixel_values"][..., :20, :20]), "tiles must be 28x28"),
-    ]
-    for tensors, message in bad:
+    for tensors, message in _bad_vision(vision.tensors):
         with pytest.raises(ValueError, match=message):
             engine.generate_ids(ids, max_new_tokens=2, **tensors)
     one_ids, one_vision = _encode(engine, "wide")
     with pytest.raises(ValueError, match="2 prompts but 1 images"):
         engine.generate_ids([one_ids[0], one_ids[0]], max_new_tokens=2, **one_vision.tensors)
-    assert len(engine.generate_ids(ids, max_new_tokens=2, **t)) == 3
+    assert len(engine.generate_ids(ids, max_new_tokens=2, **vision.tensors)) == 3

@@ -30,8 +30,9 @@ def _config(directory, text):
 
 
 def test_unsupported_families_and_text_models_are_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match="'qwen2_vl' model; supported: 'llava'"):
-        load_model(_config(tmp_path / "a", json.dumps({"model_type": "qwen2_vl"})))
+    with pytest.raises(ValueError, match="'internvl' model; supported: 'llava', 'llava_next', "
+                                         "'llava_onevision', 'qwen2_vl', 'qwen2_5_vl'"):
+        load_model(_config(tmp_path / "a", json.dumps({"model_type": "internvl"})))
     gemma = {"model_type": "llava", "text_config": {"model_type": "gemma"}}
     with pytest.raises(ValueError, match="'gemma' text model; supported text models: llama"):
         load_model(_config(tmp_path / "b", json.dumps(gemma)))

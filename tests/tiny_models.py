@@ -77,6 +77,11 @@ def hf_greedy(model, ids, pixels, max_new_tokens, **vision):
     for i, x in enumerate(ids):
         input_ids[i, width - len(x):] = x
         mask[i, width - len(x):] = 1
+    if "mm_token_type_ids" in vision:  # Qwen-VL: per-token modality, padded like the ids
+        types = torch.zeros_like(input_ids)
+        for i, t in enumerate(vision["mm_token_type_ids"]):
+            types[i, width - len(t):] = t
+        vision = {**vision, "mm_token_type_ids": types}
     out = model.generate(input_ids=input_ids, attention_mask=mask, pixel_values=pixels, **vision,
                          max_new_tokens=max_new_tokens, do_sample=False,
                          return_dict_in_generate=True, output_logits=True)

@@ -35,10 +35,11 @@ def build_processor():
     return word_level_processor(vocabulary(), IMAGE_SIZE, PATCH)
 
 
-def word_level_tokenizer(vocab: dict[str, int]):
-    """A whitespace word-level tokenizer over ``vocab`` (which holds ``SPECIALS`` and
-    ``<image>``), as a transformers fast tokenizer. Shared by the demo model and the tests' tiny
-    models of every family."""
+def word_level_tokenizer(vocab: dict[str, int], image_token: str = "<image>",
+                         specials: list[str] | None = None):
+    """A whitespace word-level tokenizer over ``vocab`` (which holds ``SPECIALS``, the
+    ``image_token`` and any other ``specials``), as a transformers fast tokenizer. Shared by the
+    demo model and the tests' tiny models of every family."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -46,11 +47,12 @@ def word_level_tokenizer(vocab: dict[str, int]):
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     # Join words with single spaces and leave " ." alone, so decoded text equals the caption.
     tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    extra = sorted(set([image_token] + (specials or [])))
     tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False)
-                                  for t in SPECIALS + ["<image>"]])
+                                  for t in SPECIALS + extra])
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>",
                                    unk_token="<unk>", pad_token="<pad>",
-                                   extra_special_tokens={"image_token": "<image>"},
+                                   extra_special_tokens={"image_token": image_token},
                                    padding_side="left", add_bos_token=True)
 
 

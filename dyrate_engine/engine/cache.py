@@ -2,8 +2,9 @@
 
 Layers ``< prune_layer`` keep every token; layers ``>= prune_layer`` may be compacted by
 ``compact_kv_``, so the two groups have their own per-sequence lengths. RoPE is applied before
-caching, and ``positions`` counts every token a sequence has seen, so a compacted key keeps its
-rotation and the next token's position is the original count, not the compacted length.
+caching, and ``positions`` holds each sequence's next RoPE position (the count of tokens it has
+seen, or under M-RoPE one past its largest position), so a compacted key keeps its rotation and
+the next token's position does not depend on the compacted length.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ class HostLengths:
 class KVCache:
     kv: torch.Tensor  # [L, 2, B, Hkv, Cap, hd]; kv[l, 0] keys, kv[l, 1] values
     lengths: torch.Tensor  # int64 [2, B]: slots used by the dense and by the pruned layers
-    positions: torch.Tensor  # int64 [B]: position of each sequence's next token
+    positions: torch.Tensor  # int64 [B]: RoPE position of each sequence's next token
     prune_layer: int  # K, the first pruned layer; n_layers when nothing is pruned
     host: HostLengths
 
@@ -65,10 +66,11 @@ class KVCache:
         """The longest sequence of each group (host), which bounds the slots attention reads."""
         return max(self.host.dense), max(self.host.pruned)
 
-    def start(self, b: int, prompt_len: int) -> None:
-        """Sequence ``b`` holds its prompt in every layer."""
+    def start(self, b: int, prompt_len: int, next_position: int | None = None) -> None:
+        """Sequence ``b`` holds its prompt in every layer; its next token goes at RoPE position
+        ``next_position`` (default: the prompt length)."""
         self.lengths[:, b] = prompt_len
-        self.positions[b] = prompt_len
+        self.positions[b] = prompt_len if next_position is None else next_position
         self.host.dense[b] = self.host.pruned[b] = prompt_len
 
     def set_pruned_lengths(self, lengths: list[int]) -> None:

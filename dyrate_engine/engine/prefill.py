@@ -18,17 +18,18 @@ def prefill(model: VisionLanguageModel, cache: KVCache, sequences, vision,
     positions kept), writing their cache compact. Returns the last prompt tokens' logits
     ``[B, V]``; the cache's lengths and host mirror are set."""
     dec, K = model.decoder, cache.prune_layer
-    features = model.visual_features(vision, [seq.layout for seq in sequences])
+    layouts = [seq.layout for seq in sequences]
+    features = model.visual_features(vision, layouts)
+    rope = model.positions([seq.prompt_ids for seq in sequences], layouts, vision)
     hidden, positions, queries = [], [], []
-    for seq in sequences:
+    for seq, (pos, next_position) in zip(sequences, rope):
         ids = seq.prompt_ids.to(model.device)[None]
         h = model.embed(ids, [features[seq.index]], [seq.layout])
-        pos = model.positions(seq.prompt_len)
         h, q = prefill_layers(dec, cache, seq.index, h, pos, range(K))
         hidden.append(h)
         positions.append(pos)
         queries.append(q[0, :, -1])
-        cache.start(seq.index, seq.prompt_len)
+        cache.start(seq.index, seq.prompt_len, next_position)
     if pruning is not None:
         _prune_prompts(cache, sequences, pruning, hidden, positions, torch.stack(queries))
     logits = []

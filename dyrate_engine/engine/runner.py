@@ -12,24 +12,27 @@ from .cache import KVCache
 def prefill_layers(dec: LlamaDecoder, cache: KVCache, b: int, h: torch.Tensor,
                    positions: torch.Tensor, layers: range):
     """Run ``layers`` on the prompt of sequence ``b`` (``h [1, T, d]`` at ``positions [1, T]``,
-    which after prefill pruning are the kept tokens' original positions), writing its cache
-    from slot 0. Returns the hidden states and the last layer's query."""
+    or ``[3, 1, T]`` under M-RoPE; after prefill pruning the kept tokens' original positions),
+    writing its cache from slot 0. Returns the hidden states and the last layer's query."""
     q = None
+    cos, sin = dec.rope(positions)
     for i in layers:
         layer = dec.layers[i]
-        cos, sin = dec.rope(positions)
         q, k, v = dec.qkv(layer, h, cos, sin)
         T = k.shape[2]
         cache.kv[i, 0, b, :, :T] = k[0]
         cache.kv[i, 1, b, :, :T] = v[0]
-        mask = _causal_mask(positions[0], layer.sliding_window)
+        mask = _causal_mask(positions.reshape(-1, T)[0], layer.sliding_window)
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
         h = dec.finish_layer(layer, h, attn)
     return h, q
 
 
 def _causal_mask(pos: torch.Tensor, window: int | None) -> torch.Tensor:
-    allowed = pos[None, :] <= pos[:, None]
+    """Causal in token order (M-RoPE positions are not increasing over image tokens); a sliding
+    window measures 1-D positions, as transformers does."""
+    order = torch.arange(len(pos), device=pos.device)
+    allowed = order[None, :] <= order[:, None]
     if window is not None:  # transformers: a key is visible iff query_pos - key_pos < window
         allowed &= pos[:, None] - pos[None, :] < window
     return allowed

@@ -13,10 +13,12 @@ from .layout import VisualLayout, VisualSpan
 from .llama import SUPPORTED_TEXT_MODELS
 from .llava import LlavaModel
 from .llava_next import LlavaNextModel, LlavaOnevisionModel
+from .qwen_vl import Qwen2_5VLModel, Qwen2VLModel
 
 #: The families by config.json ``model_type``.
 FAMILIES: dict[str, type[VisionLanguageModel]] = {
-    m.family: m for m in (LlavaModel, LlavaNextModel, LlavaOnevisionModel)}
+    m.family: m for m in (LlavaModel, LlavaNextModel, LlavaOnevisionModel, Qwen2VLModel,
+                          Qwen2_5VLModel)}
 
 
 def load_model(path, device="cpu", dtype=None, *, max_seq_len: int | None = None
@@ -42,4 +44,4 @@ def load_model(path, device="cpu", dtype=None, *, max_seq_len: int | None = None
 
 
 __all__ = ["FAMILIES", "VisionLanguageModel", "VisualLayout", "VisualSpan", "LlavaModel",
-           "LlavaNextModel", "LlavaOnevisionModel", "load_model"]
+           "LlavaNextModel", "LlavaOnevisionModel", "Qwen2VLModel", "Qwen2_5VLModel", "load_model"]

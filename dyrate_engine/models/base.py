@@ -18,7 +18,7 @@ from .images import to_pil
 from .layout import VisualLayout, find_visual_spans
 from .llama import SUPPORTED_TEXT_MODELS, LlamaDecoder
 from .processors import load_processor
-from .vision import VisionInputs, assign_images
+from .vision import VisionInputs, assign_media, layouts_of
 
 
 def check_pixel_shape(pixels: torch.Tensor, size: int, what: str = "images") -> None:
@@ -96,6 +96,22 @@ class VisionLanguageModel:
         """Each image's visual tokens ``[tokens, d]``, in the decoder's embedding space."""
         raise NotImplementedError
 
+    #: The token of video frames in a prompt (None: the family takes no video).
+    video_token_id: int | None = None
+
+    def video_token_counts(self, vision: VisionInputs) -> list[int]:
+        """How many visual tokens each video of ``vision`` makes, in order."""
+        return []
+
+    def video_features(self, vision: VisionInputs) -> list[torch.Tensor]:
+        """Each video's visual tokens ``[tokens, d]``."""
+        return []
+
+    def positions(self, input_ids, layouts, vision: VisionInputs):
+        """Each prompt's RoPE positions (``[1, T]``; ``[3, 1, T]`` under M-RoPE) and the
+        position of its next token: one position per token, in order, for 1-D RoPE."""
+        return [(torch.arange(len(ids), device=self.device)[None], len(ids)) for ids in input_ids]
+
     # ------------------------------------------------------------------------- shared parts
     def encode(self, images, prompts) -> tuple[list[torch.Tensor], VisionInputs]:
         """``(input_ids per request, vision inputs of every image in order)`` through the
@@ -136,19 +152,41 @@ class VisionLanguageModel:
         the images of ``vision`` in order; a ValueError naming the request when they do not
         fit."""
         self.check_vision(vision)
-        spans = [find_visual_spans(ids, self.image_token_id) for ids in input_ids]
-        return assign_images(spans, self.image_token_counts(vision), self.image_token_id)
+        images = [find_visual_spans(ids, self.image_token_id) for ids in input_ids]
+        videos = [find_visual_spans(ids, self.video_token_id) if self.video_token_id is not None
+                  else () for ids in input_ids]
+        for b, (own_images, own_videos) in enumerate(zip(images, videos)):
+            if not own_images and not own_videos:
+                raise ValueError(f"prompt {b} has 0 image tokens (id {self.image_token_id}); a "
+                                 f"prompt holds at least one image")
+        n_images = assign_media(images, self.image_token_counts(vision), self.image_token_id)
+        n_videos = [0] * len(input_ids)
+        if self.video_token_id is not None:
+            n_videos = assign_media(videos, self.video_token_counts(vision), self.video_token_id,
+                                    "videos")
+        return layouts_of(images, videos, n_images, n_videos)
 
     def visual_features(self, vision: VisionInputs, layouts) -> list[torch.Tensor]:
         """Each request's visual tokens ``[n_visual, d]``, its images' features in order (the
         tower runs once per ``vision``)."""
         if vision.features is None:
             vision.features = self.image_features(vision)
-        out, image = [], 0
+        if vision.video_features is None:
+            vision.video_features = self.video_features(vision)
+        out, image, video = [], 0, 0
         for layout in layouts:
-            own = vision.features[image:image + layout.n_images]
-            out.append(torch.cat(own) if len(own) > 1 else own[0])
-            image += layout.n_images
+            images = vision.features[image:image + layout.n_images]
+            videos = vision.video_features[video:video + layout.n_videos]
+            image, video = image + layout.n_images, video + layout.n_videos
+            if not videos:
+                out.append(torch.cat(images) if len(images) > 1 else images[0])
+                continue
+            is_video = torch.tensor(layout.video_ranks(), device=videos[0].device)
+            row = videos[0].new_empty(layout.n_visual, videos[0].shape[-1])
+            row[is_video] = torch.cat(videos)
+            if images:
+                row[~is_video] = torch.cat(images)
+            out.append(row)
         return out
 
     def embed(self, input_ids: torch.Tensor, features, layouts) -> torch.Tensor:
@@ -163,6 +201,3 @@ class VisionLanguageModel:
                 done += span.length
         return h
 
-    def positions(self, length: int) -> torch.Tensor:
-        """RoPE positions ``[1, length]`` of a prompt: one position per token, in order."""
-        return torch.arange(length, device=self.device)[None]

@@ -18,10 +18,13 @@ class VisualSpan:
 
 @dataclass(frozen=True)
 class VisualLayout:
-    """A prompt's visual tokens: ``spans`` in slot order, holding ``n_images`` images."""
+    """A prompt's visual tokens: ``spans`` in slot order, holding ``n_images`` images and
+    ``n_videos`` videos; ``video_spans`` are the spans of video tokens among them."""
 
     spans: tuple[VisualSpan, ...]
     n_images: int
+    n_videos: int = 0
+    video_spans: tuple[VisualSpan, ...] = ()
 
     @property
     def n_visual(self) -> int:
@@ -35,6 +38,11 @@ class VisualLayout:
     def slots(self) -> list[int]:
         """The slot of every visual token, in order."""
         return [s for span in self.spans for s in range(span.start, span.start + span.length)]
+
+    def video_ranks(self) -> list[bool]:
+        """For every visual token in order: does it belong to a video?"""
+        videos = set(self.video_spans)
+        return [span in videos for span in self.spans for _ in range(span.length)]
 
 
 def find_visual_spans(ids: torch.Tensor, token_id: int) -> tuple[VisualSpan, ...]:

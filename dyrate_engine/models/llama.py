@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from .. import ops as _ops  # registers torch.ops.dyrate.decode_linear
-from .rope import apply_rope, rope_cos_sin, rope_parameters
+from .rope import apply_rope, mrope_layout, rope_cos_sin, rope_parameters
 
-SUPPORTED_TEXT_MODELS = ("llama", "mistral", "qwen2")
+# The Qwen-VL text models are Qwen2 layers with M-RoPE (rope.py).
+SUPPORTED_TEXT_MODELS = ("llama", "mistral", "qwen2", "qwen2_vl_text", "qwen2_5_vl_text")
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
@@ -69,6 +70,7 @@ class LlamaDecoder:
             text_config.hidden_size // self.n_heads)
         self.eps = text_config.rms_norm_eps
         self.inv_freq, self.rope_scaling = rope_parameters(text_config)
+        self.mrope = mrope_layout(text_config)
         self.embed_tokens = language_model.embed_tokens.weight.detach()
         self.norm = language_model.norm.weight.detach()
         self.lm_head = lm_head.detach()
@@ -85,8 +87,12 @@ class LlamaDecoder:
         return weight * x32.to(x.dtype)
 
     def rope(self, positions):
-        """cos, sin ``[B, 1, T, hd]`` for positions ``[B, T]``."""
-        cos, sin = rope_cos_sin(positions, self.inv_freq, self.rope_scaling, self.dtype)
+        """cos, sin ``[B, 1, T, hd]`` for positions ``[B, T]``, or for M-RoPE ``[3, B, T]``
+        (``[B, T]`` then means text: the same position on the three axes)."""
+        if self.mrope is not None and positions.dim() == 2:
+            positions = positions[None].expand(3, -1, -1)
+        cos, sin = rope_cos_sin(positions, self.inv_freq, self.rope_scaling, self.dtype,
+                                self.mrope)
         return cos[:, None], sin[:, None]
 
     def qkv(self, layer: LayerWeights, h, cos, sin):
@@ -114,7 +120,7 @@ class LlamaDecoder:
 
 def _sliding_windows(cfg) -> list[int | None]:
     window = getattr(cfg, "sliding_window", None)
-    if cfg.model_type == "qwen2":
+    if cfg.model_type.startswith("qwen2"):  # Qwen2 and its VL text models name each layer's kind
         types = getattr(cfg, "layer_types", None) or ["full_attention"] * cfg.num_hidden_layers
         return [window if t == "sliding_attention" else None for t in types]
     return [window] * cfg.num_hidden_layers

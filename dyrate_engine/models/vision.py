@@ -8,13 +8,15 @@ from .layout import VisualLayout, VisualSpan
 
 
 class VisionInputs:
-    """Every request's images, in order: the processor's tensors by name, and the vision tower's
-    output once computed (``features``, one ``[tokens, d]`` tensor per image), so that checking
-    the prompts against the images and the prefill share one run of the tower."""
+    """Every request's images (and videos), in order: the processor's tensors by name, and the
+    vision tower's output once computed (``features`` one ``[tokens, d]`` tensor per image,
+    ``video_features`` per video), so that checking the prompts against the images and the
+    prefill share one run of the tower."""
 
     def __init__(self, tensors: dict):
         self.tensors = {name: t for name, t in tensors.items() if t is not None}
         self.features: list[torch.Tensor] | None = None
+        self.video_features: list[torch.Tensor] | None = None
 
     def __getitem__(self, name: str) -> torch.Tensor:
         if name not in self.tensors:
@@ -25,30 +27,34 @@ class VisionInputs:
         return self.tensors.get(name, default)
 
 
-def assign_images(spans_per_prompt: list[tuple[VisualSpan, ...]], tokens_per_image: list[int],
-                  image_token_id: int) -> list[VisualLayout]:
-    """Each prompt's layout: its runs of image tokens and the images, taken in order, whose
-    tokens fill them exactly. A ValueError names the prompt whose tokens do not match."""
-    layouts, image = [], 0
-    n_prompts, n_images = len(spans_per_prompt), len(tokens_per_image)
+def assign_media(spans_per_prompt, tokens_per_item: list[int], token_id: int,
+                 what: str = "images") -> list[int]:
+    """How many of the items (images, or videos), taken in order, fill each prompt's runs of
+    ``token_id`` exactly. A ValueError names the prompt whose tokens do not match."""
+    counts, item = [], 0
+    n_prompts, n_items = len(spans_per_prompt), len(tokens_per_item)
     for b, spans in enumerate(spans_per_prompt):
         need = sum(span.length for span in spans)
-        if need == 0:
-            raise ValueError(f"prompt {b} has 0 image tokens (id {image_token_id}); a prompt "
-                             f"holds at least one image")
-        first, made = image, 0
-        while made < need and image < n_images:
-            made += tokens_per_image[image]
-            image += 1
+        first, made = item, 0
+        while made < need and item < n_items:
+            made += tokens_per_item[item]
+            item += 1
         if made < need:
-            raise ValueError(f"{n_prompts} prompts but {n_images} images: prompt {b}'s {need} "
-                             f"image tokens (id {image_token_id}) need more images than are left")
+            raise ValueError(f"{n_prompts} prompts but {n_items} {what}: prompt {b}'s {need} "
+                             f"{what[:-1]} tokens (id {token_id}) need more {what} than are left")
         if made != need:
-            counts = ", ".join(str(n) for n in tokens_per_image[first:image])
-            raise ValueError(f"prompt {b} has {need} image tokens (id {image_token_id}), but its "
-                             f"images make exactly {counts} tokens each")
-        layouts.append(VisualLayout(spans, image - first))
-    if image != n_images:
-        raise ValueError(f"{n_prompts} prompts but {n_images} images: their image tokens ask "
-                         f"for {image}")
-    return layouts
+            made_each = ", ".join(str(n) for n in tokens_per_item[first:item])
+            raise ValueError(f"prompt {b} has {need} {what[:-1]} tokens (id {token_id}), but its "
+                             f"{what} make exactly {made_each} tokens each")
+        counts.append(item - first)
+    if item != n_items:
+        raise ValueError(f"{n_prompts} prompts but {n_items} {what}: their {what[:-1]} tokens "
+                         f"ask for {item}")
+    return counts
+
+
+def layouts_of(image_spans, video_spans, n_images, n_videos) -> list[VisualLayout]:
+    """Each prompt's layout from its image runs, video runs and media counts."""
+    return [VisualLayout(tuple(sorted(images + videos, key=lambda span: span.start)), ni, nv,
+                         tuple(videos))
+            for images, videos, ni, nv in zip(image_spans, video_spans, n_images, n_videos)]
