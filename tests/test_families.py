@@ -116,3 +116,64 @@ def test_bad_input_is_a_clear_error_and_the_engine_works_after(family):
     with pytest.raises(ValueError, match="2 prompts but 1 images"):
         engine.generate_ids([one_ids[0], one_ids[0]], max_new_tokens=2, **one_vision.tensors)
     assert len(engine.generate_ids(ids, max_new_tokens=2, **vision.tensors)) == 3
+
+
+def test_a_predictor_trains_on_qwen2_5_vl_and_is_refused_by_another_family(tmp_path, capsys):
+    """dyrate train-predictor on a tiny Qwen2.5-VL (M-RoPE positions in the masking forward):
+    the artifact records its family, runs on that model, and another family refuses it."""
+    import json
+
+    from dyrate_engine.cli import main
+
+    qwen = build_tiny_qwen_vl(tmp_path / "qwen", "qwen2_5_vl")
+    lines = []
+    for i, image in enumerate(_images(3)):
+        image.save(tmp_path / f"{i}.png")
+        lines.append(json.dumps({"image": f"{i}.png", "prompt": "Describe the image.",
+                                 "answer": f"w{i} w{i + 2} the"}))
+    (tmp_path / "data.jsonl").write_text("\n".join(lines))
+    assert main(["train-predictor", "--model", str(qwen), "--data", str(tmp_path / "data.jsonl"),
+                 "--out", str(tmp_path / "p"), "--steps", "3", "--batch-size", "2",
+                 "--prune-layer", "2", "--rates", "0,0.5"]) == 0
+    meta = json.loads((tmp_path / "p" / "predictor.json").read_text())
+    assert meta["family"] == "qwen2_5_vl" and meta["training"]["examples"] == 3
+    policy = DyRate.from_pretrained(tmp_path / "p")
+    [result] = Engine.from_pretrained(qwen).generate(_images()[0], "What is this?", policy,
+                                                     max_new_tokens=3)
+    assert set(result.stats.rates) <= {0.0, 0.5}
+    other = Engine.from_pretrained(build_tiny_llava_next(tmp_path / "next"))
+    with pytest.raises(ValueError, match="trained on a 'qwen2_5_vl' model; this is a "
+                                         "'llava_next' model"):
+        other.generate(_images()[0], "What is this?", policy, max_new_tokens=2)
+
+
+def test_the_masking_forward_equals_the_engines_pruning_under_m_rope(tmp_path):
+    """Teacher-forced rows with the prompt's M-RoPE positions: the training forward's logits
+    under one hard rate are the engine's Schedule logits (several images, ragged)."""
+    from dyrate_engine.train import Example, collate
+    from dyrate_engine.train.masked_forward import embed, keep_masks, monitor_pass, pruned_pass
+
+    engine = Engine.from_pretrained(build_tiny_qwen_vl(tmp_path, "qwen2_5_vl"))
+    pictures = _images()
+    images, prompts = [[pictures[0], pictures[2]], pictures[1]], ["Describe the image.", "What is this?"]
+    batch_ids, batch_vision = engine.model.encode(images, prompts)
+    results = engine.generate_ids(batch_ids, policy=Schedule([0.5], prune_layer=2),
+                                  max_new_tokens=5, output_logits=True, **batch_vision.tensors)
+    examples = []
+    for own, prompt, r in zip(images, prompts, results):
+        ids, vision = engine.model.encode([own], [prompt])
+        examples.append(Example(ids[0], torch.tensor(r.token_ids), vision["pixel_values"],
+                                extra={k: v for k, v in vision.tensors.items()
+                                       if k != "pixel_values"}))
+    batch = collate(examples, engine.model)
+    assert batch.positions.shape[0] == 3
+    with torch.no_grad():
+        h, _, scores = monitor_pass(engine.decoder, embed(engine.model, batch), batch, 2)
+        masks = keep_masks(scores, batch.n_visual, [0.5])
+        first = (batch.prompt_len - 1)[:, None, None, None].expand_as(masks)
+        logits = pruned_pass(engine.decoder, h, batch, 2, masks.gather(1, first),
+                             torch.ones(masks.shape[:3]))
+    for b, r in enumerate(results):
+        start = int(batch.prompt_len[b]) - 1
+        torch.testing.assert_close(logits[b, start:start + len(r.token_ids)], r.logits,
+                                   atol=1e-4, rtol=0)

@@ -58,6 +58,7 @@ class Engine:
                              f"[0, {n_layers - 2}] so that at least one layer is pruned (the "
                              f"model has {n_layers} layers)")
         policy.check_model(self.decoder.config)
+        policy.check_family(self.model.family)
         return K
 
     # ------------------------------------------------------------------------------ public API

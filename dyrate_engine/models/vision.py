@@ -7,6 +7,28 @@ import torch
 from .layout import VisualLayout, VisualSpan
 
 
+def merge_vision(parts: list[dict]) -> dict:
+    """One batch's vision tensors from several requests' (each as its processor call made
+    them): tensors concatenated along the first dimension, zero-padded in the others (AnyRes
+    tile counts differ between calls; the image sizes say which tiles are real), lists joined."""
+    merged = {}
+    for name in parts[0]:
+        values = [p[name] for p in parts]
+        if not isinstance(values[0], torch.Tensor):
+            merged[name] = [x for v in values for x in (v.tolist() if hasattr(v, "tolist") else v)]
+            continue
+        shape = [max(v.shape[d] for v in values) for d in range(1, values[0].dim())]
+        padded = []
+        for v in values:
+            if list(v.shape[1:]) != shape:
+                out = v.new_zeros(v.shape[0], *shape)
+                out[(slice(None),) + tuple(slice(0, n) for n in v.shape[1:])] = v
+                v = out
+            padded.append(v)
+        merged[name] = torch.cat(padded)
+    return merged
+
+
 class VisionInputs:
     """Every request's images (and videos), in order: the processor's tensors by name, and the
     vision tower's output once computed (``features`` one ``[tokens, d]`` tensor per image,

@@ -71,6 +71,10 @@ class Policy:
         """Raise a clear error if the policy cannot run on this text model (called before any
         work; e.g. a predictor trained for another head count)."""
 
+    def check_family(self, family: str) -> None:
+        """Raise a clear error if the policy cannot run on this model family (called before any
+        work; e.g. a predictor trained on another family)."""
+
     def rates(self, stats: MonitorStats) -> torch.Tensor:
         """Pruning rate in [0, 1] per sequence, fp32 ``[B]``, on the stats' device; no host sync."""
         raise NotImplementedError

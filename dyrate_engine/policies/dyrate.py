@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 
 from ..bundled import resolve_predictor
-from ..predictor import RatePredictor, check_compatible, load_predictor
+from ..predictor import RatePredictor, check_compatible, check_family, load_predictor
 from ..deprecation import renamed_keyword
 from .base import MonitorStats, Policy
 
@@ -42,6 +42,10 @@ class DyRate(Policy):
     def check_model(self, text_config) -> None:
         if self.meta is not None:
             check_compatible(self.meta, text_config, f"{self.name}'s predictor")
+
+    def check_family(self, family: str) -> None:
+        if self.meta is not None:
+            check_family(self.meta, family, f"{self.name}'s predictor")
 
     def reset(self, batch_size: int) -> None:
         reset = getattr(self.predictor, "reset", None)

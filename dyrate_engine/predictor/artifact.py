@@ -26,8 +26,10 @@ def model_fingerprint(text_config) -> str:
 
 
 def save_predictor(directory, predictor: RatePredictor, *, prune_layer: int | None = None,
-                   text_config, training: dict | None = None, layer: int | None = None) -> Path:
+                   text_config, training: dict | None = None, layer: int | None = None,
+                   family: str | None = None) -> Path:
     """Write the artifact. ``prune_layer`` is K, the first pruned layer (monitor layer K-1);
+    ``family`` the model family it was trained on (config.json's model_type, e.g. "llava");
     ``training`` records how it was made (data, lambda, steps, ...)."""
     from safetensors.torch import save_file
 
@@ -49,6 +51,7 @@ def save_predictor(directory, predictor: RatePredictor, *, prune_layer: int | No
         "n_heads": get("num_attention_heads"),
         "n_layers": get("num_hidden_layers"),
         "model_fingerprint": model_fingerprint(text_config),
+        "family": family,
         "training": training or {},
     }
     (directory / META).write_text(json.dumps(meta, indent=1))
@@ -76,6 +79,16 @@ def load_predictor(directory) -> tuple[RatePredictor, dict]:
         raise ValueError(f"{directory}: weights {got} do not match predictor.json {expected}")
     predictor.load_state_dict(state)
     return predictor.eval(), meta
+
+
+def check_family(meta: dict, family: str, source="the predictor") -> None:
+    """Raise if the artifact was trained on another model family than ``family`` (the attention
+    over token types differs between families even at one text shape). Artifacts that do not
+    record their family are accepted."""
+    trained = meta.get("family")
+    if trained and family and trained != family:
+        raise ValueError(f"{source} was trained on a {trained!r} model; this is a {family!r} "
+                         f"model: train one for it with dyrate train-predictor")
 
 
 def check_compatible(meta: dict, text_config, source="the predictor") -> None:

@@ -86,6 +86,6 @@ def run(args) -> int:
         model.processor.save_pretrained(out / "model")
         training["tuned_model"] = "model/"
     save_predictor(out, predictor, prune_layer=cfg.prune_layer, text_config=model.text_config,
-                   training=training)
+                   training=training, family=model.family)
     print(json.dumps({"out": str(out), "held_out": report}, indent=1))
     return 0

@@ -3,7 +3,7 @@ examples, and examples collated into right-padded teacher-forcing batches."""
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import torch
@@ -11,7 +11,7 @@ import torch
 from ..engine import Engine
 from ..models.base import VisionLanguageModel
 from ..models.layout import VisualLayout, slot_table
-from ..models.vision import VisionInputs
+from ..models.vision import VisionInputs, merge_vision
 
 
 def adapter(model) -> VisionLanguageModel:
@@ -34,16 +34,22 @@ class Example:
     # The frozen layers' outputs (hidden after K-1 [T, d], type masses [T, H, 4], visual scores
     # [T, Nv]) when precomputed with ``trainer.precompute_monitor``; None to compute per step.
     monitor: tuple | None = None
+    extra: dict = field(default_factory=dict)  # the family's other vision tensors (image_sizes, ...)
 
 
 @dataclass
 class TeacherBatch:
     input_ids: torch.Tensor  # [B, T] prompt + answer, right-padded
-    pixel_values: torch.Tensor  # every row's images, in order
+    vision: dict  # every row's images, in order: the processor's tensors by name
     prompt_len: torch.Tensor  # [B]
     answer_len: torch.Tensor  # [B] (EOS included)
     layouts: list[VisualLayout]  # where each row's visual tokens are
+    positions: torch.Tensor  # RoPE positions [B, T], or [3, B, T] under M-RoPE
     monitor: tuple | None = None  # padded [B, T, ...] versions of Example.monitor
+
+    @property
+    def pixel_values(self) -> torch.Tensor:
+        return self.vision["pixel_values"]
 
     @cached_property
     def vis_start(self) -> torch.Tensor:
@@ -62,9 +68,11 @@ class TeacherBatch:
 
     def to(self, device) -> "TeacherBatch":
         monitor = None if self.monitor is None else tuple(t.to(device) for t in self.monitor)
-        return TeacherBatch(*(t.to(device) for t in (
-            self.input_ids, self.pixel_values, self.prompt_len, self.answer_len)),
-            self.layouts, monitor)
+        vision = {k: v.to(device) if isinstance(v, torch.Tensor) else v
+                  for k, v in self.vision.items()}
+        return TeacherBatch(self.input_ids.to(device), vision, self.prompt_len.to(device),
+                            self.answer_len.to(device), self.layouts, self.positions.to(device),
+                            monitor)
 
 
 def encode(model: VisionLanguageModel, records) -> list[Example]:
@@ -84,7 +92,9 @@ def encode(model: VisionLanguageModel, records) -> list[Example]:
                 images.append(image.convert("RGB"))
         ids, vision = model.encode([images], [r["prompt"]])
         answer = tokenizer(r["answer"], add_special_tokens=False)["input_ids"] + [eos]
-        examples.append(Example(ids[0], torch.tensor(answer), vision["pixel_values"]))
+        extra = {k: v for k, v in vision.tensors.items() if k != "pixel_values"}
+        examples.append(Example(ids[0], torch.tensor(answer), vision["pixel_values"],
+                                extra=extra))
     return examples
 
 
@@ -102,13 +112,29 @@ def collate(examples: list[Example], model: VisionLanguageModel) -> TeacherBatch
     monitor = None
     if all(e.monitor is not None for e in examples):
         monitor = tuple(_pad([e.monitor[i] for e in examples], ids.shape[1]) for i in range(3))
-    # One image is [3, S, S] (what encode made before several images per prompt), more [k, ...].
-    pixels = torch.cat([e.pixel_values[None] if e.pixel_values.dim() == 3 else e.pixel_values
-                        for e in examples])
-    layouts = model.visual_layouts([e.prompt_ids for e in examples],
-                                   VisionInputs({"pixel_values": pixels}))
-    return TeacherBatch(ids, pixels, torch.tensor([len(e.prompt_ids) for e in examples]),
-                        torch.tensor([len(e.answer_ids) for e in examples]), layouts, monitor)
+    # One LLaVA image is [3, S, S] (what encode made before several images per prompt).
+    vision = merge_vision([{"pixel_values": e.pixel_values[None] if e.pixel_values.dim() == 3
+                            else e.pixel_values, **e.extra} for e in examples])
+    prompts = [e.prompt_ids for e in examples]
+    layouts = model.visual_layouts(prompts, VisionInputs(vision))
+    positions = _positions(model, prompts, layouts, vision, [len(e.answer_ids) for e in examples],
+                           ids.shape[1])
+    return TeacherBatch(ids, vision, torch.tensor([len(e.prompt_ids) for e in examples]),
+                        torch.tensor([len(e.answer_ids) for e in examples]), layouts, positions,
+                        monitor)
+
+
+def _positions(model, prompts, layouts, vision, answer_lens, width) -> torch.Tensor:
+    """RoPE positions of every row, prompt then answer (the answer continuing from the
+    prompt's next position, as decoding does), right-padded to ``width``."""
+    rows = []
+    for (prompt, next_position), n in zip(model.positions(prompts, layouts, VisionInputs(vision)),
+                                          answer_lens):
+        prompt = prompt.reshape(-1, prompt.shape[-1]).cpu()  # [axes, P]
+        tail = next_position + torch.arange(width - prompt.shape[1])
+        rows.append(torch.cat([prompt, tail.expand(prompt.shape[0], -1)], dim=1))
+    positions = torch.stack(rows, dim=1)  # [axes, B, width]
+    return positions[0] if positions.shape[0] == 1 else positions
 
 
 def _pad(tensors: list[torch.Tensor], T: int) -> torch.Tensor:

@@ -33,8 +33,7 @@ from .examples import TeacherBatch
 def embed(model: VisionLanguageModel, batch: TeacherBatch) -> torch.Tensor:
     """Prompt + answer embeddings ``[B, T, d]`` with the visual features spliced in."""
     with torch.no_grad():
-        features = model.visual_features(VisionInputs({"pixel_values": batch.pixel_values}),
-                                         batch.layouts)
+        features = model.visual_features(VisionInputs(batch.vision), batch.layouts)
         return model.embed(batch.input_ids, features, batch.layouts)
 
 
@@ -97,8 +96,7 @@ def monitor_pass(dec: LlamaDecoder, h, batch: TeacherBatch, K: int):
     per-head mass on the four token types ``[B, T, H, 4]`` and head-mean visual scores
     ``[B, T, max n_visual]`` at the monitor layer K-1 (what ``ops.attention_scores`` gives the engine)."""
     B, T, _ = h.shape
-    positions = torch.arange(T, device=h.device)[None].expand(B, T)
-    cos, sin = dec.rope(positions)
+    cos, sin = dec.rope(batch.positions)
     with torch.no_grad():
         for i in range(K):
             layer = dec.layers[i]
@@ -144,8 +142,7 @@ def pruned_pass(dec: LlamaDecoder, h, batch: TeacherBatch, K: int, keep_rows: to
     candidates' keep sets ``keep_rows [B, T, R, Nv]`` (differentiable in ``weights``).
     Returns the logits ``[B, T, V]``."""
     B, T, _ = h.shape
-    positions = torch.arange(T, device=h.device)[None].expand(B, T)
-    cos, sin = dec.rope(positions)
+    cos, sin = dec.rope(batch.positions)
     is_vis, index = visual_ranks(batch, T)
     keep = (keep_rows.bool(), weights.float())
     for i in range(K, dec.n_layers):

@@ -163,7 +163,7 @@ def precompute_monitor(model: VisionLanguageModel, examples: list[Example], K: i
             T, n_visual = len(e.prompt_ids) + len(e.answer_ids), layout.n_visual
             out.append(Example(e.prompt_ids, e.answer_ids, e.pixel_values,
                                (h[i, :T].clone(), type_mass[i, :T].clone(),
-                                vis_scores[i, :T, :n_visual].clone())))
+                                vis_scores[i, :T, :n_visual].clone()), e.extra))
     return out
 
 
