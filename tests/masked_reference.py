@@ -13,11 +13,12 @@ from dyrate_engine.policies.base import MonitorStats
 
 
 def masked_generate(engine, ids, pixels, policy, max_new_tokens, batch_size, b, features=None,
-                    rope=None):
+                    rope=None, deepstack=None):
     """Greedy tokens and fp32 logits of sequence ``b`` of a batch of ``batch_size``;
     ``pixels`` are this sequence's images, ``[3, H, W]`` or ``[k, 3, H, W]``, or ``features``
     its visual tokens ``[n_visual, d]`` from the model's vision tower. ``rope``: the prompt's
-    positions as the model gives them and its next position (M-RoPE); default one per token."""
+    positions as the model gives them and its next position (M-RoPE); default one per token.
+    ``deepstack``: features added at the visual tokens after the first layers, one per layer."""
     dec = engine.decoder
     K, L = policy.prune_layer, dec.n_layers
     if features is None:
@@ -38,7 +39,8 @@ def masked_generate(engine, ids, pixels, policy, max_new_tokens, batch_size, b, 
                                                               prompt_len)
     h = h[None]
     for step in range(max_new_tokens):
-        h, q = _layers(dec, h, positions, range(K), keys, values, dropped, K)
+        adds = {i: (vis, f) for i, f in enumerate(deepstack or [])} if step == 0 else {}
+        h, q = _layers(dec, h, positions, range(K), keys, values, dropped, K, adds)
         if step == 0 or policy.monitors_decode:
             n_keys = keys[K - 1].shape[2]
             scores, mass = ops.attention_scores_reference(
@@ -52,7 +54,7 @@ def masked_generate(engine, ids, pixels, policy, max_new_tokens, batch_size, b, 
                 newly = present & ~keep
                 dropped[vis[newly[0]]] = True
                 present, n_kept = keep, wanted
-        h, _ = _layers(dec, h, positions, range(K, L), keys, values, dropped, K)
+        h, _ = _layers(dec, h, positions, range(K, L), keys, values, dropped, K, adds)
         logits = dec.logits(h[:, -1])[0]
         token = int(logits.argmax())
         tokens.append(token)
@@ -64,7 +66,7 @@ def masked_generate(engine, ids, pixels, policy, max_new_tokens, batch_size, b, 
     return tokens, torch.stack(all_logits)
 
 
-def _layers(dec, h, positions, layers, keys, values, dropped, K):
+def _layers(dec, h, positions, layers, keys, values, dropped, K, adds):
     q = None
     for i in layers:
         layer = dec.layers[i]
@@ -80,4 +82,8 @@ def _layers(dec, h, positions, layers, keys, values, dropped, K):
         attn = F.scaled_dot_product_attention(q, keys[i], values[i], attn_mask=allowed,
                                               enable_gqa=True)
         h = dec.finish_layer(layer, h, attn)
+        if i in adds:  # every visual token gets it: a dropped one's keys are masked anyway
+            index, feature = adds[i]
+            h = h.clone()
+            h[0, index] += feature.to(h.dtype)
     return h, q

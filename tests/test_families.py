@@ -17,7 +17,8 @@ FAMILIES = {"next-llama": lambda d: build_tiny_llava_next(d, kind="llama"),
             "next-mistral": lambda d: build_tiny_llava_next(d, kind="mistral"),
             "onevision-qwen2": lambda d: build_tiny_llava_onevision(d, kind="qwen2"),
             "qwen2-vl": lambda d: build_tiny_qwen_vl(d, "qwen2_vl"),
-            "qwen2.5-vl": lambda d: build_tiny_qwen_vl(d, "qwen2_5_vl")}
+            "qwen2.5-vl": lambda d: build_tiny_qwen_vl(d, "qwen2_5_vl"),
+            "qwen3-vl": lambda d: build_tiny_qwen_vl(d, "qwen3_vl")}
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
@@ -32,7 +33,7 @@ def family(request, tmp_path_factory):
 
 def _images(seed=0):
     rng = np.random.default_rng(seed)
-    sizes = [(30, 70), (60, 40), (28, 28), (45, 45)]  # wide, tall, one tile, square
+    sizes = [(30, 70), (75, 40), (28, 28), (45, 45)]  # wide, tall, one tile, square
     return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in sizes]
 
 
@@ -74,23 +75,29 @@ def test_resolutions_make_different_token_counts(family):
     assert counts["wide"] != counts["tall"]
 
 
+@pytest.mark.parametrize("prune_layer", [1, 2])
 @pytest.mark.parametrize("policy", ["fastv", "schedule", "dyrate"])
-def test_pruning_equals_the_masked_reference(family, policy):
+def test_pruning_equals_the_masked_reference(family, policy, prune_layer):
+    """K = 1 prunes inside Qwen3-VL's DeepStack layers (0 and 1): the dropped tokens' DeepStack
+    features must go with them."""
     engine, _ = family
     table = torch.tensor([[0.2, 0.5, 0.5, 0.8, 0.9, 0.9], [0.6, 0.6, 0.7, 0.7, 0.95, 0.95],
                           [0.0, 0.3, 0.3, 0.3, 0.9, 0.9]])
-    make = {"fastv": lambda: FastV(prune_layer=2, ratio=0.5),
-            "schedule": lambda: Schedule([0.0, 0.5, 0.75], prune_layer=2),
-            "dyrate": lambda: DyRate(lambda stats: table[:, stats.step], prune_layer=2)}[policy]
+    K = prune_layer
+    make = {"fastv": lambda: FastV(prune_layer=K, ratio=0.5),
+            "schedule": lambda: Schedule([0.0, 0.5, 0.75], prune_layer=K),
+            "dyrate": lambda: DyRate(lambda stats: table[:, stats.step], prune_layer=K)}[policy]
     ids, vision = _encode(engine, "ragged batch")
     results = engine.generate_ids(ids, policy=make(), max_new_tokens=6, output_logits=True,
                                   **vision.tensors)
     layouts = engine.model.visual_layouts(ids, vision)
     features = engine.model.visual_features(vision, layouts)
     rope = engine.model.positions(ids, layouts, vision)
+    stack = engine.model.deepstack_features(vision, layouts)
     for b, r in enumerate(results):
         tokens, logits = masked_generate(engine, ids[b], None, make(), 6, len(ids), b,
-                                         features=features[b], rope=rope[b])
+                                         features=features[b], rope=rope[b],
+                                         deepstack=stack[b] if stack else None)
         assert r.token_ids == tokens
         torch.testing.assert_close(r.logits, logits, atol=1e-4, rtol=0)
         assert r.stats.kept_visual[-1] < r.stats.n_visual

@@ -91,19 +91,24 @@ def build_tiny_qwen_vl(directory, family="qwen2_5_vl", seed=0):
 
     from dyrate_engine.models.processors import without_video
 
-    name = {"qwen2_vl": "Qwen2VL", "qwen2_5_vl": "Qwen2_5_VL"}[family]
+    name = {"qwen2_vl": "Qwen2VL", "qwen2_5_vl": "Qwen2_5_VL", "qwen3_vl": "Qwen3VL"}[family]
     text = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=4,
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                 rms_norm_eps=1e-5, pad_token_id=0, bos_token_id=1, eos_token_id=2,
                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                                  "mrope_section": [2, 3, 3]})
+    patch = 8 if family == "qwen3_vl" else PATCH
     vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, in_channels=3,
-                  patch_size=PATCH, spatial_merge_size=2, temporal_patch_size=2)
+                  patch_size=patch, spatial_merge_size=2, temporal_patch_size=2)
     if family == "qwen2_vl":
         vision.update(embed_dim=32, mlp_ratio=2, hidden_size=64)
-    else:
+    elif family == "qwen2_5_vl":
         vision.update(out_hidden_size=64, window_size=28, fullatt_block_indexes=[1],
                       tokens_per_second=2)
+    else:  # DeepStack after the first two text layers, from vision blocks 0 and 1
+        text.update(head_dim=16)
+        vision.update(depth=3, out_hidden_size=64, deepstack_visual_indexes=[0, 1],
+                      num_position_embeddings=64)
     config = getattr(transformers, f"{name}Config")(
         text_config=text, vision_config=vision, image_token_id=QWEN_SPECIALS["<|image_pad|>"],
         video_token_id=QWEN_SPECIALS["<|video_pad|>"],
@@ -119,8 +124,8 @@ def build_tiny_qwen_vl(directory, family="qwen2_5_vl", seed=0):
     vocab = {w: i for w, i in tiny_vocabulary().items() if i < IMAGE_TOKEN - 3}
     vocab.update(QWEN_SPECIALS)
     images = transformers.Qwen2VLImageProcessorPil(
-        patch_size=PATCH, merge_size=2, temporal_patch_size=2, image_mean=list(MEAN),
-        image_std=list(STD), min_pixels=14 * 14 * 4, max_pixels=14 * 14 * 64)
+        patch_size=patch, merge_size=2, temporal_patch_size=2, image_mean=list(MEAN),
+        image_std=list(STD), min_pixels=(2 * patch) ** 2 * 4, max_pixels=(2 * patch) ** 2 * 64)
     tokenizer = word_level_tokenizer(vocab, image_token="<|image_pad|>",
                                      specials=list(QWEN_SPECIALS))
     processor = without_video(getattr(transformers, f"{name}Processor"), image_processor=images,

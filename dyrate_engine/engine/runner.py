@@ -10,10 +10,12 @@ from .cache import KVCache
 
 
 def prefill_layers(dec: LlamaDecoder, cache: KVCache, b: int, h: torch.Tensor,
-                   positions: torch.Tensor, layers: range):
+                   positions: torch.Tensor, layers: range, additions: dict | None = None):
     """Run ``layers`` on the prompt of sequence ``b`` (``h [1, T, d]`` at ``positions [1, T]``,
     or ``[3, 1, T]`` under M-RoPE; after prefill pruning the kept tokens' original positions),
-    writing its cache from slot 0. Returns the hidden states and the last layer's query."""
+    writing its cache from slot 0. ``additions`` ``{layer: (index [n], values [n, d])}`` are
+    added to the hidden states at ``index`` after that layer (DeepStack). Returns the hidden
+    states and the last layer's query."""
     q = None
     cos, sin = dec.rope(positions)
     for i in layers:
@@ -25,6 +27,10 @@ def prefill_layers(dec: LlamaDecoder, cache: KVCache, b: int, h: torch.Tensor,
         mask = _causal_mask(positions.reshape(-1, T)[0], layer.sliding_window)
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
         h = dec.finish_layer(layer, h, attn)
+        if additions and i in additions:
+            index, values = additions[i]
+            h = h.clone()
+            h[0, index] += values.to(h.dtype)
     return h, q
 
 

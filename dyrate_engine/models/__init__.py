@@ -13,12 +13,12 @@ from .layout import VisualLayout, VisualSpan
 from .llama import SUPPORTED_TEXT_MODELS
 from .llava import LlavaModel
 from .llava_next import LlavaNextModel, LlavaOnevisionModel
-from .qwen_vl import Qwen2_5VLModel, Qwen2VLModel
+from .qwen_vl import Qwen2_5VLModel, Qwen2VLModel, Qwen3VLModel
 
 #: The families by config.json ``model_type``.
 FAMILIES: dict[str, type[VisionLanguageModel]] = {
     m.family: m for m in (LlavaModel, LlavaNextModel, LlavaOnevisionModel, Qwen2VLModel,
-                          Qwen2_5VLModel)}
+                          Qwen2_5VLModel, Qwen3VLModel)}
 
 
 def load_model(path, device="cpu", dtype=None, *, max_seq_len: int | None = None
@@ -44,4 +44,5 @@ def load_model(path, device="cpu", dtype=None, *, max_seq_len: int | None = None
 
 
 __all__ = ["FAMILIES", "VisionLanguageModel", "VisualLayout", "VisualSpan", "LlavaModel",
-           "LlavaNextModel", "LlavaOnevisionModel", "Qwen2VLModel", "Qwen2_5VLModel", "load_model"]
+           "LlavaNextModel", "LlavaOnevisionModel", "Qwen2VLModel", "Qwen2_5VLModel",
+           "Qwen3VLModel", "load_model"]

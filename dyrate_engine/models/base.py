@@ -107,6 +107,11 @@ class VisionLanguageModel:
         """Each video's visual tokens ``[tokens, d]``."""
         return []
 
+    def deepstack_features(self, vision: VisionInputs, layouts) -> list[list[torch.Tensor]] | None:
+        """Visual features the family adds to the hidden states after its first layers (Qwen3-VL's
+        DeepStack): per request, per layer, ``[n_visual, d]`` in slot order; None for none."""
+        return None
+
     def positions(self, input_ids, layouts, vision: VisionInputs):
         """Each prompt's RoPE positions (``[1, T]``; ``[3, 1, T]`` under M-RoPE) and the
         position of its next token: one position per token, in order, for 1-D RoPE."""

@@ -15,8 +15,10 @@ import torch.nn.functional as F
 from .. import ops as _ops  # registers torch.ops.dyrate.decode_linear
 from .rope import apply_rope, mrope_layout, rope_cos_sin, rope_parameters
 
-# The Qwen-VL text models are Qwen2 layers with M-RoPE (rope.py).
-SUPPORTED_TEXT_MODELS = ("llama", "mistral", "qwen2", "qwen2_vl_text", "qwen2_5_vl_text")
+# The Qwen2-VL / Qwen2.5-VL text models are Qwen2 layers with M-RoPE (rope.py); Qwen3-VL's are
+# Qwen3 layers (RMSNorm on each head's query and key) with interleaved M-RoPE.
+SUPPORTED_TEXT_MODELS = ("llama", "mistral", "qwen2", "qwen2_vl_text", "qwen2_5_vl_text",
+                         "qwen3_vl_text")
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
@@ -48,6 +50,8 @@ class LayerWeights:
     o_bias: torch.Tensor | None = None
     down_bias: torch.Tensor | None = None
     sliding_window: int | None = None
+    q_norm: torch.Tensor | None = None  # Qwen3: RMSNorm over each head's query, before RoPE
+    k_norm: torch.Tensor | None = None
 
 
 class LlamaDecoder:
@@ -101,8 +105,11 @@ class LlamaDecoder:
         B, T, _ = x.shape
         q, k, v = linear(x, layer.qkv, layer.qkv_bias).split(
             [layer.q.shape[0], layer.k.shape[0], layer.v.shape[0]], dim=-1)
-        q = q.reshape(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k = k.reshape(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q = q.reshape(B, T, self.n_heads, self.head_dim)
+        k = k.reshape(B, T, self.n_kv_heads, self.head_dim)
+        if layer.q_norm is not None:
+            q, k = self.rms_norm(q, layer.q_norm), self.rms_norm(k, layer.k_norm)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = v.reshape(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2).contiguous()
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
@@ -146,6 +153,10 @@ def _fuse(modules):
 def _layer_weights(layer, window) -> LayerWeights:
     attn, mlp = layer.self_attn, layer.mlp
     bias = lambda m: None if m.bias is None else m.bias.detach()  # noqa: E731
+
+    def norm(name):
+        return getattr(attn, name).weight.detach() if hasattr(attn, name) else None
+
     qkv, qkv_bias, (q, k, v) = _fuse([attn.q_proj, attn.k_proj, attn.v_proj])
     gate_up, gate_up_bias, (_, up) = _fuse([mlp.gate_proj, mlp.up_proj])
     return LayerWeights(
@@ -155,4 +166,5 @@ def _layer_weights(layer, window) -> LayerWeights:
         post_norm=layer.post_attention_layernorm.weight.detach(),
         up=up, down=mlp.down_proj.weight.detach(),
         o_bias=bias(attn.o_proj), down_bias=bias(mlp.down_proj), sliding_window=window,
+        q_norm=norm("q_norm"), k_norm=norm("k_norm"),
     )

@@ -72,3 +72,31 @@ class Qwen2VLModel(VisionLanguageModel):
 class Qwen2_5VLModel(Qwen2VLModel):
     family = "qwen2_5_vl"
     hf_class = "Qwen2_5_VLForConditionalGeneration"
+
+
+class Qwen3VLModel(Qwen2VLModel):
+    """Qwen3-VL: Qwen3 text layers (RMSNorm on each head's query and key), interleaved M-RoPE, and
+    DeepStack: features from intermediate layers of the vision tower are added to the hidden
+    states of the first text layers at the visual tokens. When the first pruned layer K is
+    among those layers, a dropped token's DeepStack features go with it: layers from K on see
+    the kept tokens only, and only their features are added."""
+
+    family = "qwen3_vl"
+    hf_class = "Qwen3VLForConditionalGeneration"
+
+    def image_features(self, vision: VisionInputs) -> list[torch.Tensor]:
+        out = self.hf.model.get_image_features(
+            pixel_values=vision["pixel_values"].to(self.device),
+            image_grid_thw=vision["image_grid_thw"].to(self.device))
+        vision.deepstack = [list(level) for level in out.deepstack_features]
+        return list(out.pooler_output)
+
+    def deepstack_features(self, vision: VisionInputs, layouts) -> list[list[torch.Tensor]]:
+        if vision.deepstack is None:
+            vision.features = self.image_features(vision)
+        out, image = [], 0
+        for layout in layouts:
+            own = slice(image, image + layout.n_images)
+            out.append([torch.cat(level[own]) for level in vision.deepstack])
+            image += layout.n_images
+        return out

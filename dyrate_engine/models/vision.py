@@ -39,6 +39,7 @@ class VisionInputs:
         self.tensors = {name: t for name, t in tensors.items() if t is not None}
         self.features: list[torch.Tensor] | None = None
         self.video_features: list[torch.Tensor] | None = None
+        self.deepstack: list[list[torch.Tensor]] | None = None  # [level][image], Qwen3-VL
 
     def __getitem__(self, name: str) -> torch.Tensor:
         if name not in self.tensors:
