@@ -6,24 +6,26 @@ import sys
 
 from .bench.cli import add_parser as add_bench_parser
 from .eval.command import add_parser as add_eval_parser
+from .models.video import DEFAULT_FPS
 from .policies.spec import POLICY_HELP
 from .train.command import add_parser as add_train_parser
 
 
 def cmd_generate(args) -> int:
     import torch
-    from PIL import Image
 
     from .engine import Engine
+    from .models.images import open_image
+    from .models.video import open_video
     from .policies import parse_policy
 
+    if not args.image and not args.video:
+        raise ValueError("give at least one --image or --video")
     policy = parse_policy(args.policy, new_tokens=args.max_new_tokens)
     engine = Engine.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype))
-    images = []
-    for path in args.image:
-        with Image.open(path) as image:
-            images.append(image.convert("RGB"))
-    result = engine.generate([images], [args.prompt], policy=policy,
+    images = [open_image(path) for path in args.image or []]
+    videos = [open_video(path, args.fps) for path in args.video or []] or None
+    result = engine.generate([images], [args.prompt], policy=policy, videos=[videos],
                              max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                              top_k=args.top_k, top_p=args.top_p, seed=args.seed)[0]
     print(result.text)
@@ -34,10 +36,15 @@ def cmd_generate(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dyrate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    gen = sub.add_parser("generate", help="answer a prompt about an image")
+    gen = sub.add_parser("generate", help="answer a prompt about images or videos")
     gen.add_argument("--model", required=True, help="local checkpoint directory, or 'demo'")
-    gen.add_argument("--image", required=True, action="append",
+    gen.add_argument("--image", action="append",
                      help="image file; repeat for several images, shown in order")
+    gen.add_argument("--video", action="append",
+                     help="video (Qwen2-VL, Qwen2.5-VL): a directory of frame images or an "
+                          "animated GIF/WebP/PNG; repeat for several, shown after the images")
+    gen.add_argument("--fps", type=float, default=DEFAULT_FPS,
+                     help="the rate the --video frames were sampled at")
     gen.add_argument("--prompt", required=True)
     gen.add_argument("--policy", default="dense", help=POLICY_HELP)
     gen.add_argument("--max-new-tokens", type=int, default=64)

@@ -25,7 +25,8 @@ def masked_generate(engine, ids, pixels, policy, max_new_tokens, batch_size, b, 
         pixels = pixels[None] if pixels.dim() == 3 else pixels
         features = torch.cat(engine.model.image_features(VisionInputs({"pixel_values": pixels})))
     ids = ids.clone()
-    vis = (ids == engine.model.image_token_id).nonzero()[:, 0]  # every image's slots, in order
+    media = [t for t in (engine.model.image_token_id, engine.model.video_token_id) if t is not None]
+    vis = torch.isin(ids, torch.tensor(media)).nonzero()[:, 0]  # every image's and video's slots
     vis_start, n_vis, prompt_len = int(vis[0]), len(vis), len(ids)
     h = dec.embed_tokens[ids].clone()
     h[vis] = features

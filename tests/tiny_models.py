@@ -82,7 +82,9 @@ def hf_greedy(model, ids, pixels, max_new_tokens, **vision):
         for i, t in enumerate(vision["mm_token_type_ids"]):
             types[i, width - len(t):] = t
         vision = {**vision, "mm_token_type_ids": types}
-    out = model.generate(input_ids=input_ids, attention_mask=mask, pixel_values=pixels, **vision,
+    if pixels is not None:  # None: video only (transformers would run the image tower on None)
+        vision = {**vision, "pixel_values": pixels}
+    out = model.generate(input_ids=input_ids, attention_mask=mask, **vision,
                          max_new_tokens=max_new_tokens, do_sample=False,
                          return_dict_in_generate=True, output_logits=True)
     tokens, logits = [], []

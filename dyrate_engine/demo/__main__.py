@@ -10,10 +10,9 @@ import argparse
 import statistics
 import time
 
-from PIL import Image
-
 from ..bundled import EXAMPLE_IMAGE
 from ..engine import Engine
+from ..models.images import open_image
 from ..policies import Dense, DyRate
 
 PROMPT = "Describe the image."
@@ -41,8 +40,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     engine = Engine.from_pretrained("demo")
     policies = {"dense": Dense(), "dyrate": DyRate.from_pretrained("demo")}
-    with Image.open(args.image) as file:
-        image = file.convert("RGB")
+    image = open_image(args.image)
     print(f"demo model loaded in {time.perf_counter() - start:.1f} s; image {args.image}")
     print(f"prompt: {args.prompt}\n")
     for policy in policies.values():  # warm-up: first-call costs land here, not in the figures

@@ -8,7 +8,7 @@ from typing import Iterator
 
 import torch
 
-from ..models import VisionLanguageModel, load_model
+from ..models import FAMILIES, VisionLanguageModel, load_model
 from ..models.vision import VisionInputs
 from ..policies.base import Dense, Policy
 from .generation import Generation
@@ -63,14 +63,16 @@ class Engine:
 
     # ------------------------------------------------------------------------------ public API
     def generate(self, images, prompts, policy: Policy | None = None,
-                 sampling_params: SamplingParams | None = None, **overrides
+                 sampling_params: SamplingParams | None = None, *, videos=None, **overrides
                  ) -> list[GenerationResult]:
         """Answer ``prompts`` (str or list) about ``images`` (for each prompt one image or a list
         of them, shown in order before its text: PIL images, HWC uint8 arrays or CHW tensors)
-        with the checkpoint's processor and chat template.
+        with the checkpoint's processor and chat template. ``videos`` (Qwen2-VL, Qwen2.5-VL):
+        for each prompt None, one video (a ``models.video.Video``, or its frames) or a list of
+        ``Video``, shown after its images; ``images`` may be None then.
         ``sampling_params`` (default: greedy, 64 new tokens); keyword ``overrides`` replace its
         fields, e.g. ``max_new_tokens=32, temperature=0.7, seed=0, stop_token_ids=[2]``."""
-        ids, vision = self.model.encode(images, prompts)
+        ids, vision = self.model.encode(images, prompts, videos)
         return self._results(self._generation(ids, vision, policy, sampling_params, overrides,
                                               False))
 
@@ -84,6 +86,11 @@ class Engine:
         override ``sampling_params``' fields. ``output_logits`` keeps each result's fp32 logits
         ``[new tokens, V]`` (on the CPU)."""
         vision = {name: kwargs.pop(name) for name in self.model.vision_keys if name in kwargs}
+        foreign = sorted(set(kwargs) & {key for family in FAMILIES.values()
+                                        for key in family.vision_keys})
+        if foreign:
+            raise ValueError(f"{', '.join(foreign)}: not an input of a {self.model.family!r} "
+                             f"model (its vision inputs: {', '.join(self.model.vision_keys)})")
         vision = VisionInputs({"pixel_values": pixel_values, **vision})
         return self._results(self._generation(input_ids, vision, policy, sampling_params, kwargs,
                                               output_logits))
@@ -94,10 +101,10 @@ class Engine:
         return [seq.result(self.model.tokenizer) for seq in run.sequences]
 
     def stream(self, images, prompts, policy: Policy | None = None,
-               sampling_params: SamplingParams | None = None, **overrides
+               sampling_params: SamplingParams | None = None, *, videos=None, **overrides
                ) -> Iterator[StreamEvent]:
         """Yield a :class:`StreamEvent` per new token of each request as it is produced."""
-        ids, vision = self.model.encode(images, prompts)
+        ids, vision = self.model.encode(images, prompts, videos)
         run = self._generation(ids, vision, policy, sampling_params, overrides, False)
         tokenizer = self.model.tokenizer
         shown = [""] * len(run.sequences)

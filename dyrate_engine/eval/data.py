@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..data.records import load_coco, load_jsonl
 from ..data.scenes import SPLIT_SEEDS, make_scene
+from ..models.images import open_image
 
 # LLaVA-1.5's caption prompt for COCO / Flickr30K / NoCaps (as lmms-eval asks it).
 COCO_PROMPT = "Provide a one-sentence caption for the provided image."
@@ -34,12 +35,7 @@ class EvalItem:
 
 
 def _load(image):
-    from PIL import Image
-
-    if isinstance(image, (str, Path)):
-        with Image.open(image) as opened:
-            return opened.convert("RGB")
-    return image
+    return open_image(image) if isinstance(image, (str, Path)) else image
 
 
 def parse_demo_spec(spec: str) -> tuple[str, int] | None:

@@ -18,6 +18,7 @@ from .images import to_pil
 from .layout import VisualLayout, find_visual_spans
 from .llama import SUPPORTED_TEXT_MODELS, LlamaDecoder
 from .processors import load_processor
+from .video import as_videos
 from .vision import VisionInputs, assign_media, layouts_of
 
 
@@ -118,35 +119,49 @@ class VisionLanguageModel:
         return [(torch.arange(len(ids), device=self.device)[None], len(ids)) for ids in input_ids]
 
     # ------------------------------------------------------------------------- shared parts
-    def encode(self, images, prompts) -> tuple[list[torch.Tensor], VisionInputs]:
+    def encode(self, images, prompts, videos=None) -> tuple[list[torch.Tensor], VisionInputs]:
         """``(input_ids per request, vision inputs of every image in order)`` through the
         checkpoint's processor and chat template, in one call for the batch. ``prompts`` is a
         string or a list; each prompt's images are one image or a list of them (a PIL image,
-        an HWC uint8 array or a CHW tensor each), shown before its text."""
+        an HWC uint8 array or a CHW tensor each), shown before its text. ``videos``: each
+        prompt's videos (see ``video.as_videos``), for families that take video."""
+        prompts, images, videos = self.media_per_prompt(images, prompts, videos)
+        if any(videos):
+            raise ValueError(f"a {self.family!r} model takes no video input")
+        texts = [self.chat_text(p, len(own)) for p, own in zip(prompts, images)]
+        out = self.processor(images=images, text=texts, padding=True, return_tensors="pt")
+        ids = [row[mask.bool()] for row, mask in zip(out["input_ids"], out["attention_mask"])]
+        return ids, VisionInputs({name: out.get(name) for name in self.vision_keys})
+
+    def media_per_prompt(self, images, prompts, videos=None):
+        """``(prompts, PIL images per prompt, videos per prompt)`` from :meth:`encode`'s
+        arguments, with a clear error for entries that do not line up."""
         if self.processor is None:
             raise ValueError("this checkpoint has no processor files; use generate_ids() with "
                              "token ids")
         if isinstance(prompts, str):
-            prompts, images = [prompts], [images]
-        if len(images) != len(prompts):
-            raise ValueError(f"{len(prompts)} prompts but {len(images)} image entries (one "
-                             f"image, or a list of images, per prompt)")
-        nested = []
+            prompts, images, videos = [prompts], [images], [videos]
+        images = [None] * len(prompts) if images is None else images
+        videos = [None] * len(prompts) if videos is None else videos
+        for what, entries in (("image", images), ("video", videos)):
+            if len(entries) != len(prompts):
+                raise ValueError(f"{len(prompts)} prompts but {len(entries)} {what} entries (one "
+                                 f"entry per prompt)")
+        nested, clips = [], [as_videos(entry) for entry in videos]
         for b, entry in enumerate(images):
-            own = list(entry) if isinstance(entry, (list, tuple)) else [entry]
-            if not own:
+            own = [] if entry is None else list(entry) if isinstance(entry, (list, tuple)) \
+                else [entry]
+            if not own and not clips[b]:
                 raise ValueError(f"prompt {b} has no image")
             nested.append([to_pil(image) for image in own])
-        texts = [self.chat_text(p, len(own)) for p, own in zip(prompts, nested)]
-        out = self.processor(images=nested, text=texts, padding=True, return_tensors="pt")
-        ids = [row[mask.bool()] for row, mask in zip(out["input_ids"], out["attention_mask"])]
-        return ids, VisionInputs({name: out.get(name) for name in self.vision_keys})
+        return list(prompts), nested, clips
 
-    def chat_text(self, prompt: str, n_images: int = 1) -> str:
-        """One user turn holding ``n_images`` images and then ``prompt``, in the checkpoint's
-        chat format."""
+    def chat_text(self, prompt: str, n_images: int = 1, n_videos: int = 0) -> str:
+        """One user turn holding ``n_images`` images, ``n_videos`` videos and then ``prompt``,
+        in the checkpoint's chat format."""
         if getattr(self.processor, "chat_template", None):
-            content = [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]
+            content = ([{"type": "image"}] * n_images + [{"type": "video"}] * n_videos
+                       + [{"type": "text", "text": prompt}])
             conversation = [{"role": "user", "content": content}]
             return self.processor.apply_chat_template(conversation, add_generation_prompt=True)
         image_token = getattr(self.processor, "image_token", "<image>")

@@ -1,8 +1,33 @@
-"""Images as the processors take them: any accepted input becomes an RGB PIL image."""
+"""Images as the processors take them: any accepted input becomes an RGB PIL image; image files
+are decoded only under a pixel limit (they are untrusted input: a small file can declare a huge
+image)."""
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024  # 8192 x 8192; far above what any vision tower takes
+
+
+def open_image(path, max_pixels: int = MAX_IMAGE_PIXELS):
+    """The image file ``path`` as an RGB PIL image; a ValueError, before decoding, when its
+    header declares more than ``max_pixels`` pixels or it is not an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            check_pixels(image, path, max_pixels)
+            return image.convert("RGB")
+    except UnidentifiedImageError:
+        raise ValueError(f"{path}: not an image file PIL can read") from None
+
+
+def check_pixels(image, name, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+    """Raise a ValueError when the (not yet decoded) ``image`` has more than ``max_pixels``."""
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ValueError(f"{name}: {width}x{height} pixels is over the limit of {max_pixels} "
+                         f"pixels per image")
 
 
 def to_pil(image):

@@ -8,13 +8,14 @@ transformers. The text model is Qwen2 layers with M-RoPE: text tokens step one p
 three axes, an image's tokens take (time, row, column) positions from its grid, and the text after
 an image resumes at the image's start plus ``max(h, w) / merge``. The positions come from the
 transformers model's own ``get_rope_index``, per prompt; decoding then continues one past the
-prompt's largest position. Pruned tokens keep their three positions.
+prompt's last position. Pruned tokens keep their three positions.
 """
 from __future__ import annotations
 
 import torch
 
 from .base import VisionLanguageModel
+from .video import video_patches
 from .vision import VisionInputs
 
 TEXT, IMAGE, VIDEO = 0, 1, 2  # transformers' mm_token_type_ids
@@ -23,55 +24,158 @@ TEXT, IMAGE, VIDEO = 0, 1, 2  # transformers' mm_token_type_ids
 class Qwen2VLModel(VisionLanguageModel):
     family = "qwen2_vl"
     hf_class = "Qwen2VLForConditionalGeneration"
-    vision_keys = ("pixel_values", "image_grid_thw")
+    vision_keys = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
 
     def __init__(self, hf_model, processor=None, *, max_seq_len: int | None = None):
         super().__init__(hf_model, processor, max_seq_len=max_seq_len)
         vision = self.config.vision_config
         self.merge = vision.spatial_merge_size
         self.patch_width = vision.in_channels * vision.temporal_patch_size * vision.patch_size ** 2
+        self.video_token_id = self.config.video_token_id
 
     def check_vision(self, vision: VisionInputs) -> None:
-        pixels, grids = vision["pixel_values"], vision["image_grid_thw"]
+        if vision.get("image_grid_thw") is not None or vision.get("pixel_values") is not None:
+            self._check_media(vision, "pixel_values", "image_grid_thw", "image")
+        if vision.get("video_grid_thw") is not None or vision.get("pixel_values_videos") is not None:
+            self._check_media(vision, "pixel_values_videos", "video_grid_thw", "video")
+
+    def _check_media(self, vision: VisionInputs, pixels_key: str, grid_key: str, what: str):
+        pixels, grids = vision.get(pixels_key), vision.get(grid_key)
         if not isinstance(grids, torch.Tensor) or grids.dim() != 2 or grids.shape[1] != 3:
-            raise ValueError(f"image_grid_thw must be [N, 3] (time, height, width patches of each "
-                             f"image), got {getattr(grids, 'shape', type(grids))}")
+            raise ValueError(f"{grid_key} must be [N, 3] (time, height, width patches of each "
+                             f"{what}), got {getattr(grids, 'shape', type(grids))}")
         if (grids < 1).any() or (grids[:, 1:] % self.merge).any():
-            raise ValueError(f"image_grid_thw must be positive with height and width multiples of "
+            raise ValueError(f"{grid_key} must be positive with height and width multiples of "
                              f"{self.merge}, got {grids.tolist()}")
         patches = int(grids.prod(-1).sum())
         if not isinstance(pixels, torch.Tensor) or tuple(pixels.shape) != (patches, self.patch_width):
-            raise ValueError(f"pixel_values must be [{patches}, {self.patch_width}] (the patches "
-                             f"of image_grid_thw), got {getattr(pixels, 'shape', type(pixels))}; "
-                             f"use engine.generate() to preprocess raw images")
+            raise ValueError(f"{pixels_key} must be [{patches}, {self.patch_width}] (the patches "
+                             f"of {grid_key}), got {getattr(pixels, 'shape', type(pixels))}; "
+                             f"use engine.generate() to preprocess raw {what}s")
 
     def image_token_counts(self, vision: VisionInputs) -> list[int]:
-        return (vision["image_grid_thw"].prod(-1) // self.merge ** 2).tolist()
+        return self.token_counts(vision.get("image_grid_thw"))
+
+    def video_token_counts(self, vision: VisionInputs) -> list[int]:
+        return self.token_counts(vision.get("video_grid_thw"))
+
+    def token_counts(self, grids) -> list[int]:
+        """Visual tokens of each patch grid: its patches over the ``merge x merge`` merge."""
+        return [] if grids is None else (grids.prod(-1) // self.merge ** 2).tolist()
 
     def image_features(self, vision: VisionInputs) -> list[torch.Tensor]:
+        if vision.get("image_grid_thw") is None:
+            return []
         out = self.hf.model.get_image_features(
             pixel_values=vision["pixel_values"].to(self.device),
             image_grid_thw=vision["image_grid_thw"].to(self.device))
         return list(out.pooler_output)
 
+    def video_features(self, vision: VisionInputs) -> list[torch.Tensor]:
+        if vision.get("video_grid_thw") is None:
+            return []
+        out = self.hf.model.get_video_features(
+            pixel_values_videos=vision["pixel_values_videos"].to(self.device),
+            video_grid_thw=vision["video_grid_thw"].to(self.device))
+        return list(out.pooler_output)
+
     def positions(self, input_ids, layouts, vision: VisionInputs):
         """Each prompt's M-RoPE positions ``[3, 1, T]`` and its next position, from the
-        transformers model's ``get_rope_index`` on that prompt's own images."""
-        out, image = [], 0
-        grids = vision["image_grid_thw"]
+        transformers model's ``get_rope_index`` on that prompt's own images and videos."""
+        out, image, video = [], 0, 0
         for ids, layout in zip(input_ids, layouts):
             ids = ids.to(self.device)[None]
             kinds = torch.where(ids == self.image_token_id, IMAGE, TEXT)
-            own = grids[image:image + layout.n_images].to(self.device)
-            image += layout.n_images
-            positions, delta = self.hf.model.get_rope_index(ids, kinds, image_grid_thw=own)
-            out.append((positions, ids.shape[1] + int(delta)))
+            kinds = torch.where(ids == self.video_token_id, VIDEO, kinds)
+            own_images = slice(image, image + layout.n_images)
+            own_videos = slice(video, video + layout.n_videos)
+            image, video = image + layout.n_images, video + layout.n_videos
+            grids = {}
+            if layout.n_images:
+                grids["image_grid_thw"] = vision["image_grid_thw"][own_images].to(self.device)
+            if layout.n_videos:
+                grids["video_grid_thw"] = vision["video_grid_thw"][own_videos].to(self.device)
+            positions, _ = self.hf.model.get_rope_index(
+                ids, kinds, **grids, **self.video_timing(vision, own_videos))
+            # Decoding continues one past the last prompt token (text: one position on every
+            # axis), as transformers' generate does and a forward over the whole text would;
+            # a video stretched in time can reach past it, so this is not the largest + 1.
+            out.append((positions, int(positions[:, 0, -1].max()) + 1))
         return out
+
+    def video_timing(self, vision: VisionInputs, videos: slice) -> dict:
+        """Extra ``get_rope_index`` arguments for these videos: none; Qwen2-VL steps one
+        temporal position per frame pair, whatever the frame rate."""
+        return {}
+
+    # ------------------------------------------------------------------------------- video
+    def encode(self, images, prompts, videos=None):
+        """As the base class; with videos, the processor's work is done by its parts
+        (:meth:`encode_by_parts`), since transformers' video processor needs torchvision."""
+        prompts, images, videos = self.media_per_prompt(images, prompts, videos)
+        if not any(videos):
+            return super().encode(images, prompts)
+        return self.encode_by_parts(prompts, images, videos)
+
+    def encode_by_parts(self, prompts, images, videos):
+        """``encode`` from the processor's parts: images through its image processor, videos
+        through :func:`video.video_patches` with the same patching and pixel budget, each
+        image's or video's pad token repeated once per visual token, then the tokenizer."""
+        tensors, image_counts, video_counts = {}, [], []
+        flat = [image for own in images for image in own]
+        if flat:
+            out = self.processor.image_processor(images=flat, return_tensors="pt")
+            tensors.update(pixel_values=out["pixel_values"], image_grid_thw=out["image_grid_thw"])
+            image_counts = self.token_counts(out["image_grid_thw"])
+        clips = [clip for own in videos for clip in own]
+        if clips:
+            tensors.update(self.video_tensors(clips))
+            video_counts = self.token_counts(tensors["video_grid_thw"])
+        ids = []
+        for prompt, own_images, own_videos in zip(prompts, images, videos):
+            text = self.chat_text(prompt, len(own_images), len(own_videos))
+            text = _expand(text, self.processor.image_token, image_counts[:len(own_images)])
+            text = _expand(text, self.processor.video_token, video_counts[:len(own_videos)])
+            image_counts, video_counts = (image_counts[len(own_images):],
+                                          video_counts[len(own_videos):])
+            ids.append(torch.tensor(self.processor.tokenizer(text)["input_ids"]))
+        return ids, VisionInputs(tensors)
+
+    def video_tensors(self, clips) -> dict:
+        """``pixel_values_videos`` and ``video_grid_thw`` of the clips (``video.Video``)."""
+        settings = self.processor.image_processor
+        patches, grids = zip(*(video_patches(
+            clip.frames, patch=settings.patch_size, merge=settings.merge_size,
+            temporal=settings.temporal_patch_size, mean=settings.image_mean,
+            std=settings.image_std, min_pixels=settings.size.shortest_edge,
+            max_pixels=settings.size.longest_edge) for clip in clips))
+        return {"pixel_values_videos": torch.cat(patches), "video_grid_thw": torch.stack(grids)}
+
+
+def _expand(text: str, token: str, counts: list[int]) -> str:
+    """``text`` with its i-th ``token`` repeated ``counts[i]`` times."""
+    parts = text.split(token)
+    if len(parts) - 1 != len(counts):
+        raise ValueError(f"the chat template wrote {len(parts) - 1} {token!r} tokens for "
+                         f"{len(counts)} items")
+    return parts[0] + "".join(token * n + part for n, part in zip(counts, parts[1:]))
 
 
 class Qwen2_5VLModel(Qwen2VLModel):
     family = "qwen2_5_vl"
     hf_class = "Qwen2_5_VLForConditionalGeneration"
+    vision_keys = Qwen2VLModel.vision_keys + ("second_per_grid_ts",)
+
+    def video_timing(self, vision: VisionInputs, videos: slice) -> dict:
+        """Qwen2.5-VL places a video's frame pairs by time: ``second_per_grid_ts`` seconds per
+        pair, ``tokens_per_second`` positions per second (absolute time encoding)."""
+        seconds = vision.get("second_per_grid_ts")
+        return {} if seconds is None else {"second_per_grid_ts": seconds[videos]}
+
+    def video_tensors(self, clips) -> dict:
+        temporal = self.processor.image_processor.temporal_patch_size
+        return dict(super().video_tensors(clips), second_per_grid_ts=torch.tensor(
+            [temporal / clip.fps for clip in clips]))
 
 
 class Qwen3VLModel(Qwen2VLModel):
@@ -83,6 +187,11 @@ class Qwen3VLModel(Qwen2VLModel):
 
     family = "qwen3_vl"
     hf_class = "Qwen3VLForConditionalGeneration"
+    vision_keys = ("pixel_values", "image_grid_thw")
+
+    def encode_by_parts(self, prompts, images, videos):
+        raise ValueError("Qwen3-VL takes no video input here yet: its prompts interleave each "
+                         "frame pair's timestamp text with the frames, which is not built")
 
     def image_features(self, vision: VisionInputs) -> list[torch.Tensor]:
         out = self.hf.model.get_image_features(

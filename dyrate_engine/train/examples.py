@@ -10,6 +10,7 @@ import torch
 
 from ..engine import Engine
 from ..models.base import VisionLanguageModel
+from ..models.images import open_image
 from ..models.layout import VisualLayout, slot_table
 from ..models.vision import VisionInputs, merge_vision
 
@@ -78,18 +79,13 @@ class TeacherBatch:
 def encode(model: VisionLanguageModel, records) -> list[Example]:
     """Encode ``{image, prompt, answer}`` records with the model's processor (chat template,
     image preprocessing); each answer ends with the model's EOS."""
-    from PIL import Image
-
     model = adapter(model)
     tokenizer = model.tokenizer
     eos = model.eos_token_ids[0] if model.eos_token_ids else tokenizer.eos_token_id
     examples = []
     for r in records:
         paths = r["image"] if isinstance(r["image"], (list, tuple)) else [r["image"]]
-        images = []
-        for path in paths:
-            with Image.open(path) as image:
-                images.append(image.convert("RGB"))
+        images = [open_image(path) for path in paths]
         ids, vision = model.encode([images], [r["prompt"]])
         answer = tokenizer(r["answer"], add_special_tokens=False)["input_ids"] + [eos]
         extra = {k: v for k, v in vision.tensors.items() if k != "pixel_values"}
