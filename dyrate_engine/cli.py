@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--image", action="append",
                      help="image file; repeat for several images, shown in order")
     gen.add_argument("--video", action="append",
-                     help="video (Qwen2-VL, Qwen2.5-VL): a directory of frame images or an "
+                     help="video (Qwen-VL families): a directory of frame images or an "
                           "animated GIF/WebP/PNG; repeat for several, shown after the images")
     gen.add_argument("--fps", type=float, default=DEFAULT_FPS,
                      help="the rate the --video frames were sampled at")

@@ -1,4 +1,4 @@
-"""Video on Qwen2-VL and Qwen2.5-VL (tiny checkpoints): frames become the tower's patches as
+"""Video on Qwen2-VL, Qwen2.5-VL and Qwen3-VL (tiny checkpoints): frames become the tower's patches as
 transformers' processors make them (checked against the image processor on a still clip), a
 video alone, beside an image and in a ragged batch decodes as transformers' generate does, token
 for token (Qwen2.5-VL's positions scale with the frame rate), pruning equals the masked
@@ -8,13 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from dyrate_engine import Engine, FastV, Schedule
+from dyrate_engine import DyRate, Engine, FastV, Schedule
 from dyrate_engine.models.video import MAX_FRAMES, Video, video_patches
 from masked_reference import masked_generate
 from tiny_families import build_tiny_llava_next, build_tiny_qwen_vl
 from tiny_models import hf_greedy
 
-VIDEO_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
+VIDEO_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
 
 @pytest.fixture(scope="module", params=VIDEO_FAMILIES)
@@ -68,22 +68,49 @@ def test_dense_greedy_equals_transformers(family, which):
         torch.testing.assert_close(r.logits, logits, atol=1e-4, rtol=0)
 
 
-def test_the_frame_rate_moves_qwen2_5_vl_positions_only(family):
+def test_the_frame_rate_moves_what_each_family_says_it_moves(family):
+    """Qwen2-VL ignores the rate; Qwen2.5-VL spaces the frame pairs' positions by it; Qwen3-VL
+    writes each pair's time into the prompt. The pixels never change."""
     engine, _ = family
-    ids, slow = engine.model.encode(None, "What is this?", Video(_frames(4, 28, 28), fps=0.5))
-    _, fast = engine.model.encode(None, "What is this?", Video(_frames(4, 28, 28), fps=2.0))
-    rope = [engine.model.positions(ids, engine.model.visual_layouts(ids, v), v)[0][0]
-            for v in (slow, fast)]
+    model = engine.model
+    encoded = [model.encode(None, "What is this?", Video(_frames(4, 28, 28), fps=fps))
+               for fps in (0.5, 2.0)]
+    (slow_ids, slow), (fast_ids, fast) = encoded
     assert torch.equal(slow["pixel_values_videos"], fast["pixel_values_videos"])
-    assert torch.equal(rope[0], rope[1]) == (engine.model.family == "qwen2_vl")
+    if model.family == "qwen3_vl":  # (the tiny word-level tokenizer reads any time as unknown)
+        grid = slow["video_grid_thw"][0]
+        texts = {model.video_placeholder(Video(_frames(4, 28, 28), fps), grid) for fps in (0.5, 2)}
+        assert len(texts) == 2
+        return
+    assert all(torch.equal(a, b) for a, b in zip(slow_ids, fast_ids))
+    rope = [model.positions(ids, model.visual_layouts(ids, v), v)[0][0] for ids, v in encoded]
+    assert torch.equal(rope[0], rope[1]) == (model.family == "qwen2_vl")
+
+
+def test_qwen3_vl_writes_each_frame_pairs_time(tmp_path):
+    engine = Engine.from_pretrained(build_tiny_qwen_vl(tmp_path, "qwen3_vl"))
+    model = engine.model
+    clip = Video(_frames(5, 32, 32), fps=2.0)  # pairs (0, 1), (2, 3), (4, 4): 0.25, 1.25, 2.0 s
+    ids, vision = model.encode(None, "What is this?", clip)
+    text = model.video_placeholder(clip, vision["video_grid_thw"][0])
+    assert [part.split(">")[0] for part in text.split("<")[1:] if "seconds" in part] == \
+        ["0.2 seconds", "1.2 seconds", "2.0 seconds"]
+    layout = model.visual_layouts(ids, vision)[0]
+    assert len(layout.spans) == 3 and layout.n_videos == 1
 
 
 @pytest.mark.parametrize("prune_layer", [1, 2])
-@pytest.mark.parametrize("policy", ["fastv", "schedule"])
+@pytest.mark.parametrize("policy", ["fastv", "schedule", "dyrate"])
 def test_pruning_equals_the_masked_reference(family, policy, prune_layer):
+    """K = 1 prunes inside Qwen3-VL's DeepStack layers: a dropped frame token's DeepStack
+    features go with it."""
     engine, _ = family
+    table = torch.tensor([[0.3, 0.5, 0.5, 0.8, 0.9, 0.9], [0.6, 0.0, 0.7, 0.7, 0.95, 0.95],
+                          [0.1, 0.3, 0.6, 0.6, 0.9, 0.9]])
     make = {"fastv": lambda: FastV(prune_layer=prune_layer, ratio=0.5),
-            "schedule": lambda: Schedule([0.0, 0.5, 0.75], prune_layer=prune_layer)}[policy]
+            "schedule": lambda: Schedule([0.0, 0.5, 0.75], prune_layer=prune_layer),
+            "dyrate": lambda: DyRate(lambda stats: table[:, stats.step],
+                                     prune_layer=prune_layer)}[policy]
     images, videos, prompts = REQUESTS["ragged batch"]
     ids, vision = engine.model.encode(images, prompts, videos)
     results = engine.generate_ids(ids, policy=make(), max_new_tokens=6, output_logits=True,
@@ -91,9 +118,11 @@ def test_pruning_equals_the_masked_reference(family, policy, prune_layer):
     layouts = engine.model.visual_layouts(ids, vision)
     features = engine.model.visual_features(vision, layouts)
     rope = engine.model.positions(ids, layouts, vision)
+    stack = engine.model.deepstack_features(vision, layouts)
     for b, r in enumerate(results):
         tokens, logits = masked_generate(engine, ids[b], None, make(), 6, len(ids), b,
-                                         features=features[b], rope=rope[b])
+                                         features=features[b], rope=rope[b],
+                                         deepstack=stack[b] if stack else None)
         assert r.token_ids == tokens
         torch.testing.assert_close(r.logits, logits, atol=1e-4, rtol=0)
         assert r.stats.kept_visual[-1] < r.stats.n_visual
@@ -143,19 +172,18 @@ def test_bad_video_input_is_a_clear_error(family, tmp_path):
     grids = vision["video_grid_thw"]
     with pytest.raises(ValueError, match="pixel_values_videos must be"):
         engine.generate_ids(ids, max_new_tokens=1, **dict(vision.tensors, video_grid_thw=grids * 2))
-    with pytest.raises(ValueError, match="image_sizes: not an input of a 'qwen2"):
+    with pytest.raises(ValueError, match="image_sizes: not an input of a 'qwen"):
         engine.generate_ids(ids, max_new_tokens=1, image_sizes=torch.ones(1, 2), **vision.tensors)
     [result] = engine.generate_ids(ids, max_new_tokens=2, **vision.tensors)
     assert result.stats.n_visual == int(grids.prod()) // 4
 
 
-def test_families_without_video_refuse_it(tmp_path):
+def test_a_family_without_video_refuses_it(tmp_path):
     clip = _frames(2, 28, 28)
-    for engine in (Engine.from_pretrained(build_tiny_llava_next(tmp_path / "next")),
-                   Engine.from_pretrained(build_tiny_qwen_vl(tmp_path / "q3", "qwen3_vl"))):
-        with pytest.raises(ValueError, match="takes no video input"):
-            engine.generate(_image(30, 30), "What is this?", videos=clip, max_new_tokens=1)
-        assert len(engine.generate(_image(30, 30), "What is this?", max_new_tokens=1)) == 1
+    engine = Engine.from_pretrained(build_tiny_llava_next(tmp_path / "next"))
+    with pytest.raises(ValueError, match="'llava_next' model takes no video input"):
+        engine.generate(_image(30, 30), "What is this?", videos=clip, max_new_tokens=1)
+    assert len(engine.generate(_image(30, 30), "What is this?", max_new_tokens=1)) == 1
 
 
 def test_the_cli_reads_a_gif_and_a_frame_directory(family, tmp_path, capsys):

@@ -67,7 +67,7 @@ class Engine:
                  ) -> list[GenerationResult]:
         """Answer ``prompts`` (str or list) about ``images`` (for each prompt one image or a list
         of them, shown in order before its text: PIL images, HWC uint8 arrays or CHW tensors)
-        with the checkpoint's processor and chat template. ``videos`` (Qwen2-VL, Qwen2.5-VL):
+        with the checkpoint's processor and chat template. ``videos`` (the Qwen-VL families):
         for each prompt None, one video (a ``models.video.Video``, or its frames) or a list of
         ``Video``, shown after its images; ``images`` may be None then.
         ``sampling_params`` (default: greedy, 64 new tokens); keyword ``overrides`` replace its

@@ -198,15 +198,7 @@ class VisionLanguageModel:
             images = vision.features[image:image + layout.n_images]
             videos = vision.video_features[video:video + layout.n_videos]
             image, video = image + layout.n_images, video + layout.n_videos
-            if not videos:
-                out.append(torch.cat(images) if len(images) > 1 else images[0])
-                continue
-            is_video = torch.tensor(layout.video_ranks(), device=videos[0].device)
-            row = videos[0].new_empty(layout.n_visual, videos[0].shape[-1])
-            row[is_video] = torch.cat(videos)
-            if images:
-                row[~is_video] = torch.cat(images)
-            out.append(row)
+            out.append(layout.in_slot_order(images, videos))
         return out
 
     def embed(self, input_ids: torch.Tensor, features, layouts) -> torch.Tensor:

@@ -44,6 +44,18 @@ class VisualLayout:
         videos = set(self.video_spans)
         return [span in videos for span in self.spans for _ in range(span.length)]
 
+    def in_slot_order(self, images: list[torch.Tensor], videos: list[torch.Tensor]) -> torch.Tensor:
+        """The prompt's rows ``[n_visual, d]`` in slot order, from its images' rows and its
+        videos' rows (each in order; the two kinds may interleave in the prompt)."""
+        if not videos:
+            return torch.cat(images) if len(images) > 1 else images[0]
+        is_video = torch.tensor(self.video_ranks(), device=videos[0].device)
+        row = videos[0].new_empty(self.n_visual, videos[0].shape[-1])
+        row[is_video] = torch.cat(videos)
+        if images:
+            row[~is_video] = torch.cat(images)
+        return row
+
 
 def find_visual_spans(ids: torch.Tensor, token_id: int) -> tuple[VisualSpan, ...]:
     """The runs of ``token_id`` in the 1-D ``ids``, in order."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from .base import VisionLanguageModel
-from .video import video_patches
+from .video import as_frames, video_patches
 from .vision import VisionInputs
 
 TEXT, IMAGE, VIDEO = 0, 1, 2  # transformers' mm_token_type_ids
@@ -121,25 +121,30 @@ class Qwen2VLModel(VisionLanguageModel):
         """``encode`` from the processor's parts: images through its image processor, videos
         through :func:`video.video_patches` with the same patching and pixel budget, each
         image's or video's pad token repeated once per visual token, then the tokenizer."""
-        tensors, image_counts, video_counts = {}, [], []
+        tensors, image_text, video_text = {}, [], []
         flat = [image for own in images for image in own]
         if flat:
             out = self.processor.image_processor(images=flat, return_tensors="pt")
             tensors.update(pixel_values=out["pixel_values"], image_grid_thw=out["image_grid_thw"])
-            image_counts = self.token_counts(out["image_grid_thw"])
+            image_text = [self.processor.image_token * n
+                          for n in self.token_counts(out["image_grid_thw"])]
         clips = [clip for own in videos for clip in own]
         if clips:
             tensors.update(self.video_tensors(clips))
-            video_counts = self.token_counts(tensors["video_grid_thw"])
+            video_text = [self.video_placeholder(clip, grid)
+                          for clip, grid in zip(clips, tensors["video_grid_thw"])]
         ids = []
         for prompt, own_images, own_videos in zip(prompts, images, videos):
             text = self.chat_text(prompt, len(own_images), len(own_videos))
-            text = _expand(text, self.processor.image_token, image_counts[:len(own_images)])
-            text = _expand(text, self.processor.video_token, video_counts[:len(own_videos)])
-            image_counts, video_counts = (image_counts[len(own_images):],
-                                          video_counts[len(own_videos):])
+            text = _expand(text, self.processor.image_token, image_text[:len(own_images)])
+            text = _expand(text, self.processor.video_token, video_text[:len(own_videos)])
+            image_text, video_text = image_text[len(own_images):], video_text[len(own_videos):]
             ids.append(torch.tensor(self.processor.tokenizer(text)["input_ids"]))
         return ids, VisionInputs(tensors)
+
+    def video_placeholder(self, clip, grid) -> str:
+        """The prompt text of one video: its pad token once per visual token."""
+        return self.processor.video_token * self.token_counts(grid[None])[0]
 
     def video_tensors(self, clips) -> dict:
         """``pixel_values_videos`` and ``video_grid_thw`` of the clips (``video.Video``)."""
@@ -152,13 +157,13 @@ class Qwen2VLModel(VisionLanguageModel):
         return {"pixel_values_videos": torch.cat(patches), "video_grid_thw": torch.stack(grids)}
 
 
-def _expand(text: str, token: str, counts: list[int]) -> str:
-    """``text`` with its i-th ``token`` repeated ``counts[i]`` times."""
+def _expand(text: str, token: str, placeholders: list[str]) -> str:
+    """``text`` with its i-th ``token`` replaced by ``placeholders[i]``."""
     parts = text.split(token)
-    if len(parts) - 1 != len(counts):
+    if len(parts) - 1 != len(placeholders):
         raise ValueError(f"the chat template wrote {len(parts) - 1} {token!r} tokens for "
-                         f"{len(counts)} items")
-    return parts[0] + "".join(token * n + part for n, part in zip(counts, parts[1:]))
+                         f"{len(placeholders)} items")
+    return parts[0] + "".join(p + part for p, part in zip(placeholders, parts[1:]))
 
 
 class Qwen2_5VLModel(Qwen2VLModel):
@@ -187,25 +192,54 @@ class Qwen3VLModel(Qwen2VLModel):
 
     family = "qwen3_vl"
     hf_class = "Qwen3VLForConditionalGeneration"
-    vision_keys = ("pixel_values", "image_grid_thw")
 
-    def encode_by_parts(self, prompts, images, videos):
-        raise ValueError("Qwen3-VL takes no video input here yet: its prompts interleave each "
-                         "frame pair's timestamp text with the frames, which is not built")
+    def video_placeholder(self, clip, grid) -> str:
+        """Qwen3-VL's video text: per frame pair, its time (the mean of the pair's frame times,
+        frames taken at ``clip.fps``) as ``<t seconds>``, then the pair's tokens between
+        vision markers, as transformers' processor writes it."""
+        temporal = self.processor.image_processor.temporal_patch_size
+        pairs, per_pair = int(grid[0]), self.token_counts(grid[None])[0] // int(grid[0])
+        n_frames = len(as_frames(clip.frames))
+        index = [min(i, n_frames - 1) for i in range(pairs * temporal)]  # last frame repeated
+        times = [(index[i] + index[i + temporal - 1]) / 2 / clip.fps
+                 for i in range(0, len(index), temporal)]
+        processor = self.processor
+        return "".join(f"<{t:.1f} seconds>{processor.vision_start_token}"
+                       f"{processor.video_token * per_pair}{processor.vision_end_token}"
+                       for t in times)
 
     def image_features(self, vision: VisionInputs) -> list[torch.Tensor]:
+        if vision.get("image_grid_thw") is None:
+            vision.deepstack = []
+            return []
         out = self.hf.model.get_image_features(
             pixel_values=vision["pixel_values"].to(self.device),
             image_grid_thw=vision["image_grid_thw"].to(self.device))
         vision.deepstack = [list(level) for level in out.deepstack_features]
         return list(out.pooler_output)
 
+    def video_features(self, vision: VisionInputs) -> list[torch.Tensor]:
+        if vision.get("video_grid_thw") is None:
+            vision.video_deepstack = []
+            return []
+        out = self.hf.model.get_video_features(
+            pixel_values_videos=vision["pixel_values_videos"].to(self.device),
+            video_grid_thw=vision["video_grid_thw"].to(self.device))
+        vision.video_deepstack = [list(level) for level in out.deepstack_features]
+        return list(out.pooler_output)
+
     def deepstack_features(self, vision: VisionInputs, layouts) -> list[list[torch.Tensor]]:
-        if vision.deepstack is None:
+        if vision.deepstack is None or vision.video_deepstack is None:
             vision.features = self.image_features(vision)
-        out, image = [], 0
+            vision.video_features = self.video_features(vision)
+        levels = len(self.hf.model.visual.deepstack_visual_indexes)
+        out, image, video = [], 0, 0
         for layout in layouts:
-            own = slice(image, image + layout.n_images)
-            out.append([torch.cat(level[own]) for level in vision.deepstack])
-            image += layout.n_images
+            own_images = slice(image, image + layout.n_images)
+            own_videos = slice(video, video + layout.n_videos)
+            image, video = image + layout.n_images, video + layout.n_videos
+            out.append([layout.in_slot_order(
+                vision.deepstack[level][own_images] if vision.deepstack else [],
+                vision.video_deepstack[level][own_videos] if vision.video_deepstack else [])
+                for level in range(levels)])
         return out

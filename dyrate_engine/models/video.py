@@ -16,8 +16,8 @@ import torch
 
 from .images import MAX_IMAGE_PIXELS, check_pixels, open_image, to_pil
 
-# Qwen-VL samples videos at 2 frames per second; frames given without a rate are taken as such.
-DEFAULT_FPS = 2.0
+# The rate transformers' video processors assume for frames that come without metadata.
+DEFAULT_FPS = 24.0
 # transformers' Qwen2-VL video processor bounds: 128 to 768 visual tokens per frame pair, at
 # most 768 frames.
 MIN_TOKENS_PER_FRAME, MAX_TOKENS_PER_FRAME, MAX_FRAMES = 128, 768, 768

@@ -40,6 +40,7 @@ class VisionInputs:
         self.features: list[torch.Tensor] | None = None
         self.video_features: list[torch.Tensor] | None = None
         self.deepstack: list[list[torch.Tensor]] | None = None  # [level][image], Qwen3-VL
+        self.video_deepstack: list[list[torch.Tensor]] | None = None  # [level][video]
 
     def __getitem__(self, name: str) -> torch.Tensor:
         if name not in self.tensors:
