@@ -184,3 +184,31 @@ def test_the_masking_forward_equals_the_engines_pruning_under_m_rope(tmp_path):
         start = int(batch.prompt_len[b]) - 1
         torch.testing.assert_close(logits[b, start:start + len(r.token_ids)], r.logits,
                                    atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("which", ["onevision-qwen2", "qwen2.5-vl"])
+def test_dyrate_eval_runs_on_the_family(which, tmp_path):
+    """`dyrate eval` on a family: its dense outputs are the engine's own answers, and the
+    schedules keep fewer visual tokens."""
+    import json
+
+    from dyrate_engine.cli import main
+
+    path = FAMILIES[which](tmp_path / "model")
+    lines = []
+    for i, image in enumerate(_images(5)[:3]):
+        image.save(tmp_path / f"{i}.png")
+        lines.append(json.dumps({"image": f"{i}.png", "prompt": "Describe the image.",
+                                 "answer": "w1 w2 the"}))
+    (tmp_path / "data.jsonl").write_text("\n".join(lines))
+    assert main(["eval", "--model", str(path), "--data", str(tmp_path / "data.jsonl"),
+                 "--out", str(tmp_path / "out"), "--max-new-tokens", "4"]) == 0
+    rows = {r["label"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())
+            ["policies"]}
+    engine = Engine.from_pretrained(path)
+    expected = engine.generate(_images(5)[:3], ["Describe the image."] * 3, max_new_tokens=4)
+    outputs = rows["dense"]["outputs"]  # keyed by the image's path
+    texts = [next(v["text"] for k, v in outputs.items() if k.endswith(f"{i}.png")) for i in range(3)]
+    assert texts == [r.text for r in expected]
+    schedule = rows["schedule(K=3,0.75)"]
+    assert schedule["mean_kept_visual"] < schedule["mean_visual"] == rows["dense"]["mean_visual"]
