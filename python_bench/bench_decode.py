@@ -4,7 +4,7 @@ A LLaVA-1.5-shaped model with random weights, built in memory (seed 0, fp32, eva
 tower at 336 px, patch 14 (576 visual tokens, "default" strategy) but otherwise tiny (hidden 64,
 1 layer; it is not what is measured), and a Llama text model of hidden 768, 12 layers, 12 heads
 (MHA, head dim 64), intermediate 2048, vocab 32000. The engine wraps the same module
-(``Engine(LlavaModel(hf_model))``), so both run the same weights on the same prompts: B ragged sequences
+(``engine_for(preset, hf_model)``), so both run the same weights on the same prompts: B ragged sequences
 ``[bos, ~20 text tokens, 576 image tokens, ~15 text tokens]`` (HF gets them left-padded with an
 attention mask) and random pixel values. EOS is disabled for both (``generation_config.eos_token_id
 = None`` for transformers, ``ignore_eos=True`` for the engine), and every run is checked to produce
@@ -50,13 +50,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from dyrate_engine import Engine
-from dyrate_engine.bench.presets import (PRESETS, build_model, decoder_weight_bytes,
+from dyrate_engine.bench.presets import (PRESETS, build_model, decoder_weight_bytes, engine_for,
                                          kv_bytes_per_token, make_prompts)
 from dyrate_engine.bench.report import machine_info, save_json
 from dyrate_engine.bench.runners import run_engine, run_hf
 from dyrate_engine.bench.timing import copy_bandwidth_gbs, median_ms, read_bandwidth_gbs
-from dyrate_engine.models import LlavaModel
 
 PRESET = PRESETS["cpu"]  # Llama 768 x 12, 576 visual tokens (the shape described above)
 
@@ -81,10 +79,10 @@ class Row:
     in_loop_speedup_vs_hf: float = 0.0
 
 
-def runner(impl, model, ids, pixels, in_loop):
+def runner(impl, model, ids, vision, in_loop):
     """``run(n)``: one call making n new tokens; the decode steps of n > 1 calls go to in_loop."""
     def run(n):
-        r = run_hf(model, ids, pixels, n) if impl == "hf" else run_engine(model, ids, pixels, n)
+        r = run_hf(model, ids, vision, n) if impl == "hf" else run_engine(model, ids, vision, n)
         if n > 1:
             in_loop.append(r.step_ms)
     return run
@@ -123,7 +121,7 @@ def main(argv=None):
 
     read_before, copy_before = read_bandwidth_gbs(), copy_bandwidth_gbs()
     hf = build_model(PRESET)
-    engine = Engine(LlavaModel(hf))
+    engine = engine_for(PRESET, hf)
     machine = machine_info("cpu")
     n_text = sum(p.numel() for p in hf.model.language_model.parameters()) / 1e6
     print(f"# built the model: text {n_text:.1f}M params + lm_head, attention "
@@ -131,11 +129,11 @@ def main(argv=None):
 
     rows, prompts, sizes = [], {}, {}
     for batch in args.batch:
-        ids, pixels = make_prompts(PRESET, batch)
+        ids, vision = make_prompts(PRESET, batch)
         prompts[batch] = [len(x) for x in ids]
         for impl in args.impl:
             in_loop = []
-            run = runner(impl, hf if impl == "hf" else engine, ids, pixels, in_loop)
+            run = runner(impl, hf if impl == "hf" else engine, ids, vision, in_loop)
             t = measure(impl, run, batch, N, args.repeats)
             (long_ms, long_spread), (short_ms, short_spread) = t[N + 1], t[1]
             decode_ms = long_ms - short_ms

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import torch
 
-from dyrate_engine import DyRate, Engine, Schedule
-from dyrate_engine.bench.presets import PRESETS, build_model, make_prompts
+from dyrate_engine import DyRate, Schedule
+from dyrate_engine.bench.presets import PRESETS, build_model, engine_for, make_prompts
 from dyrate_engine.bench.timing import median_ms
-from dyrate_engine.models import LlavaModel
 from dyrate_engine.predictor import RatePredictor
 
 K = 3
@@ -37,8 +36,9 @@ def pinned_predictor(n_heads: int) -> RatePredictor:
     return predictor.eval()
 
 
-def step_median(engine, ids, pixels, policy, n) -> float:
-    [r, *_] = engine.generate_ids(ids, pixels, policy=policy, max_new_tokens=n, ignore_eos=True)
+def step_median(engine, ids, vision, policy, n) -> float:
+    [r, *_] = engine.generate_ids(ids, policy=policy, max_new_tokens=n, ignore_eos=True,
+                                  **vision)
     assert len(r.token_ids) == n and max(r.stats.rates) == 0.0
     return statistics.median(r.stats.step_ms)
 
@@ -54,18 +54,18 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
     torch.manual_seed(0)
-    engine = Engine(LlavaModel(build_model(preset)))
+    engine = engine_for(preset, build_model(preset))
     predictor = pinned_predictor(engine.decoder.n_heads)
     policies = {"schedule": Schedule([0.0, 0.0], K), "dyrate": DyRate(predictor, K)}
     rows = []
     for batch in (int(b) for b in args.batch.split(",")):
-        ids, pixels = make_prompts(preset, batch)
+        ids, vision = make_prompts(preset, batch)
         for policy in policies.values():  # warm-up
-            step_median(engine, ids, pixels, policy, 4)
+            step_median(engine, ids, vision, policy, 4)
         runs = {name: [] for name in policies}
         for _ in range(args.repeats):
             for name, policy in policies.items():
-                runs[name].append(step_median(engine, ids, pixels, policy, args.new_tokens))
+                runs[name].append(step_median(engine, ids, vision, policy, args.new_tokens))
         type_mass = torch.rand(batch, engine.decoder.n_heads, 4).softmax(-1)
         call_ms, _ = median_ms(lambda: predictor.predict(type_mass, 5), warmup=20, repeats=200,
                                cold=False)

@@ -13,10 +13,8 @@ import statistics
 import torch
 import torch.nn.functional as F
 
-from dyrate_engine import Engine
-from dyrate_engine.bench.presets import PRESETS, build_model, make_prompts
+from dyrate_engine.bench.presets import PRESETS, build_model, engine_for, make_prompts
 from dyrate_engine.bench.timing import median_ms
-from dyrate_engine.models import LlavaModel
 from dyrate_engine.models.llama import linear
 from dyrate_engine.policies import n_keep_for
 
@@ -35,17 +33,17 @@ def sdpa_ms(dec, B, n, kv):
 
 def engine_median_step(eng, preset, B):
     """The engine's median dense decode step over two calls of 12 tokens (first two skipped)."""
-    ids, pixels = make_prompts(preset, B, 1)
+    ids, vision = make_prompts(preset, B, 1)
     steps = []
     for _ in range(2):
-        steps += eng.generate_ids(ids, pixels, max_new_tokens=12,
-                                  ignore_eos=True)[0].stats.step_ms[2:]
+        steps += eng.generate_ids(ids, max_new_tokens=12, ignore_eos=True,
+                                  **vision)[0].stats.step_ms[2:]
     return statistics.median(steps)
 
 
 def step_parts():
     p = PRESETS["cpu"]
-    eng = Engine(LlavaModel(build_model(p, "cpu", "float32", 0)))
+    eng = engine_for(p, build_model(p, "cpu", "float32", 0))
     dec = eng.decoder
     L = dec.layers[0]
     for B in (8, 16):
@@ -81,7 +79,7 @@ def pruned_step_bound(B=16, K=3, n_dense=620, rate=0.75):
     plain read of the same keys and values (the bandwidth floor of that SDPA), the engine's dense
     median step, and the speedup they imply: dense step / (dense step - (L - K) x saving)."""
     p = PRESETS["cpu"]
-    eng = Engine(LlavaModel(build_model(p, "cpu", "float32", 0)))
+    eng = engine_for(p, build_model(p, "cpu", "float32", 0))
     dec = eng.decoder
     n_visual = (p.vision["image_size"] // p.vision["patch_size"]) ** 2
     n_kept = int(n_keep_for(torch.tensor([rate]), torch.tensor([n_visual])))

@@ -175,3 +175,35 @@ def test_scripts_run_from_outside_the_checkout(script, tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "usage:" in out.stdout
+
+
+def test_e2e_sweeps_visual_tokens_on_the_qwen_family(tmp_path):
+    """The Qwen2.5-VL path (M-RoPE, patch grids): one JSON per visual-token count, each with
+    the prompts it asked for, and pruning's KV saving growing with the count."""
+    threads = torch.get_num_threads()
+    try:
+        rc = main(["bench", "e2e", "--preset", "qwen-tiny", "--visual-tokens", "16,64",
+                   "--batch", "1,2", "--new-tokens", "3", "--repeats", "1", "--threads", "1",
+                   "--no-progress", "--no-plots", "--out", str(tmp_path),
+                   "--policies", "hf", "dense", "schedule:2:0.75"])
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0
+    saved = {}
+    for n in (16, 64):
+        result = json.loads((tmp_path / f"e2e_qwen-tiny@{n}.json").read_text())
+        assert result["n_visual"] == n and "qwen2_5_vl" in result["shape"]
+        rows = rows_by(result)
+        dense, pruned = rows[(2, "dense")], rows[(2, "schedule:2:0.75")]
+        assert pruned["kept_visual_by_step"][-1] == n // 4
+        saved[n] = dense["kv_final_bytes"] - pruned["kv_final_bytes"]
+        assert saved[n] > 0
+    assert saved[64] > 3 * saved[16]
+
+
+def test_with_visual_tokens_rescales_either_family():
+    from dyrate_engine.bench.presets import PRESETS, with_visual_tokens
+
+    assert with_visual_tokens(PRESETS["qwen2.5-vl-cpu"], 400).n_visual == 400
+    assert with_visual_tokens(PRESETS["cpu"], 100).n_visual == 100
+    assert with_visual_tokens(PRESETS["qwen-tiny"], 30).name == "qwen-tiny@25"

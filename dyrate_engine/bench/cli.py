@@ -2,6 +2,7 @@
 
     dyrate bench e2e --preset cpu --out out/bench/cpu_a          # table, JSON, PNG plots
     dyrate bench e2e --preset llava-1.5-7b --batch 1,8,32        # on a GPU
+    dyrate bench e2e --preset qwen2.5-vl-cpu --visual-tokens 400,1600 --batch 1,8,16
     dyrate bench ops --device cuda --json out/bench/ops.json
     dyrate bench compare out/bench/cpu_a/e2e_cpu.json out/bench/cpu_b/e2e_cpu.json
     dyrate bench pool out/bench/cpu_*/e2e_cpu.json              # speed-ups pooled over runs
@@ -14,7 +15,7 @@ import os
 
 from .contenders import CONTENDER_HELP, DEFAULT_CONTENDERS
 from .ops import add_arguments as add_ops_arguments
-from .presets import PRESETS
+from .presets import PRESETS, with_visual_tokens
 
 
 def _ints(text: str) -> list[int]:
@@ -38,6 +39,9 @@ def add_parser(subparsers) -> None:
     e2e.add_argument("--preset", default="tiny", choices=list(PRESETS), help=presets)
     e2e.add_argument("--batch", type=_ints, default=None, help="batch sizes, e.g. 1,16 "
                      "(default: the preset's)")
+    e2e.add_argument("--visual-tokens", type=_ints, default=None,
+                     help="visual tokens per prompt, e.g. 400,1600: one run per count, each "
+                          "with its own JSON (default: the preset's image)")
     e2e.add_argument("--new-tokens", type=int, default=None,
                      help="new tokens per sequence, at least 2 (default: the preset's)")
     e2e.add_argument("--repeats", type=int, default=None, help="timed rounds (default: the preset's)")
@@ -77,9 +81,6 @@ def add_parser(subparsers) -> None:
 def cmd_e2e(args) -> int:
     import torch
 
-    from .e2e import run_suite
-    from .report import machine_info, plot, print_table, save_json
-
     preset = PRESETS[args.preset]
     device = torch.device(args.device or preset.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -93,6 +94,17 @@ def cmd_e2e(args) -> int:
         raise ValueError(f"--new-tokens must be at least 2 (one decode step), got {new_tokens}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    for n_visual in args.visual_tokens or [None]:
+        run_e2e(with_visual_tokens(preset, n_visual) if n_visual else preset, args, device,
+                new_tokens)
+    return 0
+
+
+def run_e2e(preset, args, device, new_tokens) -> None:
+    """One e2e suite on ``preset``: the table, the JSON and the plots."""
+    from .e2e import run_suite
+    from .report import machine_info, plot, print_table, save_json
+
     result = run_suite(preset, batches=args.batch or list(preset.batches), new_tokens=new_tokens,
                        repeats=args.repeats or preset.repeats, warmup=args.warmup,
                        policies=args.policies, device=device, dtype=args.dtype or preset.dtype,
@@ -105,7 +117,6 @@ def cmd_e2e(args) -> int:
     if not args.no_plots:
         for p in plot(result, args.out, log=print):
             print(f"# wrote {p}")
-    return 0
 
 
 def cmd_ops(args) -> int:

@@ -23,10 +23,9 @@ import sys
 
 from tqdm import tqdm
 
-from ..engine import Engine
-from ..models import LlavaModel
 from .contenders import Contender, make_contenders
-from .presets import Preset, build_model, decoder_weight_bytes, kv_bytes_per_token, make_prompts
+from .presets import (Preset, build_model, decoder_weight_bytes, engine_for, kv_bytes_per_token,
+                      make_prompts)
 from .report import TIMED
 from .runners import Run, run_engine, run_hf
 from .timing import copy_bandwidth_gbs, read_bandwidth_gbs, spread
@@ -65,7 +64,7 @@ def run_suite(preset: Preset, *, batches, new_tokens, repeats, warmup, policies,
     nbytes = preset.bandwidth_mib << 20
     bandwidth = [copy_bandwidth_gbs(device, nbytes)]
     hf = build_model(preset, device, dtype, seed)
-    engine = Engine(LlavaModel(hf))
+    engine = engine_for(preset, hf)
     contenders = make_contenders(policies, engine, new_tokens, predictor, seed)
     inputs = {batch: make_prompts(preset, batch, seed + 1) for batch in batches}
     all_lens = {batch: [len(x) for x in ids] for batch, (ids, _) in inputs.items()}
@@ -117,7 +116,7 @@ def _play(schedule, contenders, hf, engine, inputs, new_tokens, seed, bandwidth,
                file=sys.stderr, dynamic_ncols=True)
     runs = {(batch, c.spec): [] for batch in inputs for c in contenders}
     for timed, round_, batch in schedule:
-        ids, pixels = inputs[batch]
+        ids, vision = inputs[batch]
         order = list(contenders)
         if timed:
             random.Random(seed * 1000 + batch * 100 + round_).shuffle(order)
@@ -126,8 +125,8 @@ def _play(schedule, contenders, hf, engine, inputs, new_tokens, seed, bandwidth,
         for c in order:
             bar.set_description(f"batch {batch} {c.label}"[:40])
             n = new_tokens if timed else 2
-            run = run_hf(hf, ids, pixels, n) if c.impl == "hf" else \
-                run_engine(engine, ids, pixels, n, c.make_policy())
+            run = run_hf(hf, ids, vision, n) if c.impl == "hf" else \
+                run_engine(engine, ids, vision, n, c.make_policy())
             if timed:
                 run.bandwidth_gbs = bandwidth[-1]
                 runs[(batch, c.spec)].append(run)

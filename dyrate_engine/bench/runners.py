@@ -85,16 +85,20 @@ def peak_memory(device):
     out["peak"] = kib * 1024
 
 
-def run_hf(hf, ids, pixels, n) -> Run:
-    """transformers' greedy ``generate`` on the left-padded batch."""
+def run_hf(hf, ids, vision: dict, n) -> Run:
+    """transformers' greedy ``generate`` on the left-padded batch; ``vision``: the processor's
+    vision tensors by name (``make_prompts``)."""
     device = hf.device
     input_ids, mask = (t.to(device) for t in left_pad(ids))
-    pixels = pixels.to(device, hf.dtype)
+    vision = {name: t.to(device, hf.dtype) if t.is_floating_point() else t.to(device)
+              for name, t in vision.items()}
+    if "image_grid_thw" in vision:  # Qwen-VL: which tokens are visual, padded like the ids
+        vision["mm_token_type_ids"] = (input_ids == hf.config.image_token_id).long()
     clock = StepClock()
     with peak_memory(device) as mem, torch.inference_mode():
         synchronize(device)
         start = time.perf_counter()
-        out = hf.generate(input_ids=input_ids, attention_mask=mask, pixel_values=pixels,
+        out = hf.generate(input_ids=input_ids, attention_mask=mask, **vision,
                           max_new_tokens=n, do_sample=False,
                           stopping_criteria=StoppingCriteriaList([clock]))
         synchronize(device)
@@ -106,14 +110,15 @@ def run_hf(hf, ids, pixels, n) -> Run:
     return Run((clock.times[0] - start) * 1e3, steps, wall * 1e3, mem["peak"])
 
 
-def run_engine(engine, ids, pixels, n, policy=None) -> Run:
+def run_engine(engine, ids, vision: dict, n, policy=None) -> Run:
     device = engine.device
-    pixels = pixels.to(device)
+    # Pixels start on the device, as for transformers; grids and sizes stay where they are.
+    vision = {name: t.to(device) if t.is_floating_point() else t for name, t in vision.items()}
     with peak_memory(device) as mem:
         synchronize(device)
         start = time.perf_counter()
-        results = engine.generate_ids(ids, pixels, policy=policy, max_new_tokens=n,
-                                      ignore_eos=True)
+        results = engine.generate_ids(ids, policy=policy, max_new_tokens=n, ignore_eos=True,
+                                      **vision)
         synchronize(device)
         wall = time.perf_counter() - start
     for r in results:
