@@ -13,6 +13,7 @@ import torch
 
 from dyrate_engine.cli import main
 from dyrate_engine.bench.compare import _overlap
+from dyrate_engine.bench.presets import PRESETS
 
 POLICIES = ["hf", "dense", "fastv:2:0.5", "schedule:3:0.75", "ramp:3:0.5:0.9", "dyrate"]
 TIMED = ["prefill_ms", "step_ms", "tokens_per_s", "e2e_tokens_per_s", "wall_ms", "peak_mem_mb",
@@ -177,12 +178,15 @@ def test_scripts_run_from_outside_the_checkout(script, tmp_path):
     assert "usage:" in out.stdout
 
 
-def test_e2e_sweeps_visual_tokens_on_the_qwen_family(tmp_path):
-    """The Qwen2.5-VL path (M-RoPE, patch grids): one JSON per visual-token count, each with
-    the prompts it asked for, and pruning's KV saving growing with the count."""
+@pytest.mark.parametrize("preset, counts", [("qwen-tiny", (16, 64)),
+                                             ("onevision-tiny", (36, 172))])
+def test_e2e_sweeps_visual_tokens_on_other_families(preset, counts, tmp_path):
+    """The Qwen2.5-VL path (M-RoPE, patch grids) and the OneVision path (AnyRes tiles and
+    newlines): one JSON per visual-token count, each with the prompts it asked for (the engine
+    checks them against the tower's features), and pruning's KV saving growing with the count."""
     threads = torch.get_num_threads()
     try:
-        rc = main(["bench", "e2e", "--preset", "qwen-tiny", "--visual-tokens", "16,64",
+        rc = main(["bench", "e2e", "--preset", preset, "--visual-tokens", ",".join(map(str, counts)),
                    "--batch", "1,2", "--new-tokens", "3", "--repeats", "1", "--threads", "1",
                    "--no-progress", "--no-plots", "--out", str(tmp_path),
                    "--policies", "hf", "dense", "schedule:2:0.75"])
@@ -190,20 +194,24 @@ def test_e2e_sweeps_visual_tokens_on_the_qwen_family(tmp_path):
         torch.set_num_threads(threads)
     assert rc == 0
     saved = {}
-    for n in (16, 64):
-        result = json.loads((tmp_path / f"e2e_qwen-tiny@{n}.json").read_text())
-        assert result["n_visual"] == n and "qwen2_5_vl" in result["shape"]
+    for n in counts:
+        result = json.loads((tmp_path / f"e2e_{preset}@{n}.json").read_text())
+        assert result["n_visual"] == n
+        assert result["shape"].startswith(PRESETS[preset].family)
         rows = rows_by(result)
         dense, pruned = rows[(2, "dense")], rows[(2, "schedule:2:0.75")]
-        assert pruned["kept_visual_by_step"][-1] == n // 4
+        assert pruned["kept_visual_by_step"][-1] == math.ceil(n / 4)
         saved[n] = dense["kv_final_bytes"] - pruned["kv_final_bytes"]
         assert saved[n] > 0
-    assert saved[64] > 3 * saved[16]
+    assert saved[counts[1]] > 3 * saved[counts[0]]
 
 
-def test_with_visual_tokens_rescales_either_family():
-    from dyrate_engine.bench.presets import PRESETS, with_visual_tokens
+def test_with_visual_tokens_rescales_every_family():
+    from dyrate_engine.bench.presets import with_visual_tokens
 
     assert with_visual_tokens(PRESETS["qwen2.5-vl-cpu"], 400).n_visual == 400
     assert with_visual_tokens(PRESETS["cpu"], 100).n_visual == 100
     assert with_visual_tokens(PRESETS["qwen-tiny"], 30).name == "qwen-tiny@25"
+    assert [with_visual_tokens(PRESETS["llava-onevision-7b"], n).tiles for n in (1500, 3700, 8000)] \
+        == [1, 2, 3]
+    assert PRESETS["llava-onevision-7b"].n_visual == 729 + 2 * 27 * 55

@@ -28,6 +28,7 @@ class Preset:
     vision: dict  # the vision config's fields (CLIP for llava, the Qwen tower for qwen2_5_vl)
     family: str = "llava"
     grid: tuple[int, int] = (0, 0)  # qwen2_5_vl: the image's patch rows and columns
+    tiles: int = 1  # llava_onevision: a square image of tiles x tiles tower-sized tiles
     vision_feature_layer: int = -1
     dtype: str = "float32"
     device: str = "cpu"
@@ -50,13 +51,16 @@ class Preset:
     def n_visual(self) -> int:
         if self.family == "qwen2_5_vl":
             return self.grid[0] * self.grid[1] // MERGE ** 2
-        return (self.vision["image_size"] // self.vision["patch_size"]) ** 2  # CLS dropped
+        side = self.vision["image_size"] // self.vision["patch_size"]
+        if self.family == "llava_onevision":  # the base view, then the tiles' rows + newlines
+            return side * side + self.tiles * side * (self.tiles * side + 1)
+        return side * side  # LLaVA-1.5: CLS dropped
 
     def shape(self) -> str:
         t = self.text
         heads, kv = t["num_attention_heads"], t["num_key_value_heads"]
         attention = "MHA" if kv == heads else f"{kv} KV heads"
-        decoder = "Qwen2" if self.family == "qwen2_5_vl" else "Llama"
+        decoder = "Llama" if self.family == "llava" else "Qwen2"
         return (f"{self.family}: {decoder} {t['hidden_size']} x {t['num_hidden_layers']} layers, "
                 f"{heads} heads ({attention}), MLP {t['intermediate_size']}, vocab "
                 f"{t['vocab_size']}; {self.n_visual} visual tokens")
@@ -68,6 +72,9 @@ def with_visual_tokens(preset: Preset, n_visual: int) -> Preset:
     if preset.family == "qwen2_5_vl":
         side = max(1, round(math.sqrt(n_visual))) * MERGE
         changed = dataclasses.replace(preset, grid=(side, side))
+    elif preset.family == "llava_onevision":  # whole tiles only, at most 3 x 3 (anyres_max_9)
+        changed = min((dataclasses.replace(preset, tiles=t) for t in (1, 2, 3)),
+                      key=lambda p: abs(p.n_visual - n_visual))
     else:
         patch = preset.vision["patch_size"]
         changed = dataclasses.replace(
@@ -80,6 +87,17 @@ def _llama(vocab, hidden, inter, layers, heads, kv_heads, max_pos):
                 num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
                 max_position_embeddings=max_pos, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=2,
                 rms_norm_eps=1e-5)
+
+
+def _qwen2_text(vocab, hidden, inter, layers, heads, kv_heads, max_pos):
+    return dict(_llama(vocab, hidden, inter, layers, heads, kv_heads, max_pos), model_type="qwen2",
+                rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})
+
+
+def _siglip(hidden, inter, layers, heads, image_size, patch):
+    return dict(model_type="siglip_vision_model", hidden_size=hidden, intermediate_size=inter,
+                num_hidden_layers=layers, num_attention_heads=heads, image_size=image_size,
+                patch_size=patch)
 
 
 def _qwen2(vocab, hidden, inter, layers, heads, kv_heads, max_pos, mrope_section):
@@ -122,6 +140,10 @@ PRESETS = {p.name: p for p in [
            family="qwen2_5_vl", text=_qwen2(512, 64, 128, 6, 4, 2, 512, (2, 3, 3)),
            vision=_qwen_vision(1, 32, 64, 4, 64, [0]), grid=(8, 8), batches=(1, 4),
            new_tokens=8, repeats=3, prefix=(5, 3), suffix=(4, 3), bandwidth_mib=256),
+    Preset("onevision-tiny", "seconds on a CPU: the LLaVA-OneVision path (AnyRes tiles)",
+           family="llava_onevision", text=_qwen2_text(512, 64, 128, 6, 4, 2, 512),
+           vision=_siglip(32, 64, 1, 4, 28, 7), tiles=2, batches=(1, 4), new_tokens=8,
+           repeats=3, prefix=(5, 3), suffix=(4, 3), bandwidth_mib=256),
     # Qwen2.5-VL's decoder shape scaled to the 2-core CPU: GQA (12 query heads share 2 KV heads),
     # M-RoPE, and a 1,120 x 1,120 px image's 1,600 visual tokens (80 x 80 patches of 14 px, merged
     # 2 x 2); a tiny vision tower (it runs once per call and is not what is measured).
@@ -137,6 +159,14 @@ PRESETS = {p.name: p for p in [
            vision=_qwen_vision(32, 1280, 3420, 16, 3584, [7, 15, 23, 31]), grid=(78, 138),
            dtype="bfloat16", device="cuda", batches=(1, 8, 32), new_tokens=32, repeats=3,
            prefix=(14, 3), suffix=(27, 5)),
+    # llava-hf/llava-onevision-qwen2-7b-ov-hf: Qwen2-7B text and SigLIP-so400m at 384 px (26
+    # layers used); a 768 x 768 image: its base view (729 tokens) and 2 x 2 tiles (54 rows of
+    # 54 tokens and a newline): 3,699 visual tokens. Random bf16 weights.
+    Preset("llava-onevision-7b", "LLaVA-OneVision-7B at its real shape, AnyRes 2 x 2, for a GPU",
+           family="llava_onevision", text=_qwen2_text(152064, 3584, 18944, 28, 28, 4, 32768),
+           vision=_siglip(1152, 4304, 26, 16, 384, 14), tiles=2, dtype="bfloat16",
+           device="cuda", batches=(1, 8, 32), new_tokens=32, repeats=3, prefix=(14, 3),
+           suffix=(27, 5)),
 ]}
 
 
@@ -152,6 +182,15 @@ def build_model(preset: Preset, device=None, dtype=None, seed=0):
             video_token_id=preset.image_token - 1, vision_start_token_id=preset.image_token - 3,
             vision_end_token_id=preset.image_token - 2, tie_word_embeddings=False)
         model_class = transformers.Qwen2_5_VLForConditionalGeneration
+    elif preset.family == "llava_onevision":
+        tile = preset.vision["image_size"]
+        config = transformers.LlavaOnevisionConfig(
+            text_config=preset.text, vision_config=preset.vision,
+            image_token_index=preset.image_token, video_token_index=preset.image_token - 1,
+            vision_feature_layer=-1, vision_feature_select_strategy="full",
+            vision_aspect_ratio="anyres_max_9", tie_word_embeddings=False,
+            image_grid_pinpoints=[[tile * i, tile * j] for i in (1, 2, 3) for j in (1, 2, 3)])
+        model_class = transformers.LlavaOnevisionForConditionalGeneration
     else:
         config = transformers.LlavaConfig(
             vision_config=transformers.CLIPVisionConfig(**preset.vision),
@@ -199,6 +238,10 @@ def make_prompts(preset: Preset, batch: int, seed=1) -> tuple[list[torch.Tensor]
         return ids, {"pixel_values": torch.randn(batch * rows * cols, width, generator=g),
                      "image_grid_thw": torch.tensor([[1, rows, cols]] * batch)}
     size = preset.vision["image_size"]
+    if preset.family == "llava_onevision":  # the base view and the tiles of a square image
+        n_tiles = 1 + preset.tiles ** 2
+        return ids, {"pixel_values": torch.randn(batch, n_tiles, 3, size, size, generator=g),
+                     "image_sizes": torch.tensor([[size * preset.tiles] * 2] * batch)}
     return ids, {"pixel_values": torch.randn(batch, 3, size, size, generator=g)}
 
 
