@@ -88,3 +88,23 @@ def _layers(dec, h, positions, layers, keys, values, dropped, K, adds):
             h = h.clone()
             h[0, index] += feature.to(h.dtype)
     return h, q
+
+
+def assert_pruning_equals_masked_reference(engine, ids, vision, make_policy, max_new_tokens):
+    """The engine's batched run of ``make_policy()`` on the processor's ``ids`` and ``vision``
+    equals, per sequence, tokens and logits (1e-4), :func:`masked_generate` on that sequence's
+    own visual features, positions and DeepStack features; and it pruned."""
+    results = engine.generate_ids(ids, policy=make_policy(), max_new_tokens=max_new_tokens,
+                                  output_logits=True, **vision.tensors)
+    model = engine.model
+    layouts = model.visual_layouts(ids, vision)
+    features = model.visual_features(vision, layouts)
+    rope = model.positions(ids, layouts, vision)
+    stack = model.deepstack_features(vision, layouts)
+    for b, r in enumerate(results):
+        tokens, logits = masked_generate(engine, ids[b], None, make_policy(), max_new_tokens,
+                                         len(ids), b, features=features[b], rope=rope[b],
+                                         deepstack=stack[b] if stack else None)
+        assert r.token_ids == tokens
+        torch.testing.assert_close(r.logits, logits, atol=1e-4, rtol=0)
+        assert r.stats.kept_visual[-1] < r.stats.n_visual

@@ -10,7 +10,7 @@ from PIL import Image
 
 from dyrate_engine import DyRate, Engine, FastV, Schedule
 from dyrate_engine.models.video import MAX_FRAMES, Video, video_patches
-from masked_reference import masked_generate
+from masked_reference import assert_pruning_equals_masked_reference
 from tiny_families import build_tiny_llava_next, build_tiny_qwen_vl
 from tiny_models import hf_greedy
 
@@ -113,19 +113,7 @@ def test_pruning_equals_the_masked_reference(family, policy, prune_layer):
                                      prune_layer=prune_layer)}[policy]
     images, videos, prompts = REQUESTS["ragged batch"]
     ids, vision = engine.model.encode(images, prompts, videos)
-    results = engine.generate_ids(ids, policy=make(), max_new_tokens=6, output_logits=True,
-                                  **vision.tensors)
-    layouts = engine.model.visual_layouts(ids, vision)
-    features = engine.model.visual_features(vision, layouts)
-    rope = engine.model.positions(ids, layouts, vision)
-    stack = engine.model.deepstack_features(vision, layouts)
-    for b, r in enumerate(results):
-        tokens, logits = masked_generate(engine, ids[b], None, make(), 6, len(ids), b,
-                                         features=features[b], rope=rope[b],
-                                         deepstack=stack[b] if stack else None)
-        assert r.token_ids == tokens
-        torch.testing.assert_close(r.logits, logits, atol=1e-4, rtol=0)
-        assert r.stats.kept_visual[-1] < r.stats.n_visual
+    assert_pruning_equals_masked_reference(engine, ids, vision, make, 6)
 
 
 def test_a_still_clip_is_patched_as_the_image_processor_patches_its_frame(family):
