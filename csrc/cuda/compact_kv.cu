@@ -46,6 +46,7 @@ namespace {
 
 using compact::finish_sequence;
 using compact::kThreads;
+using compact::move_listed_pairs;
 using compact::move_slots;
 using compact::Params;
 
@@ -93,14 +94,7 @@ __global__ void __launch_bounds__(kThreads) compact_kv_kernel(Params p) {
     n_drop += tot2 >> 16;
     const int n_pairs = tot2 & 0xffff;
     __syncthreads();  // the pair list is complete
-    if (n_pairs > 0) {
-      for (int64_t r = blockIdx.y; r < p.rows_per_seq; r += gridDim.y) {
-        move_slots(row_ptr(r), V, n_pairs, [&](int64_t k, int64_t& s, int64_t& d) {
-          s = s_src[k];
-          d = s_dst[k];
-        });
-      }
-    }
+    move_listed_pairs(row_ptr, p.rows_per_seq, V, n_pairs, s_src, s_dst);
     __syncthreads();  // the pair list is read before the next tile rewrites it
   }
 
@@ -184,14 +178,7 @@ __global__ void __launch_bounds__(kThreads) compact_kv_spans_kernel(Params p) {
     }
     shift += tot;
     __syncthreads();  // the pair list is complete
-    if (n_pairs > 0) {
-      for (int64_t r = blockIdx.y; r < p.rows_per_seq; r += gridDim.y) {
-        move_slots(row_ptr(r), V, n_pairs, [&](int64_t k, int64_t& src, int64_t& dst) {
-          src = s_src[k];
-          dst = s_dst[k];
-        });
-      }
-    }
+    move_listed_pairs(row_ptr, p.rows_per_seq, V, n_pairs, s_src, s_dst);
     __syncthreads();  // the pair list is read before the next tile rewrites it
   }
   finish_sequence(p, b, raw_len, n_drop, keep, s_last);

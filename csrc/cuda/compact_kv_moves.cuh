@@ -55,6 +55,20 @@ __device__ __forceinline__ void move_slots(VT* row, int V, int64_t n_pairs, cons
   }
 }
 
+// Moves one tile's listed pairs (src[k] -> dst[k], k < n_pairs) in every row of the sequence,
+// the rows shared among the blocks along y. All threads call it with the same n_pairs.
+template <typename RowPtr>
+__device__ __forceinline__ void move_listed_pairs(const RowPtr& row_ptr, int64_t rows, int V,
+                                                  int n_pairs, const int* src, const int* dst) {
+  if (n_pairs == 0) return;
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+    move_slots(row_ptr(r), V, n_pairs, [&](int64_t k, int64_t& s, int64_t& d) {
+      s = src[k];
+      d = dst[k];
+    });
+  }
+}
+
 // Last block of sequence b: every block of b has read lengths[b] and present[b] (their values
 // were consumed before the barrier that precedes the counting); it writes them and resets the
 // counter for the next launch.
