@@ -77,9 +77,10 @@ class Generation:
         dec, cache = self.model.decoder, self.cache
         K = cache.prune_layer
         h = dec.embed_tokens[token][:, None]
-        h, q = decode_layers(dec, cache, h, range(K))
+        rope = dec.rope(cache.positions[:, None])  # pruning moves slots, never positions
+        h, q = decode_layers(dec, cache, h, range(K), rope)
         if self.pruning is not None and self.pruning.policy.monitors_decode:
             self.pruning.decode_step(step, q[:, :, 0], cache)
-        h, _ = decode_layers(dec, cache, h, range(K, dec.n_layers))
+        h, _ = decode_layers(dec, cache, h, range(K, dec.n_layers), rope)
         cache.advance()
         return dec.logits(h[:, 0])

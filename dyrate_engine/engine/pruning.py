@@ -2,8 +2,9 @@
 monitor -> policy -> select -> compact step (docs/DESIGN.md, data flow and invariants).
 
 Pruning is monotone: a rate lower than the current one keeps the current set. The kept counts are
-mirrored on the host (one read of B ints per monitored step) because the host sizes the pruned
-layers' attention window and must launch no compaction when no count changes.
+mirrored on the host (one read per monitored step, of the counts with the step's statistics)
+because the host sizes the pruned layers' attention window and must launch no compaction when no
+count changes.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class MonitorOutput:
 
     vis_scores: torch.Tensor  # fp32 [B, max_visual]: the ranking that select_keep reads
     n_keep: torch.Tensor  # int64 [B] (device): the policy's counts, never above the current ones
+    counts: list[int]  # the same counts on the host
 
 
 @dataclass
@@ -60,18 +62,19 @@ class PruningState:
                              torch.tensor(self.n_kept, device=q.device))
         rates = self.policy.rates(stats)
         wanted = torch.minimum(n_keep_for(rates, self.n_visual), stats.n_kept)
-        summary = torch.cat([rates.double()[:, None], type_mass.double().mean(1)], dim=1).cpu()
-        self.last_rates = summary[:, 0].tolist()
-        self.last_type_mass = summary[:, 1:].tolist()
-        return MonitorOutput(vis_scores, wanted)
+        # One read for the host's needs: the counts (to size and skip work) and the statistics.
+        summary = torch.cat([wanted.double()[:, None], rates.double()[:, None],
+                             type_mass.double().mean(1)], dim=1).cpu()
+        self.last_rates = summary[:, 1].tolist()
+        self.last_type_mass = summary[:, 2:].tolist()
+        return MonitorOutput(vis_scores, wanted, [int(n) for n in summary[:, 0].tolist()])
 
     def select(self, found: MonitorOutput) -> Selection | None:
         """The keep mask for the asked counts, or None when no count changes (nothing to launch)."""
-        counts = found.n_keep.tolist()
-        if counts == self.n_kept:
+        if found.counts == self.n_kept:
             return None
         keep = ops.select_keep(found.vis_scores, self.present, found.n_keep, validate=False)
-        return Selection(keep, counts)
+        return Selection(keep, found.counts)
 
     def compact(self, cache: KVCache, selection: Selection) -> None:
         """Drop the unkept tokens from the pruned layers' cache, in place."""

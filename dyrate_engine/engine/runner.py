@@ -45,14 +45,16 @@ def _causal_mask(pos: torch.Tensor, window: int) -> torch.Tensor:
     return (order[None, :] <= order[:, None]) & (pos[:, None] - pos[None, :] < window)
 
 
-def decode_layers(dec: LlamaDecoder, cache: KVCache, h: torch.Tensor, layers: range):
+def decode_layers(dec: LlamaDecoder, cache: KVCache, h: torch.Tensor, layers: range,
+                  rope: tuple[torch.Tensor, torch.Tensor] | None = None):
     """One decode step of ``layers`` for the whole batch (``h [B, 1, d]``), each sequence's new
     token written at its group's length. The cache's host lengths bound the slots attention
-    reads, so pruned layers read only their kept length. No host sync.
+    reads, so pruned layers read only their kept length. ``rope``: the step's ``(cos, sin)``
+    when the caller already has them (a step runs its layers in two calls). No host sync.
     Returns hidden states and the last layer's query ``[B, H, 1, hd]``."""
     B = h.shape[0]
     batch = torch.arange(B, device=h.device)
-    cos, sin = dec.rope(cache.positions[:, None])
+    cos, sin = rope if rope is not None else dec.rope(cache.positions[:, None])
     max_len = cache.max_lengths()
     masks = {}  # one mask per (group, window): the same for every layer that shares them
     q = None
