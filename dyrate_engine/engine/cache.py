@@ -3,7 +3,7 @@
 Layers ``< prune_layer`` keep every token; layers ``>= prune_layer`` may be compacted by
 ``compact_kv_``, so the two groups have their own per-sequence lengths. RoPE is applied before
 caching, and ``positions`` holds each sequence's next RoPE position (the count of tokens it has
-seen, or under M-RoPE one past its largest position), so a compacted key keeps its rotation and
+seen, or under M-RoPE what the model's adapter says), so a compacted key keeps its rotation and
 the next token's position does not depend on the compacted length.
 """
 from __future__ import annotations
