@@ -206,6 +206,21 @@ def test_bad_visual_slots_raise(device, slots, message):
             torch.ops.dyrate.attention_scores(q, k, t(10), t(2), t(3), t(9), None, 3, table)
 
 
+def test_a_visual_start_past_the_prompt_raises_without_visual_tokens(device):
+    """With a slot table and no visual tokens, vis_start still ends the system run: past
+    prompt_len it would overlap the response (the CPU kernel once wrote past its buffer)."""
+    t = lambda *v: torch.tensor(v, device=device)  # noqa: E731
+    q, k = torch.randn(1, 2, 8, device=device), torch.randn(1, 1, 8, 8, device=device)
+    table = torch.zeros(1, 2, dtype=torch.long, device=device)
+    for start in (3, 7):
+        with pytest.raises(ValueError, match="vis_start must be <= prompt_len"):
+            ops.attention_scores(q, k, t(5), t(start), t(0), t(2), max_vis=2, vis_slots=table)
+        if device.type == "cpu" and ops.backends()["attention_scores"]["cpu"] == "extension":
+            with pytest.raises(RuntimeError, match="prompt_len"):
+                torch.ops.dyrate.attention_scores(q, k, t(5), t(start), t(0), t(2), None, 2,
+                                                  table)
+
+
 def test_opcheck_with_visual_slots(device):
     gen = torch.Generator().manual_seed(6)
     lengths, vs, vl, pl, slots = random_visual_slots(gen, 3, 20, 20)

@@ -191,8 +191,10 @@ void attention_scores_kernel(const at::Tensor& q_scaled, const at::Tensor& k_cac
 // strictly increasing from vis_start, before prompt_len <= len <= cap.
 Layout layout_of(int64_t b, int64_t vs, int64_t vl, int64_t pl, int64_t len, int64_t cap,
                  int64_t max_vis, const int64_t* slots) {
+  // With slots the visual tokens' end is checked run by run below; vis_start still bounds the
+  // system run, so it may not pass prompt_len even when there are no visual tokens.
   TORCH_CHECK(vs >= 0 && vl >= 0 && vl <= max_vis && pl <= len && len <= cap &&
-                  (slots != nullptr || vs + vl <= pl),
+                  vs + (slots != nullptr ? 0 : vl) <= pl,
               "dyrate.attention_scores: sequence ", b, " needs 0 <= vis_start (", vs,
               "), 0 <= vis_len (", vl, ") <= max_vis (", max_vis,
               "), vis_start + vis_len <= prompt_len (", pl, ") <= lengths (", len,

@@ -12,10 +12,7 @@ def visual_slot_table(vis_start, vis_len, vis_slots, width):
     real = rank < vis_len[:, None]
     if vis_slots is None:
         return vis_start[:, None] + rank, real
-    slots = vis_slots[:, :width]
-    if slots.shape[1] < width:  # a narrow table: only ranks below every vis_len are read
-        slots = torch.cat([slots, slots.new_zeros(slots.shape[0], width - slots.shape[1])], 1)
-    return slots, real
+    return vis_slots[:, :width], real  # the ops check that the table is at least this wide
 
 
 def current_slots(vis_start, present, vis_slots=None):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ._slots import current_slots
+from ._slots import current_slots, visual_slot_table
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -100,10 +100,10 @@ def check_attention_scores(q, k_cache, lengths, vis_start, vis_len, prompt_len, 
     if vis_slots is None:
         checks.insert(3, (vis_start + vis_len > prompt_len,
                           "vis_start + vis_len must be <= prompt_len"))
-    else:
-        real = torch.arange(max_vis, device=q.device) < vis_len[:, None]
-        checks += _slot_checks(vis_slots[:, :max_vis], real, vis_start, prompt_len, "vis_slots",
-                               "prompt_len")
+    else:  # vis_start also ends the system run, with or without visual tokens
+        checks.insert(3, (vis_start > prompt_len, "vis_start must be <= prompt_len"))
+        slots, real = visual_slot_table(vis_start, vis_len, vis_slots, max_vis)
+        checks += _slot_checks(slots, real, vis_start, prompt_len, "vis_slots", "prompt_len")
     for bad, message in checks:
         if bool(bad.any()):
             _fail(op, f"{message} (sequence {_first_bad(bad)})")

@@ -91,10 +91,11 @@ def attention_scores(
         scale: softmax scale; ``1 / sqrt(D)`` when None.
         max_vis: width of ``vis_scores``; ``max(vis_len)`` when None, which reads ``vis_len`` on
             the host (a device sync on CUDA; pass it in a decode loop).
-        vis_slots: int64 ``[B, W]``, ``W >= vis_len``: the slot of each sequence's r-th visual
+        vis_slots: int64 ``[B, W]``, ``W >= max_vis``: the slot of each sequence's r-th visual
             token, for visual tokens in several spans (images, video frames) with text between;
             strictly increasing below ``vis_len[b]``, starting at ``vis_start[b]`` and ending
-            before ``prompt_len[b]``; later entries are not read. None: one contiguous span.
+            before ``prompt_len[b]``; later entries are not read. ``vis_start <= prompt_len``
+            even without visual tokens. None: one contiguous span.
         validate: check index values (a device sync on CUDA). Without it the CUDA kernel clamps
             every index to the tensor bounds instead of raising.
 
