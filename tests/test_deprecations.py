@@ -51,6 +51,16 @@ def test_train_config_layer_keyword_and_attribute():
         TrainConfig(layer=2, prune_layer=3)
 
 
+def test_train_config_copies_with_dataclasses_replace(recwarn):
+    import dataclasses
+
+    cfg = TrainConfig(prune_layer=2, lam=0.5)
+    assert dataclasses.replace(cfg, steps=5).prune_layer == 2
+    assert dataclasses.replace(cfg, prune_layer=4).prune_layer == 4
+    assert "layer" not in dataclasses.asdict(cfg)
+    assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning)]
+
+
 @pytest.mark.parametrize("make", [lambda: FastV(prune_layer=3, layer=2),
                                   lambda: Schedule([0.5], 3, layer=2),
                                   lambda: Dense(prune_layer=3, monitor_layer=1)])

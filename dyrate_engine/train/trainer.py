@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 import warnings
-from dataclasses import InitVar, asdict, dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,7 @@ class TrainConfig:
     ``flops_budget`` set, only the part of the expected ratio above the budget is penalised."""
 
     rates: tuple = DEFAULT_RATES
-    prune_layer: int | None = None  # K, the first pruned layer (default 3); monitor layer K-1
+    prune_layer: int = 3  # K, the first pruned layer; the monitor layer is K-1
     lam: float = 1.0
     flops_budget: float | None = None
     steps: int = 300
@@ -47,11 +47,6 @@ class TrainConfig:
     # the engine no longer has; "prefill" matches the engine exactly for a constant rate.
     ranking: str = "step"
     history: list = field(default_factory=list, repr=False)
-    layer: InitVar[int | None] = None  # the deprecated name of prune_layer
-
-    def __post_init__(self, layer):
-        self.prune_layer = renamed_keyword("TrainConfig", "layer", "prune_layer", layer,
-                                           self.prune_layer, default=3, stacklevel=4)
 
     def tau(self, step: int) -> float:
         frac = step / max(1, self.steps - 1)
@@ -64,9 +59,21 @@ def _deprecated_layer(cfg: TrainConfig) -> int:
     return cfg.prune_layer
 
 
-# Read access under the old name; set after the dataclass is built, which keeps layer= an
-# init-only argument.
+_dataclass_init = TrainConfig.__init__
+
+
+def _init_taking_layer(self, *args, layer=None, **kwargs):
+    # The deprecated layer= is taken here rather than as an init-only field, so that
+    # dataclasses.replace and asdict see prune_layer only.
+    if layer is not None or "prune_layer" in kwargs:
+        kwargs["prune_layer"] = renamed_keyword("TrainConfig", "layer", "prune_layer", layer,
+                                                kwargs.get("prune_layer"), default=3)
+    _dataclass_init(self, *args, **kwargs)
+
+
+# Set after the dataclass is built: read access under the old name, and its keyword.
 TrainConfig.layer = property(_deprecated_layer)
+TrainConfig.__init__ = _init_taking_layer
 
 
 def step_index(batch: TeacherBatch, T: int) -> torch.Tensor:
