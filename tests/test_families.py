@@ -142,17 +142,20 @@ def test_a_predictor_trains_on_qwen2_5_vl_and_is_refused_by_another_family(tmp_p
         other.generate(_images()[0], "What is this?", policy, max_new_tokens=2)
 
 
-def test_the_masking_forward_equals_the_engines_pruning_under_m_rope(tmp_path):
+@pytest.mark.parametrize("which, K", [("qwen2_5_vl", 2), ("qwen3_vl", 1), ("qwen3_vl", 3)])
+def test_the_masking_forward_equals_the_engines_pruning_under_m_rope(tmp_path, which, K):
     """Teacher-forced rows with the prompt's M-RoPE positions: the training forward's logits
-    under one hard rate are the engine's Schedule logits (several images, ragged)."""
+    under one hard rate are the engine's Schedule logits (several images, ragged). Qwen3-VL's
+    DeepStack layers (0 and 1) fall on both sides of K."""
     from dyrate_engine.train import Example, collate
-    from dyrate_engine.train.masked_forward import embed, keep_masks, monitor_pass, pruned_pass
+    from dyrate_engine.train.masked_forward import (deepstack, embed, keep_masks, monitor_pass,
+                                                    pruned_pass)
 
-    engine = Engine.from_pretrained(build_tiny_qwen_vl(tmp_path, "qwen2_5_vl"))
+    engine = Engine.from_pretrained(build_tiny_qwen_vl(tmp_path, which))
     pictures = _images()
     images, prompts = [[pictures[0], pictures[2]], pictures[1]], ["Describe the image.", "What is this?"]
     batch_ids, batch_vision = engine.model.encode(images, prompts)
-    results = engine.generate_ids(batch_ids, policy=Schedule([0.5], prune_layer=2),
+    results = engine.generate_ids(batch_ids, policy=Schedule([0.5], prune_layer=K),
                                   max_new_tokens=5, output_logits=True, **batch_vision.tensors)
     examples = []
     for own, prompt, r in zip(images, prompts, results):
@@ -163,11 +166,13 @@ def test_the_masking_forward_equals_the_engines_pruning_under_m_rope(tmp_path):
     batch = collate(examples, engine.model)
     assert batch.positions.shape[0] == 3
     with torch.no_grad():
-        h, _, scores = monitor_pass(engine.decoder, embed(engine.model, batch), batch, 2)
+        L = engine.decoder.n_layers
+        h, _, scores = monitor_pass(engine.decoder, embed(engine.model, batch), batch, K,
+                                    deepstack(engine.model, batch, range(K)))
         masks = keep_masks(scores, batch.n_visual, [0.5])
         first = (batch.prompt_len - 1)[:, None, None, None].expand_as(masks)
-        logits = pruned_pass(engine.decoder, h, batch, 2, masks.gather(1, first),
-                             torch.ones(masks.shape[:3]))
+        logits = pruned_pass(engine.decoder, h, batch, K, masks.gather(1, first),
+                             torch.ones(masks.shape[:3]), deepstack(engine.model, batch, range(K, L)))
     for b, r in enumerate(results):
         start = int(batch.prompt_len[b]) - 1
         torch.testing.assert_close(logits[b, start:start + len(r.token_ids)], r.logits,
@@ -200,3 +205,24 @@ def test_dyrate_eval_runs_on_the_family(which, tmp_path):
     assert texts == [r.text for r in expected]
     schedule = rows["schedule(K=3,0.75)"]
     assert schedule["mean_kept_visual"] < schedule["mean_visual"] == rows["dense"]["mean_visual"]
+
+
+def test_a_training_batch_runs_the_vision_tower_once(tmp_path):
+    """LLaVA-NeXT counts an image's tokens from its features: collating a batch runs the
+    tower, and the masking forward's embedding reuses those features."""
+    from dyrate_engine.train import Example, collate
+    from dyrate_engine.train.masked_forward import embed
+
+    engine = Engine.from_pretrained(build_tiny_llava_next(tmp_path))
+    ids, vision = engine.model.encode(_images()[:2], ["What is this?"] * 2)
+    examples = [Example(x, torch.tensor([5, 2]), vision["pixel_values"][i:i + 1],
+                        extra={"image_sizes": vision["image_sizes"][i:i + 1]})
+                for i, x in enumerate(ids)]
+    calls = []
+    tower = engine.model.hf.model.get_image_features
+    engine.model.hf.model.get_image_features = lambda *a, **k: calls.append(1) or tower(*a, **k)
+    try:
+        embed(engine.model, collate(examples, engine.model).to("cpu"))
+    finally:
+        del engine.model.hf.model.get_image_features
+    assert len(calls) == 1

@@ -108,6 +108,9 @@ class VisionLanguageModel:
         """Each video's visual tokens ``[tokens, d]``."""
         return []
 
+    #: How many first layers take added visual features (``deepstack_features``); 0 for none.
+    deepstack_layers: int = 0
+
     def deepstack_features(self, vision: VisionInputs, layouts) -> list[list[torch.Tensor]] | None:
         """Visual features the family adds to the hidden states after its first layers (Qwen3-VL's
         DeepStack): per request, per layer, ``[n_visual, d]`` in slot order; None for none."""

@@ -193,6 +193,10 @@ class Qwen3VLModel(Qwen2VLModel):
     family = "qwen3_vl"
     hf_class = "Qwen3VLForConditionalGeneration"
 
+    @property
+    def deepstack_layers(self) -> int:
+        return len(self.hf.model.visual.deepstack_visual_indexes)
+
     def video_placeholder(self, clip, grid) -> str:
         """Qwen3-VL's video text: per frame pair, its time (the mean of the pair's frame times,
         frames taken at ``clip.fps``) as ``<t seconds>``, then the pair's tokens between
@@ -232,7 +236,7 @@ class Qwen3VLModel(Qwen2VLModel):
         if vision.deepstack is None or vision.video_deepstack is None:
             vision.features = self.image_features(vision)
             vision.video_features = self.video_features(vision)
-        levels = len(self.hf.model.visual.deepstack_visual_indexes)
+        levels = self.deepstack_layers
         out, image, video = [], 0, 0
         for layout in layouts:
             own_images = slice(image, image + layout.n_images)

@@ -50,6 +50,20 @@ class VisionInputs:
     def get(self, name: str, default=None):
         return self.tensors.get(name, default)
 
+    def to(self, device) -> "VisionInputs":
+        """The same inputs, and the tower's outputs once computed, on ``device``."""
+        move = lambda x: x.to(device) if isinstance(x, torch.Tensor) else x  # noqa: E731
+        out = VisionInputs({name: move(t) for name, t in self.tensors.items()})
+        if self.features is not None:
+            out.features = [move(f) for f in self.features]
+        if self.video_features is not None:
+            out.video_features = [move(f) for f in self.video_features]
+        for name in ("deepstack", "video_deepstack"):
+            levels = getattr(self, name)
+            if levels is not None:
+                setattr(out, name, [[move(f) for f in level] for level in levels])
+        return out
+
 
 def assign_media(spans_per_prompt, tokens_per_item: list[int], token_id: int,
                  what: str = "images") -> list[int]:

@@ -41,7 +41,7 @@ class Example:
 @dataclass
 class TeacherBatch:
     input_ids: torch.Tensor  # [B, T] prompt + answer, right-padded
-    vision: dict  # every row's images, in order: the processor's tensors by name
+    vision: VisionInputs  # every row's images, in order (the tower runs once per batch)
     prompt_len: torch.Tensor  # [B]
     answer_len: torch.Tensor  # [B] (EOS included)
     layouts: list[VisualLayout]  # where each row's visual tokens are
@@ -69,9 +69,8 @@ class TeacherBatch:
 
     def to(self, device) -> "TeacherBatch":
         monitor = None if self.monitor is None else tuple(t.to(device) for t in self.monitor)
-        vision = {k: v.to(device) if isinstance(v, torch.Tensor) else v
-                  for k, v in self.vision.items()}
-        return TeacherBatch(self.input_ids.to(device), vision, self.prompt_len.to(device),
+        return TeacherBatch(self.input_ids.to(device), self.vision.to(device),
+                            self.prompt_len.to(device),
                             self.answer_len.to(device), self.layouts, self.positions.to(device),
                             monitor)
 
@@ -109,10 +108,11 @@ def collate(examples: list[Example], model: VisionLanguageModel) -> TeacherBatch
     if all(e.monitor is not None for e in examples):
         monitor = tuple(_pad([e.monitor[i] for e in examples], ids.shape[1]) for i in range(3))
     # One LLaVA image is [3, S, S] (what encode made before several images per prompt).
-    vision = merge_vision([{"pixel_values": e.pixel_values[None] if e.pixel_values.dim() == 3
-                            else e.pixel_values, **e.extra} for e in examples])
+    vision = VisionInputs(merge_vision([{"pixel_values": e.pixel_values[None]
+                                         if e.pixel_values.dim() == 3 else e.pixel_values,
+                                         **e.extra} for e in examples]))
     prompts = [e.prompt_ids for e in examples]
-    layouts = model.visual_layouts(prompts, VisionInputs(vision))
+    layouts = model.visual_layouts(prompts, vision)
     positions = _positions(model, prompts, layouts, vision, [len(e.answer_ids) for e in examples],
                            ids.shape[1])
     return TeacherBatch(ids, vision, torch.tensor([len(e.prompt_ids) for e in examples]),
@@ -124,8 +124,7 @@ def _positions(model, prompts, layouts, vision, answer_lens, width) -> torch.Ten
     """RoPE positions of every row, prompt then answer (the answer continuing from the
     prompt's next position, as decoding does), right-padded to ``width``."""
     rows = []
-    for (prompt, next_position), n in zip(model.positions(prompts, layouts, VisionInputs(vision)),
-                                          answer_lens):
+    for (prompt, next_position), n in zip(model.positions(prompts, layouts, vision), answer_lens):
         prompt = prompt.reshape(-1, prompt.shape[-1]).cpu()  # [axes, P]
         tail = next_position + torch.arange(width - prompt.shape[1])
         rows.append(torch.cat([prompt, tail.expand(prompt.shape[0], -1)], dim=1))

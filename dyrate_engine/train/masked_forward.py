@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 
 from ..models.base import VisionLanguageModel
-from ..models.vision import VisionInputs
 from ..models.llama import LlamaDecoder
 from ..ops.attention_scores import IMAGE
 from ..policies.base import n_keep_for
@@ -33,8 +32,28 @@ from .examples import TeacherBatch
 def embed(model: VisionLanguageModel, batch: TeacherBatch) -> torch.Tensor:
     """Prompt + answer embeddings ``[B, T, d]`` with the visual features spliced in."""
     with torch.no_grad():
-        features = model.visual_features(VisionInputs(batch.vision), batch.layouts)
+        features = model.visual_features(batch.vision, batch.layouts)
         return model.embed(batch.input_ids, features, batch.layouts)
+
+
+def deepstack(model: VisionLanguageModel, batch: TeacherBatch, layers: range) -> dict:
+    """The features the model adds after each of ``layers`` at the visual tokens (Qwen3-VL's
+    DeepStack): ``{layer: [sum of n_visual, d]}``, rows in the order of ``batch.vis_slots``;
+    empty when none of ``layers`` takes any (the vision tower does not run then). The masking
+    forward adds them at every visual token: a dropped token's are never read, since no kept
+    row attends to it, where the engine drops the token and its features together."""
+    wanted = [i for i in layers if i < model.deepstack_layers]
+    if not wanted:
+        return {}
+    with torch.no_grad():
+        stack = model.deepstack_features(batch.vision, batch.layouts)
+    return {i: torch.cat([own[i] for own in stack]) for i in wanted}
+
+
+def _add_deepstack(h, batch: TeacherBatch, values: torch.Tensor) -> torch.Tensor:
+    slots, real = batch.vis_slots
+    rows = torch.arange(slots.shape[0], device=slots.device)[:, None].expand_as(slots)[real]
+    return h.index_put((rows, slots[real]), values.to(h.dtype), accumulate=True)
 
 
 def visual_ranks(batch: TeacherBatch, T: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,8 +110,9 @@ def _attention(q, k, v, keep=None, visual_index=None):
     return probs, probs.to(v.dtype) @ v
 
 
-def monitor_pass(dec: LlamaDecoder, h, batch: TeacherBatch, K: int):
-    """Layers < K (frozen, no grad). Returns the hidden states after layer K-1, each row's
+def monitor_pass(dec: LlamaDecoder, h, batch: TeacherBatch, K: int, additions=None):
+    """Layers < K (frozen, no grad), ``additions`` (``deepstack``) added after their layers.
+    Returns the hidden states after layer K-1, each row's
     per-head mass on the four token types ``[B, T, H, 4]`` and head-mean visual scores
     ``[B, T, max n_visual]`` at the monitor layer K-1 (what ``ops.attention_scores`` gives the engine)."""
     B, T, _ = h.shape
@@ -106,6 +126,8 @@ def monitor_pass(dec: LlamaDecoder, h, batch: TeacherBatch, K: int):
             else:
                 probs, attn = _attention(q, k, v)
             h = dec.finish_layer(layer, h, attn)
+            if additions and i in additions:
+                h = _add_deepstack(h, batch, additions[i])
         one_hot = F.one_hot(token_types(batch, T), 4).float()  # [B, Tk, 4]
         type_mass = torch.einsum("bhqk,bkc->bqhc", probs, one_hot)
         slots, real = batch.vis_slots  # [B, Nv]
@@ -137,10 +159,10 @@ def step_rows(batch: TeacherBatch, T: int) -> torch.Tensor:
 
 
 def pruned_pass(dec: LlamaDecoder, h, batch: TeacherBatch, K: int, keep_rows: torch.Tensor,
-                weights: torch.Tensor):
+                weights: torch.Tensor, additions=None):
     """Layers >= K where query row ``t`` attends through the ``weights [B, T, R]``-mix of the
-    candidates' keep sets ``keep_rows [B, T, R, Nv]`` (differentiable in ``weights``).
-    Returns the logits ``[B, T, V]``."""
+    candidates' keep sets ``keep_rows [B, T, R, Nv]`` (differentiable in ``weights``), with
+    ``additions`` (``deepstack``) added after their layers. Returns the logits ``[B, T, V]``."""
     B, T, _ = h.shape
     cos, sin = dec.rope(batch.positions)
     is_vis, index = visual_ranks(batch, T)
@@ -150,6 +172,8 @@ def pruned_pass(dec: LlamaDecoder, h, batch: TeacherBatch, K: int, keep_rows: to
         q, k, v = dec.qkv(layer, h, cos, sin)
         _, attn = _attention(q, k, v, keep, (is_vis, index))
         h = dec.finish_layer(layer, h, attn.to(h.dtype))
+        if additions and i in additions:
+            h = _add_deepstack(h, batch, additions[i])
     return dec.logits(h)
 
 

@@ -18,8 +18,8 @@ from ..models.base import VisionLanguageModel
 from ..policies.base import n_keep_for
 from ..predictor import DEFAULT_RATES, RatePredictor, rate_features
 from .examples import Example, TeacherBatch, adapter, collate
-from .masked_forward import (answer_rows, embed, keep_masks, monitor_pass, pruned_pass,
-                             step_rows)
+from .masked_forward import (answer_rows, deepstack, embed, keep_masks, monitor_pass,
+                             pruned_pass, step_rows)
 
 
 @dataclass
@@ -109,7 +109,8 @@ def predictor_logits(model: VisionLanguageModel, predictor: RatePredictor, batch
     if batch.monitor is not None:
         h, type_mass, vis_scores = batch.monitor
     else:
-        h, type_mass, vis_scores = monitor_pass(model.decoder, embed(model, batch), batch, K)
+        h, type_mass, vis_scores = monitor_pass(model.decoder, embed(model, batch), batch, K,
+                                                deepstack(model, batch, range(K)))
     features = rate_features(predictor.spec, type_mass, step_index(batch, h.shape[1]))
     return h, predictor(features.to(predictor.linear.weight.dtype)), vis_scores
 
@@ -134,7 +135,8 @@ def masked_loss(model: VisionLanguageModel, predictor, batch: TeacherBatch, cfg:
     rows = step_rows(batch, T)  # prompt rows take step 0's choice, as the prefill does
     keep_rows = masks.gather(1, rows[:, :, None, None].expand_as(masks))
     weights = y.gather(1, rows[:, :, None].expand_as(y))
-    lm_logits = pruned_pass(dec, h, batch, K, keep_rows, weights)
+    lm_logits = pruned_pass(dec, h, batch, K, keep_rows, weights,
+                            deepstack(model, batch, range(K, dec.n_layers)))
     answer = answer_rows(batch, T)
     targets = batch.input_ids.roll(-1, dims=1)
     ce = F.cross_entropy(lm_logits[answer].float(), targets[answer])
@@ -165,7 +167,8 @@ def precompute_monitor(model: VisionLanguageModel, examples: list[Example], K: i
     for start in tqdm(starts, desc="frozen layers", unit="batch", disable=not progress):
         chunk = examples[start:start + batch_size]
         batch = collate(chunk, model).to(model.device)
-        h, type_mass, vis_scores = monitor_pass(model.decoder, embed(model, batch), batch, K)
+        h, type_mass, vis_scores = monitor_pass(model.decoder, embed(model, batch), batch, K,
+                                                deepstack(model, batch, range(K)))
         for i, (e, layout) in enumerate(zip(chunk, batch.layouts)):
             T, n_visual = len(e.prompt_ids) + len(e.answer_ids), layout.n_visual
             out.append(Example(e.prompt_ids, e.answer_ids, e.pixel_values,
