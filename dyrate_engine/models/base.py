@@ -34,7 +34,7 @@ def check_pixel_shape(pixels: torch.Tensor, size: int, what: str = "images") -> 
 
 class VisionLanguageModel:
     """A loaded checkpoint of one family. ``hf`` is the transformers model (its vision tower runs
-    once per request), ``decoder`` our text decoder on the same weight tensors, ``processor`` the
+    once per batch), ``decoder`` our text decoder on the same weight tensors, ``processor`` the
     checkpoint's processor (None for checkpoints without processor files)."""
 
     family = ""  # the config.json model_type that selects the family
@@ -130,11 +130,16 @@ class VisionLanguageModel:
         prompt's videos (see ``video.as_videos``), for families that take video."""
         prompts, images, videos = self.media_per_prompt(images, prompts, videos)
         if any(videos):
-            raise ValueError(f"a {self.family!r} model takes no video input")
+            return self.encode_by_parts(prompts, images, videos)
         texts = [self.chat_text(p, len(own)) for p, own in zip(prompts, images)]
         out = self.processor(images=images, text=texts, padding=True, return_tensors="pt")
         ids = [row[mask.bool()] for row, mask in zip(out["input_ids"], out["attention_mask"])]
         return ids, VisionInputs({name: out.get(name) for name in self.vision_keys})
+
+    def encode_by_parts(self, prompts, images, videos):
+        """:meth:`encode` of prompts with videos (from :meth:`media_per_prompt`), for the
+        families that take video."""
+        raise ValueError(f"a {self.family!r} model takes no video input")
 
     def media_per_prompt(self, images, prompts, videos=None):
         """``(prompts, PIL images per prompt, videos per prompt)`` from :meth:`encode`'s
@@ -168,12 +173,16 @@ class VisionLanguageModel:
             conversation = [{"role": "user", "content": content}]
             return self.processor.apply_chat_template(conversation, add_generation_prompt=True)
         image_token = getattr(self.processor, "image_token", "<image>")
-        return prompt if image_token in prompt else f"{image_token}\n" * n_images + prompt
+        if image_token in prompt:
+            return prompt
+        video_token = getattr(self.processor, "video_token", "<video>")
+        return f"{image_token}\n" * n_images + f"{video_token}\n" * n_videos + prompt
 
     def visual_layouts(self, input_ids, vision: VisionInputs) -> list[VisualLayout]:
-        """Where each request's images go in its 1-D ids: its runs of image tokens, filled by
-        the images of ``vision`` in order; a ValueError naming the request when they do not
-        fit."""
+        """Where each request's images and videos go in its 1-D ids: its runs of image tokens
+        and of video tokens, filled by the images and the videos of ``vision`` in order (a
+        video may fill several runs, e.g. Qwen3-VL's frame pairs); a ValueError naming the
+        request when they do not fit."""
         self.check_vision(vision)
         images = [find_visual_spans(ids, self.image_token_id) for ids in input_ids]
         videos = [find_visual_spans(ids, self.video_token_id) if self.video_token_id is not None
@@ -190,8 +199,8 @@ class VisionLanguageModel:
         return layouts_of(images, videos, n_images, n_videos)
 
     def visual_features(self, vision: VisionInputs, layouts) -> list[torch.Tensor]:
-        """Each request's visual tokens ``[n_visual, d]``, its images' features in order (the
-        tower runs once per ``vision``)."""
+        """Each request's visual tokens ``[n_visual, d]``, its images' and videos' features in
+        slot order (the tower runs once per ``vision``)."""
         if vision.features is None:
             vision.features = self.image_features(vision)
         if vision.video_features is None:
@@ -207,7 +216,7 @@ class VisionLanguageModel:
     def embed(self, input_ids: torch.Tensor, features, layouts) -> torch.Tensor:
         """Token embeddings ``[B, T, d]`` of ``input_ids [B, T]`` with row ``b``'s visual tokens
         ``features[b] [n_visual, d]`` spliced in at the slots of ``layouts[b]``, in order."""
-        h = self.decoder.embed_tokens[input_ids].clone()
+        h = self.decoder.embed_tokens[input_ids]  # indexing copies: the splice writes a copy
         for b, layout in enumerate(layouts):
             done = 0
             for span in layout.spans:

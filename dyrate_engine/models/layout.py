@@ -1,6 +1,7 @@
-"""Where a prompt's visual tokens are: its runs of image tokens (one per image, or adjacent images
-in one run) and the slot of every visual token, as the engine, the pruning ops and the trainer
-read them. Text between the runs is instruction for the four-way token-type split."""
+"""Where a prompt's visual tokens are: its runs of image and video tokens (one per image, or
+adjacent images in one run; one or several per video) and the slot of every visual token, as the
+engine, the pruning ops and the trainer read them. Text between the runs is instruction for the
+four-way token-type split."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -3,15 +3,10 @@ make a fixed number of visual tokens per square image, spliced into a Llama / Mi
 text model at the prompt's image tokens, one run per image (or per run of adjacent images)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from .base import VisionLanguageModel, check_pixel_shape
 from .vision import VisionInputs
-from .llama import SUPPORTED_TEXT_MODELS
-
-PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json", "tokenizer.json")
 
 
 class LlavaModel(VisionLanguageModel):

@@ -15,10 +15,12 @@ from __future__ import annotations
 import torch
 
 from .base import VisionLanguageModel
-from .video import as_frames, video_patches
+from .video import video_patches
 from .vision import VisionInputs
 
 TEXT, IMAGE, VIDEO = 0, 1, 2  # transformers' mm_token_type_ids
+TOWER_INPUTS = {"image": ("pixel_values", "image_grid_thw"),
+                "video": ("pixel_values_videos", "video_grid_thw")}
 
 
 class Qwen2VLModel(VisionLanguageModel):
@@ -64,27 +66,32 @@ class Qwen2VLModel(VisionLanguageModel):
         return [] if grids is None else (grids.prod(-1) // self.merge ** 2).tolist()
 
     def image_features(self, vision: VisionInputs) -> list[torch.Tensor]:
-        if vision.get("image_grid_thw") is None:
-            return []
-        out = self.hf.model.get_image_features(
-            pixel_values=vision["pixel_values"].to(self.device),
-            image_grid_thw=vision["image_grid_thw"].to(self.device))
-        return list(out.pooler_output)
+        return self.tower_features(vision, "image")
 
     def video_features(self, vision: VisionInputs) -> list[torch.Tensor]:
-        if vision.get("video_grid_thw") is None:
-            return []
-        out = self.hf.model.get_video_features(
-            pixel_values_videos=vision["pixel_values_videos"].to(self.device),
-            video_grid_thw=vision["video_grid_thw"].to(self.device))
-        return list(out.pooler_output)
+        return self.tower_features(vision, "video")
+
+    def tower_features(self, vision: VisionInputs, kind: str) -> list[torch.Tensor]:
+        """Each image's (``kind="image"``) or video's visual tokens; [] for none."""
+        out = self.run_tower(vision, kind)
+        return [] if out is None else list(out.pooler_output)
+
+    def run_tower(self, vision: VisionInputs, kind: str):
+        """The transformers model's output for the images or the videos (None for none)."""
+        pixels_key, grid_key = TOWER_INPUTS[kind]
+        if vision.get(grid_key) is None:
+            return None
+        run = getattr(self.hf.model, f"get_{kind}_features")
+        return run(**{pixels_key: vision[pixels_key].to(self.device),
+                      grid_key: vision[grid_key].to(self.device)})
 
     def positions(self, input_ids, layouts, vision: VisionInputs):
         """Each prompt's M-RoPE positions ``[3, 1, T]`` and its next position, from the
         transformers model's ``get_rope_index`` on that prompt's own images and videos."""
         out, image, video = [], 0, 0
         for ids, layout in zip(input_ids, layouts):
-            ids = ids.to(self.device)[None]
+            # On the host: get_rope_index walks the ids and grids in Python.
+            ids = ids.cpu()[None]
             kinds = torch.where(ids == self.image_token_id, IMAGE, TEXT)
             kinds = torch.where(ids == self.video_token_id, VIDEO, kinds)
             own_images = slice(image, image + layout.n_images)
@@ -92,15 +99,15 @@ class Qwen2VLModel(VisionLanguageModel):
             image, video = image + layout.n_images, video + layout.n_videos
             grids = {}
             if layout.n_images:
-                grids["image_grid_thw"] = vision["image_grid_thw"][own_images].to(self.device)
+                grids["image_grid_thw"] = vision["image_grid_thw"][own_images].cpu()
             if layout.n_videos:
-                grids["video_grid_thw"] = vision["video_grid_thw"][own_videos].to(self.device)
+                grids["video_grid_thw"] = vision["video_grid_thw"][own_videos].cpu()
             positions, _ = self.hf.model.get_rope_index(
                 ids, kinds, **grids, **self.video_timing(vision, own_videos))
             # Decoding continues one past the last prompt token (text: one position on every
             # axis), as transformers' generate does and a forward over the whole text would;
             # a video stretched in time can reach past it, so this is not the largest + 1.
-            out.append((positions, int(positions[:, 0, -1].max()) + 1))
+            out.append((positions.to(self.device), int(positions[:, 0, -1].max()) + 1))
         return out
 
     def video_timing(self, vision: VisionInputs, videos: slice) -> dict:
@@ -109,16 +116,9 @@ class Qwen2VLModel(VisionLanguageModel):
         return {}
 
     # ------------------------------------------------------------------------------- video
-    def encode(self, images, prompts, videos=None):
-        """As the base class; with videos, the processor's work is done by its parts
-        (:meth:`encode_by_parts`), since transformers' video processor needs torchvision."""
-        prompts, images, videos = self.media_per_prompt(images, prompts, videos)
-        if not any(videos):
-            return super().encode(images, prompts)
-        return self.encode_by_parts(prompts, images, videos)
-
     def encode_by_parts(self, prompts, images, videos):
-        """``encode`` from the processor's parts: images through its image processor, videos
+        """``encode`` with videos, from the processor's parts (transformers' video processor
+        needs torchvision): images through its image processor, videos
         through :func:`video.video_patches` with the same patching and pixel budget, each
         image's or video's pad token repeated once per visual token, then the tokenizer."""
         tensors, image_text, video_text = {}, [], []
@@ -203,7 +203,7 @@ class Qwen3VLModel(Qwen2VLModel):
         vision markers, as transformers' processor writes it."""
         temporal = self.processor.image_processor.temporal_patch_size
         pairs, per_pair = int(grid[0]), self.token_counts(grid[None])[0] // int(grid[0])
-        n_frames = len(as_frames(clip.frames))
+        n_frames = len(clip.frames)
         index = [min(i, n_frames - 1) for i in range(pairs * temporal)]  # last frame repeated
         times = [(index[i] + index[i + temporal - 1]) / 2 / clip.fps
                  for i in range(0, len(index), temporal)]
@@ -212,25 +212,12 @@ class Qwen3VLModel(Qwen2VLModel):
                        f"{processor.video_token * per_pair}{processor.vision_end_token}"
                        for t in times)
 
-    def image_features(self, vision: VisionInputs) -> list[torch.Tensor]:
-        if vision.get("image_grid_thw") is None:
-            vision.deepstack = []
-            return []
-        out = self.hf.model.get_image_features(
-            pixel_values=vision["pixel_values"].to(self.device),
-            image_grid_thw=vision["image_grid_thw"].to(self.device))
-        vision.deepstack = [list(level) for level in out.deepstack_features]
-        return list(out.pooler_output)
-
-    def video_features(self, vision: VisionInputs) -> list[torch.Tensor]:
-        if vision.get("video_grid_thw") is None:
-            vision.video_deepstack = []
-            return []
-        out = self.hf.model.get_video_features(
-            pixel_values_videos=vision["pixel_values_videos"].to(self.device),
-            video_grid_thw=vision["video_grid_thw"].to(self.device))
-        vision.video_deepstack = [list(level) for level in out.deepstack_features]
-        return list(out.pooler_output)
+    def tower_features(self, vision: VisionInputs, kind: str) -> list[torch.Tensor]:
+        """As Qwen2-VL, keeping the DeepStack features of the images or videos on ``vision``."""
+        out = self.run_tower(vision, kind)
+        levels = [] if out is None else [list(level) for level in out.deepstack_features]
+        setattr(vision, "deepstack" if kind == "image" else "video_deepstack", levels)
+        return [] if out is None else list(out.pooler_output)
 
     def deepstack_features(self, vision: VisionInputs, layouts) -> list[list[torch.Tensor]]:
         if vision.deepstack is None or vision.video_deepstack is None:

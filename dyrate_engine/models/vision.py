@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .layout import VisualLayout, VisualSpan
+from .layout import VisualLayout
 
 
 def merge_vision(parts: list[dict]) -> dict:
