@@ -26,7 +26,9 @@ std::vector<Run> plan_sequence(int64_t b, int64_t nv, int64_t vis_start, const i
                                int64_t length, int64_t cap, const bool* present, const bool* keep,
                                int64_t* n_dropped) {
   std::vector<int64_t> dropped_slots;
-  int64_t gone = 0, last = slots != nullptr ? -1 : vis_start - 1, n_present = 0;
+  // last: the previous present token's slot; the first must sit at or after vis_start (one
+  // span) or 0 (slots), and every later one strictly after it.
+  int64_t gone = 0, last = slots != nullptr ? -1 : vis_start - 1;
   for (int64_t j = 0; j < nv; ++j) {
     if (!present[j]) {
       TORCH_CHECK(!keep[j], "dyrate.compact_kv_: keep_mask keeps visual token ", j,
@@ -35,15 +37,15 @@ std::vector<Run> plan_sequence(int64_t b, int64_t nv, int64_t vis_start, const i
       continue;
     }
     const int64_t slot = (slots != nullptr ? slots[j] : vis_start + j) - gone;
-    TORCH_CHECK(slot > last && slot >= 0, "dyrate.compact_kv_: sequence ", b,
+    TORCH_CHECK(slot > last, "dyrate.compact_kv_: sequence ", b,
                 ": the present visual tokens' slots must increase strictly from 0; token ", j,
                 " is at slot ", slot);
     last = slot;
-    ++n_present;
     if (!keep[j]) dropped_slots.push_back(slot);
   }
-  TORCH_CHECK((slots != nullptr || vis_start >= 0) && last < length && length <= cap &&
-                  (slots != nullptr || vis_start + n_present <= length),
+  // With one span, last < length also bounds the span's end: its present tokens are packed
+  // from vis_start.
+  TORCH_CHECK((slots != nullptr || vis_start >= 0) && last < length && length <= cap,
               "dyrate.compact_kv_: sequence ", b, " needs 0 <= vis_start (", vis_start,
               "), the visual span (ending before slot ", last + 1, ") within lengths (", length,
               ") <= capacity (", cap, ")");

@@ -14,8 +14,10 @@
 // of the sequence's slot table, so text between the spans counts as instruction.
 //
 // Bad index values are clamped, never checked (op_checks.h): lengths to [0, Cap], the visual span
-// and prompt end to [0, lengths], the reported visual tokens to min(vis_len, max_vis, lengths)
-// and the slots read back to [0, lengths). For valid values this equals the reference exactly.
+// and prompt end to [0, lengths], the reported visual tokens to min(vis_len, max_vis, lengths);
+// a listed slot outside [0, lengths) scores 0 when the scores are kept in shared memory
+// (vis_width > 0: only keys in [0, lengths) are visited) and is clamped into [0, lengths) when
+// they are recomputed. For valid values this equals the reference exactly.
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>

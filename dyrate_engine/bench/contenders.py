@@ -28,12 +28,12 @@ class Contender:
     note: str = ""
 
 
-def _untrained_dyrate(engine: Engine, seed: int, prune_layer: int = 3):
+def _untrained_dyrate(engine: Engine, seed: int):
     """DyRate with a seeded, untrained predictor for random-weight models: its rates mean
     nothing, its cost (monitor, features, linear, pruning) is the real one."""
     torch.manual_seed(seed)
     model = RatePredictor(engine.decoder.n_heads).to(engine.device).eval()
-    return lambda: DyRate(model, prune_layer)
+    return lambda: DyRate(model, prune_layer=3)
 
 
 def _label(spec: str) -> str:

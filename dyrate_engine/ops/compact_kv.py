@@ -83,8 +83,9 @@ def compact_kv_(
         keep_mask: contiguous bool ``[B, Nv]``, a subset of ``present`` (see :func:`select_keep`).
         vis_slots: int64 ``[B, Nv]``, the original slot of each visual token (ascending), for
             visual tokens in several spans; then ``vis_start`` is not read. None: one span.
-        validate: check that the visual span ends within ``lengths``, ``lengths <= Cap`` and
-            ``keep_mask`` is a subset of ``present`` (a device sync on CUDA). Without it the CUDA
+        validate: check that the visual span (or the ``vis_slots``: strictly increasing, below
+            ``lengths``) ends within ``lengths``, ``lengths <= Cap`` and ``keep_mask`` is a
+            subset of ``present`` (a device sync on CUDA). Without it the CUDA
             kernel treats ``keep_mask & present`` as kept and clamps every index to the bounds.
     """
     check_compact_kv(kv, lengths, vis_start, present, keep_mask, vis_slots, validate)
