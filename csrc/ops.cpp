@@ -20,4 +20,14 @@ TORCH_LIBRARY(dyrate, m) {
       "Tensor keep_mask, Tensor? vis_slots=None) -> ()");
   // x @ weight^T + bias for the few rows of a decode step (the decoder's linears and LM head).
   m.def("decode_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
+  // One query per sequence against its own lengths[b] keys of a fixed-capacity cache (GQA,
+  // optional sliding window); the monitor variant adds attention_scores' outputs from the same
+  // pass. Kernels: Triton on CUDA and the PyTorch reference on the CPU (dyrate_engine/ops).
+  m.def(
+      "decode_attention(Tensor q, Tensor k_cache, Tensor v_cache, Tensor lengths, float? scale, "
+      "int? window) -> Tensor");
+  m.def(
+      "decode_attention_monitor(Tensor q, Tensor k_cache, Tensor v_cache, Tensor lengths, "
+      "Tensor visual_rank, Tensor vis_start, Tensor prompt_len, float? scale, int max_vis) "
+      "-> (Tensor, Tensor, Tensor)");
 }

@@ -1,9 +1,11 @@
 """The fused pruning ops (docs/DESIGN.md) and the decoder's ``decode_linear``, registered as
 ``torch.ops.dyrate.*``.
 
-Each op has a C++ CPU kernel, a CUDA kernel (``decode_linear`` is cuBLAS there), a readable
+Each pruning op has a C++ CPU kernel, a CUDA kernel (``decode_linear`` is cuBLAS there), a readable
 PyTorch reference (``*_reference``, also the fallback when the extension is not built) and a fake
-kernel for torch.compile. The functions here validate their arguments and document the contracts.
+kernel for torch.compile. ``decode_attention`` (and its monitor variant) has a Triton kernel on
+CUDA and its reference on the CPU. The functions here validate their arguments and document the
+contracts.
 """
 from ._library import EXTENSION_LOADED, backends
 from .attention_scores import (
@@ -15,12 +17,22 @@ from .attention_scores import (
     attention_scores_reference,
 )
 from .compact_kv import compact_kv_, compact_kv_reference, compact_source_slots
+from .decode_attention import (
+    TRITON_AVAILABLE,
+    decode_attention,
+    decode_attention_monitor,
+    decode_attention_monitor_reference,
+    decode_attention_reference,
+)
 from .decode_linear import decode_linear, decode_linear_reference
+from ._slots import visual_rank_table
 from .select_keep import select_keep, select_keep_reference
 
 __all__ = [
     "EXTENSION_LOADED", "backends", "attention_scores", "attention_scores_reference",
     "select_keep", "select_keep_reference", "compact_kv_", "compact_kv_reference",
     "compact_source_slots", "decode_linear", "decode_linear_reference", "SYSTEM", "IMAGE",
-    "INSTRUCTION", "RESPONSE",
+    "INSTRUCTION", "RESPONSE", "decode_attention", "decode_attention_reference",
+    "decode_attention_monitor", "decode_attention_monitor_reference", "visual_rank_table",
+    "TRITON_AVAILABLE",
 ]

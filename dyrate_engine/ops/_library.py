@@ -20,6 +20,11 @@ SCHEMAS = {
     "compact_kv_": "compact_kv_(Tensor(a!) kv, Tensor(b!) lengths, Tensor vis_start, "
     "Tensor(c!) present, Tensor keep_mask, Tensor? vis_slots=None) -> ()",
     "decode_linear": "decode_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor",
+    "decode_attention": "decode_attention(Tensor q, Tensor k_cache, Tensor v_cache, "
+    "Tensor lengths, float? scale, int? window) -> Tensor",
+    "decode_attention_monitor": "decode_attention_monitor(Tensor q, Tensor k_cache, "
+    "Tensor v_cache, Tensor lengths, Tensor visual_rank, Tensor vis_start, Tensor prompt_len, "
+    "float? scale, int max_vis) -> (Tensor, Tensor, Tensor)",
 }
 
 
@@ -55,20 +60,28 @@ def _has_kernel(name: str, key: str) -> bool:
     return torch._C._dispatch_has_kernel_for_dispatch_key(f"dyrate::{name}", key)
 
 
-def ensure_registered(name: str, reference, fake) -> None:
-    """Give ``dyrate::name`` a kernel on every device and a fake kernel for tracing."""
+def ensure_registered(name: str, reference, fake, cuda=None) -> None:
+    """Give ``dyrate::name`` a kernel on every device and a fake kernel for tracing. ``cuda``: a
+    CUDA implementation in Python (a Triton kernel's launcher) where no compiled one exists."""
     if _DEF_LIB is not None:
         _DEF_LIB.define(SCHEMAS[name])
         _DEF_LIB.impl(name, reference, "CompositeExplicitAutograd")
-        _BACKENDS[name] = {"cpu": "reference", "cuda": "reference"}
+        if cuda is not None:
+            _DEF_LIB.impl(name, cuda, "CUDA")
+        _BACKENDS[name] = {"cpu": "reference", "cuda": "reference" if cuda is None else "triton"}
     else:
-        cuda = "extension" if _has_kernel(name, "CUDA") else "reference"
-        if cuda == "reference":
-            _IMPL_LIB.impl(name, reference, "CUDA")
-        _BACKENDS[name] = {"cpu": "extension", "cuda": cuda}
+        backends = {}
+        for key, python_impl in (("CPU", None), ("CUDA", cuda)):
+            if _has_kernel(name, key):
+                backends[key.lower()] = "extension"
+                continue
+            _IMPL_LIB.impl(name, python_impl or reference, key)
+            backends[key.lower()] = "reference" if python_impl is None else "triton"
+        _BACKENDS[name] = backends
     torch.library.register_fake(f"dyrate::{name}", fake, lib=_IMPL_LIB)
 
 
 def backends() -> dict[str, dict[str, str]]:
-    """Which implementation serves each op per device: ``"extension"`` or ``"reference"``."""
+    """Which implementation serves each op per device: ``"extension"``, ``"triton"`` or
+    ``"reference"``."""
     return {name: dict(per_device) for name, per_device in _BACKENDS.items()}

@@ -24,3 +24,14 @@ def current_slots(vis_start, present, vis_slots=None):
         vis_slots = vis_start[:, None] + torch.arange(nv, device=present.device)
     gone_before = torch.cumsum((~present).long(), dim=1) - (~present).long()
     return vis_slots - gone_before
+
+
+def visual_rank_table(vis_start, vis_len, vis_slots, capacity, width):
+    """``[B, capacity]`` rank of the visual token at each slot, -1 at the other slots: the
+    inverse of :func:`visual_slot_table` (``width`` columns of it), for kernels that walk slots."""
+    slots, real = visual_slot_table(vis_start, vis_len, vis_slots, width)
+    rank = torch.arange(width, device=vis_start.device).expand_as(slots)
+    table = torch.full((slots.shape[0], capacity + 1), -1, dtype=torch.long,
+                       device=vis_start.device)  # + a column where padding ranks land
+    table.scatter_(1, torch.where(real, slots.clamp(0, capacity), capacity), rank)
+    return table[:, :capacity]

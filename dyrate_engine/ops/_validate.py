@@ -185,3 +185,32 @@ def check_decode_linear(x, weight, bias):
             _fail(op, f"{name} is {t.dtype} on {t.device} but x is {x.dtype} on {x.device}")
     if bias is not None and (bias.dim() != 1 or bias.shape[0] != weight.shape[0]):
         _fail(op, f"bias must be [{weight.shape[0]}], got {tuple(bias.shape)}")
+
+
+def check_decode_attention(op, q, k_cache, v_cache, lengths, visual_rank=None, vectors=()):
+    """Metadata checks of ``decode_attention`` and its monitor variant (no data is read: the
+    decode step must not sync)."""
+    if q.dim() != 3:
+        _fail(op, f"q must be [B, H, D], got {tuple(q.shape)}")
+    B, H, D = q.shape
+    for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
+        if t.dim() != 4 or t.shape[0] != B or t.shape[3] != D or t.shape[:3] != k_cache.shape[:3]:
+            _fail(op, f"{name} must be [{B}, Hkv, Cap, {D}] like k_cache, got {tuple(t.shape)}")
+        if t.dtype != q.dtype or t.device != q.device:
+            _fail(op, f"{name} must have q's dtype and device ({q.dtype}, {q.device}), got "
+                      f"{t.dtype} on {t.device}")
+        if t.stride(-1) != 1:
+            _fail(op, f"{name} needs a contiguous head dim")
+    _check_float(op, "q", q)
+    if q.stride(-1) != 1:
+        _fail(op, "q needs a contiguous head dim")
+    if H % k_cache.shape[1]:
+        _fail(op, f"query heads ({H}) must be a multiple of key heads ({k_cache.shape[1]})")
+    _check_index_vector(op, "lengths", lengths, B, q.device)
+    for name, t in zip(("vis_start", "prompt_len"), vectors):
+        _check_index_vector(op, name, t, B, q.device)
+    if visual_rank is not None and (visual_rank.shape != (B, k_cache.shape[2])
+                                    or visual_rank.dtype != torch.int64
+                                    or visual_rank.device != q.device):
+        _fail(op, f"visual_rank must be int64 [{B}, {k_cache.shape[2]}] on {q.device}, got "
+                  f"{visual_rank.dtype} {tuple(visual_rank.shape)} on {visual_rank.device}")
