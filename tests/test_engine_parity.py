@@ -25,9 +25,11 @@ def checkpoint(request, tmp_path_factory):
     return Engine.from_pretrained(path), hf
 
 
+@pytest.mark.parametrize("decode_step", ["dynamic", "static"])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_dense_greedy_equals_transformers(checkpoint, batch):
+def test_dense_greedy_equals_transformers(checkpoint, batch, decode_step):
     engine, hf = checkpoint
+    engine = Engine(engine.model, decode_step=decode_step)
     ids, pixels = random_prompts(batch)
     expected_tokens, expected_logits = hf_greedy(hf, ids, pixels, max_new_tokens=12)
     results = engine.generate_ids(ids, pixels, max_new_tokens=12, output_logits=True)
@@ -45,11 +47,13 @@ def test_sequence_alone_equals_sequence_in_batch(checkpoint):
         assert alone[0].token_ids == together[b].token_ids
 
 
+@pytest.mark.parametrize("decode_step", ["dynamic", "static"])
 @pytest.mark.parametrize("images", [[2], [1, 3, 2]])
-def test_several_images_per_prompt_equal_transformers(checkpoint, images):
+def test_several_images_per_prompt_equal_transformers(checkpoint, images, decode_step):
     """Two or three images in one prompt with text between them, and a ragged batch mixing
     counts: the same tokens and logits as transformers."""
     engine, hf = checkpoint
+    engine = Engine(engine.model, decode_step=decode_step)
     ids, pixels = multi_image_prompts(images)
     expected_tokens, expected_logits = hf_greedy(hf, ids, pixels, max_new_tokens=10)
     results = engine.generate_ids(ids, pixels, max_new_tokens=10, output_logits=True)

@@ -19,10 +19,12 @@ POLICIES = {
 }
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen2"])
+@pytest.fixture(scope="module", params=["llama", "qwen2", "llama-static"])
 def engine(request, tmp_path_factory):
-    path = build_tiny_llava(tmp_path_factory.mktemp(request.param), kind=request.param, layers=4)
-    return Engine.from_pretrained(path)
+    """Every test runs on both decode steps (the static one on the Llama backbone)."""
+    kind, _, step = request.param.partition("-")
+    path = build_tiny_llava(tmp_path_factory.mktemp(kind), kind=kind, layers=4)
+    return Engine.from_pretrained(path, decode_step=step or "dynamic")
 
 
 def check_equal_to_masked(engine, policy_factory, batch, max_new_tokens=8):
@@ -53,6 +55,9 @@ def test_batch_with_different_rates_per_sequence(engine):
 
 
 def test_pruned_cache_is_really_shorter_and_attention_reads_only_it(engine, monkeypatch):
+    if engine.options.step == "static":
+        pytest.skip("the static step attends over the capacity; tests/test_static_step.py "
+                    "checks what it reads")
     ids, pixels = random_prompts(1, seed=3)
     n = len(ids[0])
     key_lengths = []

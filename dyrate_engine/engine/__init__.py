@@ -4,5 +4,6 @@ generate call's loop (``generation``, ``prefill``, ``runner``), its state (``seq
 from .engine import Engine
 from .results import GenerationResult, GenerationStats, StreamEvent
 from .sampling import SamplingParams
+from .static_step import DecodeOptions
 
-__all__ = ["Engine", "StreamEvent", "GenerationResult", "GenerationStats", "SamplingParams"]
+__all__ = ["Engine", "DecodeOptions", "StreamEvent", "GenerationResult", "GenerationStats", "SamplingParams"]

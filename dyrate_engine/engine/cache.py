@@ -87,5 +87,9 @@ class KVCache:
         """Every sequence wrote one more token in every layer."""
         self.lengths += 1
         self.positions += 1
+        self.advance_host()
+
+    def advance_host(self) -> None:
+        """The host's half of :meth:`advance` (the static step advances on the device)."""
         self.host.dense = [n + 1 for n in self.host.dense]
         self.host.pruned = [n + 1 for n in self.host.pruned]

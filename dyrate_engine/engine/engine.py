@@ -15,27 +15,36 @@ from .generation import Generation
 from .requests import make_sequences
 from .results import GenerationResult, StreamEvent
 from .sampling import SamplingParams
+from .static_step import DecodeOptions
 
 
 class Engine:
     """Runs a VLM with dynamic visual-token pruning. Build with :meth:`from_pretrained`, or from
-    a loaded adapter (``Engine(LlavaModel(hf_model, processor))``)."""
+    a loaded adapter (``Engine(LlavaModel(hf_model, processor))``).
 
-    def __init__(self, model: VisionLanguageModel):
+    ``decode_step``, ``attention``, ``compile`` and ``cuda_graphs`` choose how the decode step
+    runs (:class:`DecodeOptions`): by default the static, CUDA-graphed step on CUDA and the
+    dynamic one on the CPU; ``compile=True`` runs the static step through ``torch.compile``.
+    Both steps give the same tokens."""
+
+    def __init__(self, model: VisionLanguageModel, *, decode_step: str = "auto",
+                 attention: str = "auto", compile: bool = False, cuda_graphs: bool = True):
         if not isinstance(model, VisionLanguageModel):
             raise TypeError(f"Engine() takes a model adapter (dyrate_engine.models), got "
                             f"{type(model).__name__}; wrap a transformers LLaVA model with "
                             f"dyrate_engine.models.LlavaModel(hf_model) or use "
                             f"Engine.from_pretrained(path)")
         self.model = model
+        self.options = DecodeOptions(decode_step, attention, compile, cuda_graphs)
 
     @classmethod
-    def from_pretrained(cls, path, device="cpu", dtype=None, *, max_seq_len=None) -> "Engine":
+    def from_pretrained(cls, path, device="cpu", dtype=None, *, max_seq_len=None,
+                        **options) -> "Engine":
         """Load a local checkpoint directory (config and safetensors; processor files optional;
         the family from its config.json), or ``"demo"`` for the bundled demo model. ``dtype``
         defaults to fp32; ``max_seq_len`` (prompt plus new tokens) to the text model's
-        ``max_position_embeddings``."""
-        return cls(load_model(path, device, dtype, max_seq_len=max_seq_len))
+        ``max_position_embeddings``; ``options``: the decode-step keywords of :class:`Engine`."""
+        return cls(load_model(path, device, dtype, max_seq_len=max_seq_len), **options)
 
     @property
     def decoder(self):
@@ -124,7 +133,7 @@ class Engine:
         params = sampling_params_with(sampling_params, overrides)
         sequences = make_sequences(self.model, input_ids, vision, params,
                                    output_logits=output_logits)
-        return Generation(self.model, sequences, vision, policy, params, K)
+        return Generation(self.model, sequences, vision, policy, params, K, self.options)
 
 
 def sampling_params_with(params: SamplingParams | None, overrides: dict) -> SamplingParams:

@@ -15,12 +15,14 @@ from .prefill import prefill
 from .pruning import PruningState
 from .runner import decode_layers
 from .sampling import SamplingParams, sample
+from .static_step import DecodeOptions, StaticDecodeStep
 from .stats import StatsRecorder
 
 
 class Generation:
     def __init__(self, model: VisionLanguageModel, sequences, vision: VisionInputs,
-                 policy: Policy, params: SamplingParams, prune_layer: int):
+                 policy: Policy, params: SamplingParams, prune_layer: int,
+                 options: DecodeOptions | None = None):
         dec = model.decoder
         self.model, self.sequences, self.vision, self.params = model, sequences, vision, params
         self.stop = params.stop_tokens(model.eos_token_ids)
@@ -38,6 +40,14 @@ class Generation:
         self.pruning = PruningState(policy, sequences, model.device) \
             if prune_layer < dec.n_layers else None
         self.stats = StatsRecorder(dec, self.cache, sequences, self.pruning)
+        self.options = options or DecodeOptions()
+        self.static = None
+        if self.options.static(model.device):
+            self.static = StaticDecodeStep(model, self.cache, self.pruning,
+                                           attention=self.options.attention,
+                                           compile=self.options.compile,
+                                           cuda_graph=self.options.cuda_graphs)
+        self.step_index = torch.zeros((), dtype=torch.long, device=model.device)
         self.generator = None
         if params.seed is not None:
             self.generator = torch.Generator(device=model.device).manual_seed(params.seed)
@@ -56,9 +66,12 @@ class Generation:
             if step == self.params.max_new_tokens or all(s.finished for s in self.sequences):
                 return
             start = time.perf_counter()
-            logits = self._decode_step(token, step)
-            token = sample(logits, self.params, self.generator)
-            host_tokens = token.tolist()
+            if self.static is None:
+                logits = self._decode_step(token, step)
+                token = sample(logits, self.params, self.generator)
+                host_tokens = token.tolist()
+            else:
+                logits, token, host_tokens = self._static_step(token, step)
             self.stats.record((time.perf_counter() - start) * 1e3, prefill=False)
 
     def _append(self, logits: torch.Tensor, tokens: list[int]) -> list[tuple[int, int]]:
@@ -71,6 +84,20 @@ class Generation:
             seq.append(tokens[seq.index], self.stop)
             new.append((seq.index, tokens[seq.index]))
         return new
+
+    def _static_step(self, token: torch.Tensor, step: int):
+        """The static step, the sampling, and the one read of the tokens with the step's
+        pruning summary; then the host mirrors follow."""
+        logits, summary = self.static(token, self.step_index.fill_(step))
+        token = sample(logits, self.params, self.generator)
+        packed = token.double()[:, None]
+        if summary is not None:
+            packed = torch.cat([packed, summary], dim=1)
+        rows = packed.tolist()
+        if summary is not None:
+            self.pruning.absorb([row[1:] for row in rows], self.cache)
+        self.cache.advance_host()
+        return logits, token, [int(row[0]) for row in rows]
 
     def _decode_step(self, token: torch.Tensor, step: int) -> torch.Tensor:
         """One token for every sequence: layers < K, the monitor and pruning, layers >= K."""

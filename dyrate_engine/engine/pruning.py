@@ -1,10 +1,11 @@
 """Pruning state of a batch: which visual tokens are still in the pruned layers' cache, and the
 monitor -> policy -> select -> compact step (docs/DESIGN.md, data flow and invariants).
 
-Pruning is monotone: a rate lower than the current one keeps the current set. The kept counts are
-mirrored on the host (one read per monitored step, of the counts with the step's statistics)
-because the host sizes the pruned layers' attention window and must launch no compaction when no
-count changes.
+Pruning is monotone: a rate lower than the current one keeps the current set. In the dynamic step
+the kept counts are mirrored on the host (one read per monitored step, of the counts with the
+step's statistics) because the host sizes the pruned layers' attention window and launches no
+compaction when no count changes; the static step (``device_step``) selects and compacts every
+monitored step on the device and the host learns the counts with the sampled tokens.
 """
 from __future__ import annotations
 
@@ -96,3 +97,43 @@ class PruningState:
         selection = self.select(found)
         if selection is not None:
             self.compact(cache, selection)
+
+    # ---------------------------------------------------------- the static (graph-safe) step
+    def monitor_inputs(self, capacity: int):
+        """What the fused monitor attention reads besides the cache: ``(visual_rank [B, Cap],
+        vis_start, prompt_len, max_visual)``; the monitor layer is never compacted, so these
+        hold for the whole generation."""
+        rank = ops.visual_rank_table(self.vis_start, self.n_visual, self.vis_slots, capacity,
+                                     self.max_visual)
+        return rank, self.vis_start, self.prompt_len, self.max_visual
+
+    def device_step(self, step: torch.Tensor, q, cache: KVCache, found=None) -> torch.Tensor:
+        """:meth:`decode_step` with no host read and no data-dependent shape, so it can run in
+        a CUDA graph or under torch.compile: the selection and the compaction run every
+        monitored step (a row whose count does not change keeps every token and is not moved).
+        ``step``: a 0-d int64 device tensor; ``found``: ``(vis_scores, type_mass)`` when the
+        monitor layer's attention already produced them. Returns the step's summary
+        ``[B, 6]`` float64 (kept count, rate, the 4 head-mean type masses) for :meth:`absorb`."""
+        K = cache.prune_layer
+        if found is None:
+            found = ops.attention_scores(
+                q, cache.kv[K - 1, 0], cache.lengths[0] + 1, self.vis_start, self.n_visual,
+                self.prompt_len, max_vis=self.max_visual, vis_slots=self.vis_slots,
+                validate=False)
+        vis_scores, type_mass = found
+        n_kept = self.present.sum(1)
+        rates = self.policy.rates(MonitorStats(step, vis_scores, type_mass, self.n_visual, n_kept))
+        wanted = torch.minimum(n_keep_for(rates, self.n_visual), n_kept)
+        keep = ops.select_keep(vis_scores, self.present, wanted, validate=False)
+        ops.compact_kv_(cache.pruned_kv, cache.lengths[PRUNED], self.vis_start, self.present,
+                        keep, vis_slots=self.vis_slots, validate=False)
+        return torch.cat([wanted.double()[:, None], rates.double()[:, None],
+                          type_mass.double().mean(1)], dim=1)
+
+    def absorb(self, summary: list[list[float]], cache: KVCache) -> None:
+        """The host's side of :meth:`device_step`, from its summary as read with the tokens."""
+        counts = [int(row[0]) for row in summary]
+        self.last_rates = [row[1] for row in summary]
+        self.last_type_mass = [list(row[2:]) for row in summary]
+        cache.dropped([old - new for old, new in zip(self.n_kept, counts)])
+        self.n_kept = counts

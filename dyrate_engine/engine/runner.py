@@ -78,3 +78,30 @@ def decode_layers(dec: LlamaDecoder, cache: KVCache, h: torch.Tensor, layers: ra
             enable_gqa=True)
         h = dec.finish_layer(layer, h, attn)
     return h, q
+
+
+def static_decode_layers(dec: LlamaDecoder, cache: KVCache, h: torch.Tensor, layers: range,
+                         rope, attend, monitor=None):
+    """:func:`decode_layers` over fixed shapes: every layer attends over the cache's whole
+    capacity and ``attend(q, k, v, lengths, window, monitor)`` reads only each sequence's device
+    length (new token included), so nothing here depends on a host value. ``monitor``: the
+    extra arguments of the monitor layer (the last of ``layers``), whose attention also returns
+    ``attention_scores``' outputs. Returns hidden states, the last layer's query and the
+    monitor's ``(vis_scores, type_mass)`` (None without ``monitor``)."""
+    batch = torch.arange(h.shape[0], device=h.device)
+    cos, sin = rope
+    q, found = None, None
+    for i in layers:
+        layer = dec.layers[i]
+        g = cache.group(i)
+        slot = cache.lengths[g]
+        q, k, v = dec.qkv(layer, h, cos, sin)
+        cache.kv[i, 0, batch, :, slot] = k[:, :, 0]
+        cache.kv[i, 1, batch, :, slot] = v[:, :, 0]
+        at_monitor = monitor is not None and i == layers[-1]
+        attn = attend(q[:, :, 0], cache.kv[i, 0], cache.kv[i, 1], slot + 1, layer.sliding_window,
+                      monitor if at_monitor else None)
+        if at_monitor:
+            attn, found = attn[0], attn[1:]
+        h = dec.finish_layer(layer, h, attn[:, :, None])
+    return h, q, found

@@ -17,9 +17,11 @@ from ..deprecation import renamed_keyword
 
 @dataclass
 class MonitorStats:
-    """What the engine hands a policy at step ``step`` (0 is the prefill's last prompt token)."""
+    """What the engine hands a policy at step ``step`` (0 is the prefill's last prompt token).
+    The static decode step passes ``step`` as a 0-d int64 tensor on the model's device, so a
+    policy that runs there computes its rates with tensor ops (no ``int(step)``)."""
 
-    step: int
+    step: int | torch.Tensor
     vis_scores: torch.Tensor  # fp32 [B, Nv]: head-mean attention of each visual token
     type_mass: torch.Tensor  # fp32 [B, H, 4]: per-head mass on system/image/instruction/response
     n_visual: torch.Tensor  # int64 [B]: visual tokens of each sequence before pruning

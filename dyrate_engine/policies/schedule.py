@@ -22,11 +22,20 @@ class Schedule(Policy):
         if prune_layer < 1:
             raise ValueError(f"Schedule: prune_layer K must be >= 1, got {prune_layer}")
         self.rate_list = rates
+        self._tables: dict[torch.device, torch.Tensor] = {}
         self.prune_layer = prune_layer
         # One rate for every step: nothing changes after the prefill, so skip the decode monitor.
         self.monitors_decode = len(rates) > 1
         self.name = f"schedule(K={prune_layer},{','.join(f'{r:g}' for r in rates)})"
 
     def rates(self, stats: MonitorStats) -> torch.Tensor:
-        rate = self.rate_list[min(stats.step, len(self.rate_list) - 1)]
-        return torch.full((stats.n_visual.shape[0],), rate, device=stats.n_visual.device)
+        batch, device = stats.n_visual.shape[0], stats.n_visual.device
+        if not isinstance(stats.step, torch.Tensor):
+            rate = self.rate_list[min(stats.step, len(self.rate_list) - 1)]
+            return torch.full((batch,), rate, device=device)
+        # A device step (the static decode step): index a table kept on the device, so that
+        # the step reads nothing from the host and a CUDA graph copies nothing into it.
+        table = self._tables.get(device)
+        if table is None:
+            table = self._tables[device] = torch.tensor(self.rate_list, device=device)
+        return table[stats.step.clamp(max=len(self.rate_list) - 1).reshape(1)].expand(batch)

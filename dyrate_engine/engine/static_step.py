@@ -1,0 +1,140 @@
+"""The decode step shaped for a GPU: fixed shapes over the fixed-capacity cache, lengths, positions
+and kept counts on the device, no host read inside (docs/DESIGN.md, the two decode steps).
+
+Every layer attends over the cache's capacity through ``ops.decode_attention``, which reads only
+each sequence's own length (the Triton kernel on CUDA); the monitor, the policy, ``select_keep``
+and ``compact_kv_`` run on every monitored step, so a pruning event is data, not control flow.
+That makes the step capturable as one CUDA graph and traceable by ``torch.compile(fullgraph=True)``
+(the ops are custom ops with fake kernels). The loop reads back the sampled tokens and the step's
+pruning summary together, once per step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .. import ops
+from ..ops.decode_attention import _triton_attention, _triton_monitor
+from .cache import KVCache
+from .pruning import PruningState
+from .runner import static_decode_layers
+
+ATTENTION = ("auto", "sdpa", "triton")
+STEPS = ("auto", "dynamic", "static")
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How the engine runs its decode step.
+
+    ``step``: ``"dynamic"`` sizes each step's attention on the host (the fastest on the CPU, where
+    a host read is free); ``"static"`` is this module's step; ``"auto"`` picks static on CUDA
+    and whenever ``compile`` is set, dynamic otherwise. ``attention``: see
+    :func:`attention_backend`. ``compile``: run the static step through
+    ``torch.compile(fullgraph=True)``, True for inductor or the name of another backend.
+    ``cuda_graphs``: capture the static step on CUDA and replay it.
+    """
+
+    step: str = "auto"
+    attention: str = "auto"
+    compile: bool | str = False
+    cuda_graphs: bool = True
+
+    def __post_init__(self):
+        if self.step not in STEPS:
+            raise ValueError(f"decode_step must be one of {', '.join(STEPS)}, got {self.step!r}")
+        if self.step == "dynamic" and self.compile:
+            raise ValueError("compile=True needs the static decode step (decode_step='static' "
+                             "or 'auto'): the dynamic step's shapes change every step")
+        attention_backend(self.attention, torch.device("cpu"))
+
+    def static(self, device: torch.device) -> bool:
+        if self.step == "auto":
+            return device.type == "cuda" or self.compile
+        return self.step == "static"
+
+
+def attention_backend(name: str, device: torch.device) -> str:
+    """``"auto"``: the Triton kernels on CUDA when Triton is installed, else the op's reference
+    (SDPA with a length mask); ``"triton"`` also on CPU tensors under ``TRITON_INTERPRET=1``."""
+    if name not in ATTENTION:
+        raise ValueError(f"attention must be one of {', '.join(ATTENTION)}, got {name!r}")
+    if name == "auto":
+        return "triton" if device.type == "cuda" and ops.TRITON_AVAILABLE else "sdpa"
+    if name == "triton" and not ops.TRITON_AVAILABLE:
+        raise ValueError("attention='triton' needs the triton package (pip install triton)")
+    return name
+
+
+class StaticDecodeStep:
+    """``step(token [B], step 0-d int64) -> (logits [B, V], summary [B, 6] or None)`` for one
+    generate call; ``compile`` runs it through ``torch.compile(fullgraph=True)``; on CUDA with
+    ``cuda_graph`` the first call runs eagerly (it warms the kernels up) and captures the
+    step, later calls replay it."""
+
+    def __init__(self, model, cache: KVCache, pruning: PruningState | None, *,
+                 attention: str = "auto", compile: bool | str = False, cuda_graph: bool = True):
+        self.decoder, self.cache, self.pruning = model.decoder, cache, pruning
+        triton = attention_backend(attention, model.device) == "triton"
+        # Triton on CPU tensors (interpreted) is called directly: the CPU op is the reference.
+        self.interpreted = triton and model.device.type != "cuda"
+        self.monitoring = pruning is not None and pruning.policy.monitors_decode
+        self.monitor = None
+        K = cache.prune_layer
+        fusable = self.decoder.layers[K - 1].sliding_window is None
+        if self.monitoring and triton and fusable:
+            self.monitor = pruning.monitor_inputs(cache.capacity)
+        self.forward = self._forward
+        if compile:
+            backend = compile if isinstance(compile, str) else "inductor"
+            self.forward = torch.compile(self._forward, fullgraph=True, backend=backend)
+        self.use_graph = cuda_graph and model.device.type == "cuda"
+        self.graph = None
+
+    def __call__(self, token: torch.Tensor, step: torch.Tensor):
+        if not self.use_graph:
+            return self.forward(token, step)
+        if self.graph is None:
+            out = self.forward(token, step)  # eager: compiles the kernels, then capture
+            self._capture(token, step)
+            return out
+        self.inputs[0].copy_(token)
+        self.inputs[1].copy_(step)
+        self.graph.replay()
+        return self.outputs
+
+    def _capture(self, token, step) -> None:
+        """Record the step once; capture runs no kernel, so the cache is not advanced twice."""
+        self.inputs = (token.clone(), step.clone())
+        torch.cuda.synchronize()
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.outputs = self.forward(*self.inputs)
+
+    def _forward(self, token: torch.Tensor, step: torch.Tensor):
+        dec, cache = self.decoder, self.cache
+        K = cache.prune_layer
+        h = dec.embed_tokens[token][:, None]
+        rope = dec.rope(cache.positions[:, None])
+        h, q, found = static_decode_layers(dec, cache, h, range(K), rope, self._attend,
+                                           self.monitor)
+        summary = None
+        if self.monitoring:
+            summary = self.pruning.device_step(step, q[:, :, 0], cache, found)
+        h, _, _ = static_decode_layers(dec, cache, h, range(K, dec.n_layers), rope, self._attend)
+        cache.lengths += 1
+        cache.positions += 1
+        return dec.logits(h[:, 0]), summary
+
+    def _attend(self, q, k, v, lengths, window, monitor):
+        if monitor is not None:
+            rank, vis_start, prompt_len, max_vis = monitor
+            if self.interpreted:
+                return _triton_monitor(q, k, v, lengths, rank, vis_start, prompt_len, None,
+                                       max_vis)
+            return ops.decode_attention_monitor(q, k, v, lengths, rank, vis_start, prompt_len,
+                                                max_vis=max_vis)
+        if self.interpreted:
+            return _triton_attention(q, k, v, lengths, None, window)
+        return ops.decode_attention(q, k, v, lengths, window=window)
