@@ -14,18 +14,20 @@ from ._validate import check_select_keep
 def select_keep_reference(scores, present, n_keep):
     """Readable PyTorch composition of ``select_keep`` (also the fallback and the baseline)."""
     B, nv = scores.shape
-    # Lexicographic order (present first, then score descending, then index ascending) from two
-    # stable sorts, secondary key first.
-    by_score = torch.sort(scores.float(), dim=1, descending=True, stable=True).indices
-    present_sorted = present.gather(1, by_score).to(torch.uint8)
-    by_present = torch.sort(present_sorted, dim=1, descending=True, stable=True).indices
-    order = by_score.gather(1, by_present)
+    # Lexicographic order (present first, then numbers before NaN, then score descending, then
+    # index ascending) from three stable sorts, the least significant key first.
+    scores = scores.float()
+    nan = torch.isnan(scores)
+    order = torch.sort(scores.masked_fill(nan, 0.0), dim=1, descending=True, stable=True).indices
+    for key in (~nan, present):
+        order = order.gather(1, torch.sort(key.gather(1, order).to(torch.uint8), dim=1,
+                                           descending=True, stable=True).indices)
     rank_kept = torch.arange(nv, device=scores.device) < n_keep[:, None]
     return torch.zeros_like(present).scatter(1, order, rank_kept)
 
 
 def _fake(scores, present, n_keep):
-    return torch.empty_like(present)
+    return torch.empty_like(present, memory_format=torch.contiguous_format)  # as the kernels
 
 
 ensure_registered("select_keep", select_keep_reference, _fake)
@@ -43,11 +45,12 @@ def select_keep(
     Args:
         scores: ``[B, Nv]`` fp32/bf16/fp16, e.g. ``vis_scores`` of :func:`attention_scores`.
             Scores of tokens that are not present are ignored; ``-inf`` and ``+inf`` are ordinary
-            values; a NaN score of a present token is an error.
+            values; a NaN score of a present token is an error with ``validate``, and without
+            it ranks below every number on every device (such a token is dropped first).
         present: bool ``[B, Nv]``, the visual tokens still in the cache of the pruned layers.
         n_keep: int64 ``[B]``, ``0 <= n_keep[b] <= present[b].sum()``.
         validate: check NaN scores and the range of ``n_keep`` (a device sync on CUDA). Without
-            it the CUDA kernel orders NaN below every number and clamps ``n_keep`` instead.
+            it the CUDA kernel clamps ``n_keep`` (the CPU kernel always checks it).
 
     Returns:
         bool ``[B, Nv]``, a subset of ``present`` with ``n_keep[b]`` entries per row; among equal
