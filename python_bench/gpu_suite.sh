@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The GPU suite in one command, for a GPU machine where nothing can be installed (torch, triton,
-# transformers, pytest, ninja, pybind11 and nvcc present): builds the CUDA extension, runs the
-# CUDA tests, the end-to-end benchmark at LLaVA-1.5-7B shape (random bf16 weights, batch 1, 8, 32)
-# and the op microbenchmarks, writing everything into OUTDIR. About 8 minutes on an H100: every
-# stage runs under `timeout`, capped by what is left of SUITE_BUDGET_S.
+# transformers, pytest, ninja, pybind11 and nvcc present): builds the CUDA extension, checks that
+# the compiled and Triton kernels serve CUDA, runs the CUDA tests (kernels, the static decode step
+# under CUDA graphs), the end-to-end benchmark at LLaVA-1.5-7B shape (random bf16 weights, batch
+# 1, 8, 32, 64; Dense, Schedule(0.75) and DyRate's machinery against transformers), the op
+# microbenchmarks, and compute-sanitizer (memcheck, racecheck) over the op tests with what time is
+# left, writing everything into OUTDIR. About 8 minutes on an H100: every stage runs under
+# `timeout`, capped by what is left of SUITE_BUDGET_S.
 #
 #   python_bench/gpu_suite.sh OUTDIR             # on the GPU machine
 #   python_bench/gpu_suite.sh --dry-run OUTDIR   # anywhere: CUDA build skipped, the CUDA tests
@@ -63,18 +66,31 @@ if ((DRY)); then
     echo "build: skipped (dry run)" | tee -a "$OUT/status.txt"
     stage cuda_tests 120 "$PY" -m pytest -q -m cuda tests
     stage e2e 180 "${BENCH[@]}" e2e --preset tiny --batch 1,2 --new-tokens 4 --repeats 2 \
-        --threads 1 --out "$OUT"
+        --threads 1 --policies hf dense dense@static schedule:3:0.75@static --out "$OUT"
     stage ops 120 "${BENCH[@]}" ops --device cpu --shape tiny --batch 1,2 --repeats 3 \
         --json "$OUT/ops_cpu.json"
 else
     # No network: no build isolation, no dependency resolution; MAX_JOBS parallelises nvcc.
     stage build 210 env DYRATE_CUDA=1 MAX_JOBS="$(nproc)" "$PY" -m pip install \
         --no-build-isolation --no-deps -e .
+    # decode_linear is cuBLAS (F.linear) on CUDA by design; decode_attention* are Triton kernels.
     stage kernels 30 "$PY" -c "import dyrate_engine.ops as o; b = o.backends(); print(b); \
-assert all(v['cuda'] == 'extension' for v in b.values()), 'CUDA kernels not built: the references would be measured'"
+want = {n: 'triton' if n.startswith('decode_attention') else 'extension' for n in b if n != 'decode_linear'}; \
+bad = {n: b[n]['cuda'] for n in want if b[n]['cuda'] != want[n]}; \
+assert not bad, f'CUDA kernels missing, the references would be measured: {bad}'"
     stage cuda_tests 100 "$PY" -m pytest -q -m cuda tests
-    stage e2e 300 "${BENCH[@]}" e2e --preset llava-1.5-7b --batch 1,8,32 --out "$OUT"
-    stage ops 90 "${BENCH[@]}" ops --device cuda --batch 1,8,32 --json "$OUT/ops_cuda.json"
+    stage e2e 240 "${BENCH[@]}" e2e --preset llava-1.5-7b --batch 1,8,32,64 \
+        --policies hf dense schedule:3:0.75 dyrate --out "$OUT"
+    stage ops 60 "${BENCH[@]}" ops --device cuda --batch 1,8,32 --json "$OUT/ops_cuda.json"
+    if command -v compute-sanitizer >/dev/null; then
+        OP_TESTS=(tests/test_attention_scores.py tests/test_select_keep.py tests/test_compact_kv.py)
+        for tool in memcheck racecheck; do
+            stage "sanitizer_$tool" 60 compute-sanitizer --tool "$tool" --error-exitcode 1 \
+                "$PY" -m pytest -q -x -m cuda "${OP_TESTS[@]}"
+        done
+    else
+        echo "compute-sanitizer: not found, skipped" | tee -a "$OUT/status.txt"
+    fi
 fi
 echo "== done in $((SECONDS - START)) s; status:"
 cat "$OUT/status.txt"

@@ -15,7 +15,8 @@ from dyrate_engine.cli import main
 from dyrate_engine.bench.compare import _overlap
 from dyrate_engine.bench.presets import PRESETS
 
-POLICIES = ["hf", "dense", "fastv:2:0.5", "schedule:3:0.75", "ramp:3:0.5:0.9", "dyrate"]
+POLICIES = ["hf", "dense", "fastv:2:0.5", "schedule:3:0.75", "ramp:3:0.5:0.9", "dyrate",
+            "schedule:3:0.75@static"]
 TIMED = ["prefill_ms", "step_ms", "tokens_per_s", "e2e_tokens_per_s", "wall_ms", "peak_mem_mb",
          "of_floor"]
 
@@ -105,6 +106,15 @@ def test_e2e_pruning_shows_in_flops_kv_and_kept_tokens(e2e):
     assert "cost" in rows[(2, "dyrate")]["note"]
 
 
+def test_e2e_runs_the_static_step_as_its_own_contender(e2e):
+    rows = rows_by(e2e[1])
+    for b in (1, 2):
+        static, dynamic = rows[(b, "schedule:3:0.75@static")], rows[(b, "schedule:3:0.75")]
+        assert static["label"] == "schedule:3:0.75@static"
+        for key in ("kept_visual_by_step", "flops_vs_dense", "kv_read_bytes_by_step"):
+            assert static[key] == dynamic[key]
+
+
 def test_e2e_writes_plots(e2e):
     pytest.importorskip("matplotlib")
     path, _ = e2e
@@ -156,6 +166,9 @@ def test_gpu_preset_refuses_the_cpu_and_bad_specs_fail_early(capsys):
     assert main(["bench", "e2e", "--preset", "llava-1.5-7b", "--device", "cpu"]) == 2
     assert "--force" in capsys.readouterr().err
     assert main(["bench", "e2e", "--preset", "tiny", "--new-tokens", "1"]) == 2
+    for bad in ("hf@static", "dense@fast"):
+        assert main(["bench", "e2e", "--preset", "tiny", "--policies", bad]) == 2
+        assert "the suffix must be one of" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["bench", "e2e", "--batch", "0,x"])
 

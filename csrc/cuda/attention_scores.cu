@@ -58,13 +58,25 @@ struct Params {
   const int64_t *lengths, *vis_start, *vis_len, *prompt_len;
   const int64_t* vis_slots;  // [B, slots_stride], or nullptr for one contiguous span
   int64_t slots_stride;
-  float *vis_scores, *type_mass;
+  unsigned long long* vis_fixed;  // [B, max_vis] scores in fixed point (kFixedOne = 1.0)
+  int* nan_rows;                  // [B]: 1 where some contribution was NaN
+  float* type_mass;
   int H, G, Hkv, D, n_chunks, vis_width;  // vis_width 0: recompute the visual logits
   int64_t cap, max_vis;
   float q_scale;  // softmax scale x log2(e): logits come out in the log2 domain, for exp2f
   float inv_h;
   bool vec;  // 16-byte key loads are aligned
 };
+
+constexpr double kFixedOne = 1099511627776.0;  // 2^40: scores in [0, 1] to ~1e-12
+
+__device__ __forceinline__ void add_fixed(unsigned long long* out, int* nan_row, float x) {
+  if (isnan(x)) {
+    *nan_row = 1;  // every writer stores the same value
+    return;
+  }
+  atomicAdd(out, static_cast<unsigned long long>(__double2ll_rn(double(x) * kFixedOne)));
+}
 
 template <typename kT, int GC>
 __global__ void __launch_bounds__(kThreads) attention_scores_kernel(Params p) {
@@ -159,7 +171,9 @@ __global__ void __launch_bounds__(kThreads) attention_scores_kernel(Params p) {
     for (int u = 0; u < 4; ++u) sum[u] = warp_sum(st_s[(wl * GC + g) * 4 + u] * c);
     if (wl == 0) {
       const float total = sum[0] + sum[1] + sum[2] + sum[3];
-      const float inv = (g < n_heads && total > 0.f) ? 1.f / total : 0.f;
+      // A head with no keys weighs 0; one whose total is 0 or NaN over real keys (all logits
+      // -inf, or a NaN) is NaN, as in the reference and the CPU kernel, so the error shows.
+      const float inv = g >= n_heads || len == 0 ? 0.f : total > 0.f ? 1.f / total : NAN;
       if (g < n_heads) {
         float* out = p.type_mass + ((b * p.H) + h0 + g) * 4;
 #pragma unroll
@@ -172,15 +186,15 @@ __global__ void __launch_bounds__(kThreads) attention_scores_kernel(Params p) {
   __syncthreads();
 
   // Head-mean probability of each reported visual slot. Several blocks (key heads, chunks) add
-  // into the same vis_scores[b, j]: float atomics, so the summation order, and the last bits of
-  // the result, may differ from run to run.
-  float* vis_out = p.vis_scores + b * p.max_vis;
+  // into the same score: in fixed point, whose integer sums do not depend on the order, so the
+  // result is the same on every run and exactly tied tokens stay tied (select_keep's ties).
+  unsigned long long* vis_out = p.vis_fixed + b * p.max_vis;
   if (p.vis_width > 0) {
     for (int64_t j = tid; j < n_vis; j += kThreads) {
       float sum = 0.f;
 #pragma unroll
       for (int g = 0; g < GC; ++g) sum += head_prob(vis_l[g * p.vis_width + j], fin_m[g], fin_inv[g]);
-      atomicAdd(vis_out + j, sum * p.inv_h);
+      add_fixed(vis_out + j, p.nan_rows + b, sum * p.inv_h);
     }
   } else {
     for (int64_t base = 0; base < n_vis; base += kGroups) {  // block-uniform, as above
@@ -195,7 +209,7 @@ __global__ void __launch_bounds__(kThreads) attention_scores_kernel(Params p) {
         float sum = 0.f;
 #pragma unroll
         for (int g = 0; g < GC; ++g) sum += head_prob(x[g], fin_m[g], fin_inv[g]);
-        atomicAdd(vis_out + j, sum * p.inv_h);
+        add_fixed(vis_out + j, p.nan_rows + b, sum * p.inv_h);
       }
     }
   }
@@ -229,9 +243,10 @@ std::tuple<at::Tensor, at::Tensor> attention_scores_cuda(
   const int64_t B = q.size(0), H = q.size(1), D = q.size(2);
   const int64_t Hkv = k_cache.size(1), cap = k_cache.size(2);
   const auto fopts = q.options().dtype(at::kFloat);
-  at::Tensor vis_scores = at::zeros({B, max_vis}, fopts);  // accumulated with atomicAdd
-  at::Tensor type_mass = at::empty({B, H, 4}, fopts);      // every element written by the kernel
-  if (B == 0 || H == 0) return {vis_scores, type_mass};
+  at::Tensor vis_fixed = at::zeros({B, max_vis}, q.options().dtype(at::kLong));
+  at::Tensor nan_rows = at::zeros({B}, q.options().dtype(at::kInt));
+  at::Tensor type_mass = at::empty({B, H, 4}, fopts);  // every element written by the kernel
+  if (B == 0 || H == 0) return {at::zeros({B, max_vis}, fopts), type_mass};
   TORCH_CHECK(H <= INT_MAX && D <= INT_MAX && cap <= INT_MAX,
               "dyrate.attention_scores: sizes too large for the CUDA kernel");
 
@@ -266,7 +281,8 @@ std::tuple<at::Tensor, at::Tensor> attention_scores_cuda(
   const at::Tensor slots_c = spans ? vis_slots->contiguous() : at::Tensor();
   p.vis_slots = spans ? slots_c.data_ptr<int64_t>() : nullptr;
   p.slots_stride = spans ? slots_c.size(1) : 0;
-  p.vis_scores = vis_scores.data_ptr<float>(), p.type_mass = type_mass.data_ptr<float>();
+  p.vis_fixed = reinterpret_cast<unsigned long long*>(vis_fixed.data_ptr<int64_t>());
+  p.nan_rows = nan_rows.data_ptr<int>(), p.type_mass = type_mass.data_ptr<float>();
   p.H = static_cast<int>(H), p.G = G, p.Hkv = static_cast<int>(Hkv), p.D = static_cast<int>(D);
   p.n_chunks = n_chunks, p.vis_width = vis_width, p.cap = cap, p.max_vis = max_vis;
   const double sc = scale.has_value() ? *scale : 1.0 / std::sqrt(static_cast<double>(D));
@@ -284,6 +300,8 @@ std::tuple<at::Tensor, at::Tensor> attention_scores_cuda(
       default: launch<kT, 8>(p, grid, smem, stream); break;
     }
   });
+  at::Tensor vis_scores = vis_fixed.to(at::kDouble).div_(kFixedOne).to(at::kFloat);
+  vis_scores.masked_fill_(nan_rows.unsqueeze(1).to(at::kBool), NAN);
   return {vis_scores, type_mass};
 }
 

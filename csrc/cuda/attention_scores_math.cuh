@@ -69,7 +69,7 @@ __device__ __forceinline__ void online_update(float& m, float (&acc)[4], float x
 
 // inv == 0 marks a head without probability mass (no keys, or a padding head of the chunk).
 __device__ __forceinline__ float head_prob(float logit, float m, float inv) {
-  return inv > 0.f ? exp2f(logit - m) * inv : 0.f;
+  return inv == 0.f ? 0.f : exp2f(logit - m) * inv;  // NaN inv (a degenerate head) stays NaN
 }
 
 // Rank of slot s in the ascending table slots[0, n), or -1 when s is not a visual slot.

@@ -28,6 +28,7 @@
 // lengths) and only present tokens below lengths count as dropped (with vis_slots: only those
 // whose current slot lies in [0, lengths)).
 #include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -191,6 +192,12 @@ __global__ void __launch_bounds__(kThreads) compact_kv_spans_kernel(Params p) {
 // allocator, which reuses it only in stream order. The map is never destroyed: freeing CUDA
 // memory during static destruction can run after the CUDA runtime has shut down.
 at::Tensor counters_for(const at::Tensor& like, int64_t B, const c10::cuda::CUDAStream& stream) {
+  // Under CUDA-graph capture the cache must not grow (an allocation from the graph's private
+  // pool would outlive the graph in the map): the graph owns its counters, zeroed by a memset
+  // node that every replay runs before the kernel.
+  if (c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None) {
+    return at::zeros({B}, like.options().dtype(at::kInt));
+  }
   static std::mutex mutex;
   static auto* cache = new std::map<std::pair<int, int64_t>, at::Tensor>();
   std::lock_guard<std::mutex> lock(mutex);

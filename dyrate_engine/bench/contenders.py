@@ -8,6 +8,7 @@ from typing import Callable
 import torch
 
 from ..engine import Engine
+from ..engine.static_step import STEPS
 from ..policies import POLICY_HELP, DyRate, parse_policy
 from ..predictor import RatePredictor
 
@@ -15,7 +16,8 @@ DEFAULT_CONTENDERS = ["hf", "dense", "fastv:2:0.5", "schedule:3:0.5", "schedule:
                       "ramp:3:0.5:0.9", "dyrate"]
 CONTENDER_HELP = ("contenders: 'hf' (transformers generate), or the engine under a " + POLICY_HELP
                   + "; a bare 'dyrate' runs --predictor, else an untrained predictor that "
-                    "measures cost only")
+                    "measures cost only; a suffix '@static' or '@dynamic' picks the engine's "
+                    "decode step (default: the device's)")
 
 
 @dataclass
@@ -26,6 +28,13 @@ class Contender:
     make_policy: Callable = lambda: None
     prune_layer: int = 0  # K (n_layers when nothing is pruned)
     note: str = ""
+    decode_step: str = "auto"
+
+    def engine(self, engine: Engine) -> Engine:
+        """``engine`` with this contender's decode step (the same loaded model)."""
+        if self.decode_step == "auto":
+            return engine
+        return Engine(engine.model, decode_step=self.decode_step)
 
 
 def _untrained_dyrate(engine: Engine, seed: int):
@@ -50,6 +59,11 @@ def make_contenders(specs, engine: Engine, new_tokens: int, predictor=None, seed
     out = []
     n_layers = engine.decoder.n_layers
     for spec in specs:
+        spec, _, step = spec.partition("@")
+        if step and (step not in STEPS or spec == "hf"):
+            raise ValueError(f"{spec}@{step}: the suffix must be one of @"
+                             f"{', @'.join(STEPS)}, on an engine contender\n"
+                             f"(dyrate bench e2e --policies: {CONTENDER_HELP})")
         name, *fields = spec.split(":")
         if name == "hf":
             out.append(Contender(spec, "hf generate", "hf", prune_layer=n_layers))
@@ -68,5 +82,7 @@ def make_contenders(specs, engine: Engine, new_tokens: int, predictor=None, seed
             policy = make()
         except ValueError as error:
             raise ValueError(f"{error}\n(dyrate bench e2e --policies: {CONTENDER_HELP})") from None
-        out.append(Contender(spec, label, "engine", make, engine.check_policy(policy), note))
+        suffix = f"@{step}" if step else ""
+        out.append(Contender(spec + suffix, label + suffix, "engine", make,
+                             engine.check_policy(policy), note, step or "auto"))
     return out

@@ -126,7 +126,7 @@ def _play(schedule, contenders, hf, engine, inputs, new_tokens, seed, bandwidth,
             bar.set_description(f"batch {batch} {c.label}"[:40])
             n = new_tokens if timed else 2
             run = run_hf(hf, ids, vision, n) if c.impl == "hf" else \
-                run_engine(engine, ids, vision, n, c.make_policy())
+                run_engine(c.engine(engine), ids, vision, n, c.make_policy())
             if timed:
                 run.bandwidth_gbs = bandwidth[-1]
                 runs[(batch, c.spec)].append(run)
