@@ -1,5 +1,6 @@
-"""``decode_attention`` and its monitor variant: the Triton kernels (interpreted on the CPU, compiled
-on CUDA) and the dispatched op against the readable references, on ragged fixed-capacity caches."""
+"""``decode_attention`` and its monitor variant: the Triton kernels (interpreted on the CPU,
+compiled on CUDA) and the dispatched op against the readable references, on ragged
+fixed-capacity caches."""
 import pytest
 import torch
 
@@ -7,7 +8,10 @@ from dyrate_engine import ops
 from conftest import FLOAT_DTYPES, poison_allocator, random_spans, random_visual_slots
 
 triton = pytest.importorskip("triton")
-from dyrate_engine.ops.decode_attention import _triton_attention, _triton_monitor  # noqa: E402
+from dyrate_engine.ops.decode_attention import (  # noqa: E402
+    triton_decode_attention,
+    triton_decode_attention_monitor,
+)
 
 TOL = {torch.float32: 2e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}
 
@@ -20,7 +24,8 @@ def make_cache(gen, B, hkv, group, cap, d, dtype, device, layers=1):
 
 def attention_impls(device):
     """The op through the dispatcher, and the Triton kernel itself (on the CPU: interpreted)."""
-    return [ops.decode_attention, lambda *a, window=None: _triton_attention(*a, window=window)]
+    return [ops.decode_attention,
+            lambda *a, window=None: triton_decode_attention(*a, window=window)]
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
@@ -50,7 +55,8 @@ def test_reads_only_each_sequence_length(device):
     q, kv = make_cache(gen, 3, 2, 4, 30, 16, torch.float32, device)
     lengths = torch.tensor([30, 12, 1], device=device)
     ref = ops.decode_attention_reference(q, kv[0, 0], kv[0, 1], lengths)
-    for stale, impls in ((1e30, attention_impls(device)), (float("nan"), attention_impls(device)[1:])):
+    impls = attention_impls(device)
+    for stale, impls in ((1e30, impls), (float("nan"), impls[1:])):
         for b, n in enumerate(lengths.tolist()):
             kv[0, :, b, :, n:] = stale
         for impl in impls:
@@ -65,8 +71,9 @@ def test_after_compaction_equals_attention_over_the_kept_keys(device):
     vis_start = torch.tensor([2, 4], device=device)
     present = torch.ones(B, nv, dtype=torch.bool, device=device)
     keep = torch.rand(B, nv, generator=gen).to(device) < 0.5
-    kept_slots = [torch.cat([torch.arange(2), 2 + keep[0].nonzero()[:, 0].cpu(), torch.arange(12, 24)]),
-                  torch.cat([torch.arange(4), 4 + keep[1].nonzero()[:, 0].cpu(), torch.arange(14, 17)])]
+    kept = [keep[b].nonzero()[:, 0].cpu() for b in range(B)]
+    kept_slots = [torch.cat([torch.arange(2), 2 + kept[0], torch.arange(12, 24)]),
+                  torch.cat([torch.arange(4), 4 + kept[1], torch.arange(14, 17)])]
     expected = [ops.decode_attention_reference(q[b:b + 1], kv[0, 0, b:b + 1, :, s.to(device)],
                                                kv[0, 1, b:b + 1, :, s.to(device)],
                                                torch.tensor([len(s)], device=device))
@@ -83,7 +90,7 @@ def check_monitor(q, k, v, lengths, vs, vl, pl, max_vis, vis_slots=None):
                                                           vis_slots)
     ref_out = ops.decode_attention_reference(q, k, v, lengths)
     for impl in (ops.decode_attention_monitor,
-                 lambda *a, max_vis: _triton_monitor(*a, None, max_vis)):
+                 lambda *a, max_vis: triton_decode_attention_monitor(*a, None, max_vis)):
         poison_allocator(q.device)
         out, scores, mass = impl(q, k, v, lengths, rank, vs, pl, max_vis=max_vis)
         tol = TOL[q.dtype]

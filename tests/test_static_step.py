@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from dyrate_engine import Dense, DyRate, Engine, FastV, Schedule
+from dyrate_engine import Dense, DyRate, Engine, FastV, Schedule, ops
 from dyrate_engine.engine.stats import StatsRecorder
 from dyrate_engine.predictor import RatePredictor
 from tiny_models import build_tiny_llava, multi_image_prompts, random_prompts
@@ -56,6 +56,7 @@ def test_static_step_equals_dynamic_step(engine, name):
         assert results[0].stats.kept_visual[:4] == [16, 8, 8, 2]
 
 
+@pytest.mark.skipif(not ops.TRITON_AVAILABLE, reason="needs the triton package")
 @pytest.mark.parametrize("name", ["schedule", "dyrate-table"])
 def test_triton_kernels_in_the_static_step(engine, name):
     """The Triton attention and the fused monitor (interpreted on the CPU), on prompts with

@@ -6,4 +6,5 @@ from .results import GenerationResult, GenerationStats, StreamEvent
 from .sampling import SamplingParams
 from .static_step import DecodeOptions
 
-__all__ = ["Engine", "DecodeOptions", "StreamEvent", "GenerationResult", "GenerationStats", "SamplingParams"]
+__all__ = ["Engine", "DecodeOptions", "StreamEvent", "GenerationResult", "GenerationStats",
+           "SamplingParams"]

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from .. import ops
-from ..ops.decode_attention import _triton_attention, _triton_monitor
+from ..ops.decode_attention import triton_decode_attention, triton_decode_attention_monitor as \
+    triton_monitor
 from .cache import KVCache
 from .pruning import PruningState
 from .runner import static_decode_layers
@@ -131,10 +132,9 @@ class StaticDecodeStep:
         if monitor is not None:
             rank, vis_start, prompt_len, max_vis = monitor
             if self.interpreted:
-                return _triton_monitor(q, k, v, lengths, rank, vis_start, prompt_len, None,
-                                       max_vis)
+                return triton_monitor(q, k, v, lengths, rank, vis_start, prompt_len, None, max_vis)
             return ops.decode_attention_monitor(q, k, v, lengths, rank, vis_start, prompt_len,
                                                 max_vis=max_vis)
         if self.interpreted:
-            return _triton_attention(q, k, v, lengths, None, window)
+            return triton_decode_attention(q, k, v, lengths, None, window)
         return ops.decode_attention(q, k, v, lengths, window=window)

@@ -64,15 +64,18 @@ def decode_attention_monitor_reference(q, k_cache, v_cache, lengths, visual_rank
     return out, vis_scores[:, :max_vis].contiguous(), type_mass
 
 
-def _triton_attention(q, k_cache, v_cache, lengths, scale=None, window=None):
+def triton_decode_attention(q, k_cache, v_cache, lengths, scale=None, window=None):
+    """The Triton kernel itself, bypassing the dispatcher (which serves CPU tensors with the
+    reference): on CUDA, or on CPU tensors under ``TRITON_INTERPRET=1``. No argument checks."""
     from .triton.decode_attention import launch
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
     launch(q, k_cache, v_cache, lengths, out, _scale(q, scale), window)
     return out
 
 
-def _triton_monitor(q, k_cache, v_cache, lengths, visual_rank, vis_start, prompt_len, scale,
-                    max_vis):
+def triton_decode_attention_monitor(q, k_cache, v_cache, lengths, visual_rank, vis_start,
+                                    prompt_len, scale, max_vis):
+    """The fused monitor's Triton kernel itself (see :func:`triton_decode_attention`)."""
     from .triton.decode_attention import launch
     B, H, _ = q.shape
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
@@ -82,8 +85,9 @@ def _triton_monitor(q, k_cache, v_cache, lengths, visual_rank, vis_start, prompt
     launch(q, k_cache, v_cache, lengths, out, _scale(q, scale), None,
            (visual_rank, vis_start, prompt_len, logits, lse, type_mass))
     # The pass's log-sum-exp turns each visual key's logit into its probability; a sequence
-    # without keys has lse = -inf and every score 0.
-    probs = torch.exp(logits - lse[:, :, None]).nan_to_num(0.0)
+    # without keys has lse = -inf and every score 0 (a NaN head stays NaN, as in the reference).
+    lse = lse[:, :, None]
+    probs = torch.where(lse == float("-inf"), 0.0, torch.exp(logits - lse))
     return out, probs.mean(1), type_mass
 
 
@@ -104,9 +108,9 @@ def _fake_monitor(q, k_cache, v_cache, lengths, visual_rank, vis_start, prompt_l
 
 
 ensure_registered("decode_attention", decode_attention_reference, _fake_attention,
-                  cuda=_triton_attention if TRITON_AVAILABLE else None)
+                  cuda=triton_decode_attention if TRITON_AVAILABLE else None)
 ensure_registered("decode_attention_monitor", decode_attention_monitor_reference, _fake_monitor,
-                  cuda=_triton_monitor if TRITON_AVAILABLE else None)
+                  cuda=triton_decode_attention_monitor if TRITON_AVAILABLE else None)
 
 
 def decode_attention(q, k_cache, v_cache, lengths, scale=None, *, window=None):
