@@ -59,12 +59,8 @@ def decode_layers(dec: LlamaDecoder, cache: KVCache, h: torch.Tensor, layers: ra
     masks = {}  # one mask per (group, window): the same for every layer that shares them
     q = None
     for i in layers:
-        layer = dec.layers[i]
-        g = cache.group(i)
-        slot = cache.lengths[g]
-        q, k, v = dec.qkv(layer, h, cos, sin)
-        cache.kv[i, 0, batch, :, slot] = k[:, :, 0]
-        cache.kv[i, 1, batch, :, slot] = v[:, :, 0]
+        layer, g = dec.layers[i], cache.group(i)
+        q, slot = _cache_new_token(dec, cache, i, h, (cos, sin), batch)
         n = max_len[g] + 1
         key = (g, layer.sliding_window)
         if key not in masks:
@@ -89,15 +85,10 @@ def static_decode_layers(dec: LlamaDecoder, cache: KVCache, h: torch.Tensor, lay
     ``attention_scores``' outputs. Returns hidden states, the last layer's query and the
     monitor's ``(vis_scores, type_mass)`` (None without ``monitor``)."""
     batch = torch.arange(h.shape[0], device=h.device)
-    cos, sin = rope
     q, found = None, None
     for i in layers:
         layer = dec.layers[i]
-        g = cache.group(i)
-        slot = cache.lengths[g]
-        q, k, v = dec.qkv(layer, h, cos, sin)
-        cache.kv[i, 0, batch, :, slot] = k[:, :, 0]
-        cache.kv[i, 1, batch, :, slot] = v[:, :, 0]
+        q, slot = _cache_new_token(dec, cache, i, h, rope, batch)
         at_monitor = monitor is not None and i == layers[-1]
         attn = attend(q[:, :, 0], cache.kv[i, 0], cache.kv[i, 1], slot + 1, layer.sliding_window,
                       monitor if at_monitor else None)
@@ -105,3 +96,14 @@ def static_decode_layers(dec: LlamaDecoder, cache: KVCache, h: torch.Tensor, lay
             attn, found = attn[0], attn[1:]
         h = dec.finish_layer(layer, h, attn[:, :, None])
     return h, q, found
+
+
+def _cache_new_token(dec: LlamaDecoder, cache: KVCache, i: int, h, rope, batch):
+    """Layer ``i``'s projections of the newest tokens ``h [B, 1, d]``, whose key and value go
+    into the cache at each sequence's length in the layer's group. Returns the query and that
+    slot ``[B]``."""
+    slot = cache.lengths[cache.group(i)]
+    q, k, v = dec.qkv(dec.layers[i], h, *rope)
+    cache.kv[i, 0, batch, :, slot] = k[:, :, 0]
+    cache.kv[i, 1, batch, :, slot] = v[:, :, 0]
+    return q, slot
