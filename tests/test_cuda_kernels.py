@@ -4,7 +4,8 @@ head dims near the limit, compaction offsets beyond 2^31, determinism, CUDA-grap
 import pytest
 import torch
 
-from dyrate_engine import Engine, Schedule, ops
+from dyrate_engine import DyRate, Engine, Schedule, ops
+from dyrate_engine.predictor import RatePredictor
 from conftest import random_spans
 from tiny_models import build_tiny_llava, random_prompts
 
@@ -83,5 +84,22 @@ def test_static_step_on_cuda_with_graphs_equals_the_cpu(tmp_path):
     policy = lambda: Schedule([0.0, 0.5, 0.25, 0.9, 0.6, 1.0], prune_layer=2)  # noqa: E731
     expected = cpu.generate_ids(ids, pixels, policy=policy(), max_new_tokens=8)
     results = cuda.generate_ids(ids, pixels.cuda(), policy=policy(), max_new_tokens=8)
+    for r, e in zip(results, expected):
+        assert r.token_ids == e.token_ids and r.stats.kept_visual == e.stats.kept_visual
+
+
+def test_a_predictor_on_the_cpu_runs_in_the_cuda_graph(tmp_path):
+    """DyRate.from_pretrained loads its predictor on the CPU; the engine moves it to the GPU,
+    since the captured step may read nothing from the host."""
+    path = build_tiny_llava(tmp_path, layers=4)
+    torch.manual_seed(0)
+    predictor = RatePredictor(n_heads=4, step_scale=4.0)
+    torch.nn.init.normal_(predictor.linear.weight, std=3.0)
+    ids, pixels = random_prompts(2, seed=4)
+    expected = Engine.from_pretrained(path).generate_ids(
+        ids, pixels, policy=DyRate(predictor, prune_layer=2), max_new_tokens=8)
+    predictor.cpu()
+    results = Engine.from_pretrained(path, device="cuda").generate_ids(
+        ids, pixels.cuda(), policy=DyRate(predictor, prune_layer=2), max_new_tokens=8)
     for r, e in zip(results, expected):
         assert r.token_ids == e.token_ids and r.stats.kept_visual == e.stats.kept_visual

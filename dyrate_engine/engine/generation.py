@@ -37,6 +37,7 @@ class Generation:
             raise NotImplementedError(f"pruning layers with a sliding window shorter than the "
                                       f"sequence (layers {windowed}) is not supported")
         policy.reset(len(sequences))
+        policy.to(model.device)
         self.pruning = PruningState(policy, sequences, model.device) \
             if prune_layer < dec.n_layers else None
         self.stats = StatsRecorder(dec, self.cache, sequences, self.pruning)

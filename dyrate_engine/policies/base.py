@@ -69,6 +69,11 @@ class Policy:
     def reset(self, batch_size: int) -> None:
         """Called once per generate call, before the prefill."""
 
+    def to(self, device: torch.device) -> "Policy":
+        """Move what the policy computes with to the model's device (called with ``reset``):
+        the static decode step reads nothing from another device, and a CUDA graph cannot."""
+        return self
+
     def check_model(self, text_config) -> None:
         """Raise a clear error if the policy cannot run on this text model (called before any
         work; e.g. a predictor trained for another head count)."""

@@ -47,6 +47,12 @@ class DyRate(Policy):
         if self.meta is not None:
             check_family(self.meta, family, f"{self.name}'s predictor")
 
+    def to(self, device: torch.device) -> "DyRate":
+        """A trained predictor (a module) moves to the model's device, in place."""
+        if isinstance(self.predictor, torch.nn.Module):
+            self.predictor.to(device)
+        return self
+
     def reset(self, batch_size: int) -> None:
         reset = getattr(self.predictor, "reset", None)
         if reset is not None:
