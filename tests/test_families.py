@@ -91,6 +91,26 @@ def test_pruning_equals_the_masked_reference(family, policy, prune_layer):
     assert_pruning_equals_masked_reference(engine, ids, vision, make, 6)
 
 
+@pytest.mark.parametrize("policy", ["dense", "schedule", "dyrate"])
+def test_static_step_equals_dynamic_step(family, policy):
+    """M-RoPE positions, AnyRes newline tokens and several images per prompt on the static
+    decode step: the dynamic step's tokens, kept sets and logits."""
+    engine, _ = family
+    table = torch.tensor([[0.2, 0.5, 0.5, 0.8, 0.9, 0.9], [0.6, 0.6, 0.7, 0.7, 0.95, 0.95],
+                          [0.0, 0.3, 0.3, 0.3, 0.9, 0.9]])
+    make = {"dense": lambda: None,
+            "schedule": lambda: Schedule([0.0, 0.5, 0.75], prune_layer=2),
+            "dyrate": lambda: DyRate(lambda stats: table[:, stats.step], prune_layer=2)}[policy]
+    ids, vision = _encode(engine, "ragged batch")
+    static = Engine(engine.model, decode_step="static")
+    runs = [e.generate_ids(ids, policy=make(), max_new_tokens=6, output_logits=True,
+                           **vision.tensors) for e in (engine, static)]
+    for expected, result in zip(*runs):
+        assert result.token_ids == expected.token_ids
+        assert result.stats.kept_visual == expected.stats.kept_visual
+        torch.testing.assert_close(result.logits, expected.logits, atol=1e-4, rtol=0)
+
+
 def _bad_vision(t: dict) -> list[tuple[dict, str]]:
     if "image_grid_thw" in t:
         grids = t["image_grid_thw"]
