@@ -56,19 +56,34 @@ class PruningState:
     def monitor(self, step, q, k_cache, lengths) -> MonitorOutput:
         """Scores and type masses of the newest token ``q [B, H, hd]`` at the monitor layer,
         whose keys are the first ``lengths`` slots of ``k_cache``, and the policy's counts."""
-        vis_scores, type_mass = ops.attention_scores(
+        found = self._scores(q, k_cache, lengths)
+        wanted, summary = self._ask_policy(step, found, torch.tensor(self.n_kept, device=q.device))
+        # One read for the host's needs: the counts (to size and skip work) and the statistics.
+        return MonitorOutput(found[0], wanted, self._read_summary(summary.tolist()))
+
+    def _scores(self, q, k_cache, lengths):
+        return ops.attention_scores(
             q, k_cache, lengths, self.vis_start, self.n_visual, self.prompt_len,
             max_vis=self.max_visual, vis_slots=self.vis_slots, validate=False)
-        stats = MonitorStats(step, vis_scores, type_mass, self.n_visual,
-                             torch.tensor(self.n_kept, device=q.device))
-        rates = self.policy.rates(stats)
-        wanted = torch.minimum(n_keep_for(rates, self.n_visual), stats.n_kept)
-        # One read for the host's needs: the counts (to size and skip work) and the statistics.
-        summary = torch.cat([wanted.double()[:, None], rates.double()[:, None],
-                             type_mass.double().mean(1)], dim=1).cpu()
-        self.last_rates = summary[:, 1].tolist()
-        self.last_type_mass = summary[:, 2:].tolist()
-        return MonitorOutput(vis_scores, wanted, [int(n) for n in summary[:, 0].tolist()])
+
+    def _ask_policy(self, step, found, n_kept):
+        """The policy's counts ``[B]`` (never above ``n_kept``) and the step's summary ``[B, 6]``
+        float64: kept count, rate, the 4 head-mean type masses."""
+        vis_scores, type_mass = found
+        rates = self.policy.rates(MonitorStats(step, vis_scores, type_mass, self.n_visual, n_kept))
+        wanted = torch.minimum(n_keep_for(rates, self.n_visual), n_kept)
+        return wanted, torch.cat([wanted.double()[:, None], rates.double()[:, None],
+                                  type_mass.double().mean(1)], dim=1)
+
+    def _read_summary(self, rows: list[list[float]]) -> list[int]:
+        """Keep a summary's statistics (as read on the host); returns its counts."""
+        self.last_rates = [row[1] for row in rows]
+        self.last_type_mass = [list(row[2:]) for row in rows]
+        return [int(row[0]) for row in rows]
+
+    def _dropped(self, cache: KVCache, counts: list[int]) -> None:
+        cache.dropped([old - new for old, new in zip(self.n_kept, counts)])
+        self.n_kept = counts
 
     def select(self, found: MonitorOutput) -> Selection | None:
         """The keep mask for the asked counts, or None when no count changes (nothing to launch)."""
@@ -81,8 +96,7 @@ class PruningState:
         """Drop the unkept tokens from the pruned layers' cache, in place."""
         ops.compact_kv_(cache.pruned_kv, cache.lengths[PRUNED], self.vis_start, self.present,
                         selection.keep, vis_slots=self.vis_slots, validate=False)
-        cache.dropped([old - new for old, new in zip(self.n_kept, selection.counts)])
-        self.n_kept = selection.counts
+        self._dropped(cache, selection.counts)
 
     def keep_at_prefill(self, selection: Selection) -> None:
         """Record a selection applied at prefill (the pruned layers never saw the dropped ones)."""
@@ -114,26 +128,14 @@ class PruningState:
         ``step``: a 0-d int64 device tensor; ``found``: ``(vis_scores, type_mass)`` when the
         monitor layer's attention already produced them. Returns the step's summary
         ``[B, 6]`` float64 (kept count, rate, the 4 head-mean type masses) for :meth:`absorb`."""
-        K = cache.prune_layer
         if found is None:
-            found = ops.attention_scores(
-                q, cache.kv[K - 1, 0], cache.lengths[0] + 1, self.vis_start, self.n_visual,
-                self.prompt_len, max_vis=self.max_visual, vis_slots=self.vis_slots,
-                validate=False)
-        vis_scores, type_mass = found
-        n_kept = self.present.sum(1)
-        rates = self.policy.rates(MonitorStats(step, vis_scores, type_mass, self.n_visual, n_kept))
-        wanted = torch.minimum(n_keep_for(rates, self.n_visual), n_kept)
-        keep = ops.select_keep(vis_scores, self.present, wanted, validate=False)
+            found = self._scores(q, cache.kv[cache.prune_layer - 1, 0], cache.lengths[0] + 1)
+        wanted, summary = self._ask_policy(step, found, self.present.sum(1))
+        keep = ops.select_keep(found[0], self.present, wanted, validate=False)
         ops.compact_kv_(cache.pruned_kv, cache.lengths[PRUNED], self.vis_start, self.present,
                         keep, vis_slots=self.vis_slots, validate=False)
-        return torch.cat([wanted.double()[:, None], rates.double()[:, None],
-                          type_mass.double().mean(1)], dim=1)
+        return summary
 
     def absorb(self, summary: list[list[float]], cache: KVCache) -> None:
         """The host's side of :meth:`device_step`, from its summary as read with the tokens."""
-        counts = [int(row[0]) for row in summary]
-        self.last_rates = [row[1] for row in summary]
-        self.last_type_mass = [list(row[2:]) for row in summary]
-        cache.dropped([old - new for old, new in zip(self.n_kept, counts)])
-        self.n_kept = counts
+        self._dropped(cache, self._read_summary(summary))
