@@ -35,8 +35,10 @@ namespace dyrate {
 namespace cuda {
 namespace {
 
+using scores::add_fixed;
 using scores::dot_key;
 using scores::head_prob;
+using scores::kFixedOne;
 using scores::kLanes;
 using scores::online_update;
 using scores::visual_rank;
@@ -67,16 +69,6 @@ struct Params {
   float inv_h;
   bool vec;  // 16-byte key loads are aligned
 };
-
-constexpr double kFixedOne = 1099511627776.0;  // 2^40: scores in [0, 1] to ~1e-12
-
-__device__ __forceinline__ void add_fixed(unsigned long long* out, int* nan_row, float x) {
-  if (isnan(x)) {
-    *nan_row = 1;  // every writer stores the same value
-    return;
-  }
-  atomicAdd(out, static_cast<unsigned long long>(__double2ll_rn(double(x) * kFixedOne)));
-}
 
 template <typename kT, int GC>
 __global__ void __launch_bounds__(kThreads) attention_scores_kernel(Params p) {
@@ -225,15 +217,6 @@ size_t state_bytes(int gc, int64_t D) {
   return sizeof(float) * (size_t(gc) * D + size_t(kGroups) * gc * 5 + 2 * size_t(gc));
 }
 
-bool aligned16(const at::Tensor& k) {
-  const int64_t es = k.element_size();
-  if (reinterpret_cast<uintptr_t>(k.data_ptr()) % 16 != 0 || (k.size(3) * es) % 16 != 0) return false;
-  for (int d = 0; d < 3; ++d) {
-    if (k.size(d) > 1 && (k.stride(d) * es) % 16 != 0) return false;
-  }
-  return true;
-}
-
 std::tuple<at::Tensor, at::Tensor> attention_scores_cuda(
     const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& lengths,
     const at::Tensor& vis_start, const at::Tensor& vis_len, const at::Tensor& prompt_len,
@@ -288,7 +271,7 @@ std::tuple<at::Tensor, at::Tensor> attention_scores_cuda(
   const double sc = scale.has_value() ? *scale : 1.0 / std::sqrt(static_cast<double>(D));
   p.q_scale = static_cast<float>(sc * kLog2e);
   p.inv_h = 1.f / static_cast<float>(H);
-  p.vec = aligned16(k_cache);
+  p.vec = rows_aligned16(k_cache);
 
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   dispatch_float(k_cache.scalar_type(), [&](auto tag) {

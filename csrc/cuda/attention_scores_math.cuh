@@ -1,7 +1,7 @@
 // The per-key math of attention_scores' one-pass kernel (attention_scores.cu says how the block
 // is laid out): one key's logits for a chunk of query heads, the online-softmax update of the
-// per-type sums, a visual token's probability once the normaliser is known, and a slot's visual
-// rank when the visual tokens sit in several spans.
+// per-type sums, a visual token's probability once the normaliser is known and its order-free
+// sum over blocks, and a slot's visual rank when the visual tokens sit in several spans.
 #pragma once
 #include <cmath>
 #include <cstring>
@@ -70,6 +70,19 @@ __device__ __forceinline__ void online_update(float& m, float (&acc)[4], float x
 // inv == 0 marks a head without probability mass (no keys, or a padding head of the chunk).
 __device__ __forceinline__ float head_prob(float logit, float m, float inv) {
   return inv == 0.f ? 0.f : exp2f(logit - m) * inv;  // NaN inv (a degenerate head) stays NaN
+}
+
+constexpr double kFixedOne = 1099511627776.0;  // 2^40: scores in [0, 1] to ~1e-12
+
+// Adds x to a visual token's score in fixed point: integer sums do not depend on the order in
+// which blocks add, so the result has the same bits on every run and exact ties stay tied. A NaN
+// marks the row instead (the host turns the row to NaN).
+__device__ __forceinline__ void add_fixed(unsigned long long* out, int* nan_row, float x) {
+  if (isnan(x)) {
+    *nan_row = 1;  // every writer stores the same value
+    return;
+  }
+  atomicAdd(out, static_cast<unsigned long long>(__double2ll_rn(double(x) * kFixedOne)));
 }
 
 // Rank of slot s in the ascending table slots[0, n), or -1 when s is not a visual slot.

@@ -123,5 +123,17 @@ __device__ __forceinline__ uint32_t order_key(float f) {
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
+// Host: 16-byte vector loads along the last dim are aligned for every row of t (the data
+// pointer, the row length and every other stride in bytes are multiples of 16).
+inline bool rows_aligned16(const at::Tensor& t) {
+  const int64_t es = t.element_size();
+  if (reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 != 0 || (t.size(-1) * es) % 16 != 0)
+    return false;
+  for (int64_t d = 0; d + 1 < t.dim(); ++d) {
+    if (t.size(d) > 1 && (t.stride(d) * es) % 16 != 0) return false;
+  }
+  return true;
+}
+
 }  // namespace cuda
 }  // namespace dyrate
