@@ -126,4 +126,33 @@ inline void check_decode_linear(const at::Tensor& x, const at::Tensor& weight,
   }
 }
 
+// decode_attention: q [B, H, D]; k_cache, v_cache [B, Hkv, Cap, D] of q's dtype and device (any
+// strides, head dim contiguous); lengths int64 [B]; window >= 1.
+inline void check_decode_attention(const at::Tensor& q, const at::Tensor& k_cache,
+                                   const at::Tensor& v_cache, const at::Tensor& lengths,
+                                   std::optional<int64_t> window) {
+  TORCH_CHECK(q.dim() == 3, "dyrate.decode_attention: q must be [B, H, D], got ", q.sizes());
+  check_float_dtype(q, "q");
+  const int64_t B = q.size(0), H = q.size(1), D = q.size(2);
+  for (const at::Tensor* t : {&k_cache, &v_cache}) {
+    TORCH_CHECK(t->dim() == 4 && t->size(0) == B && t->size(3) == D &&
+                    t->sizes() == k_cache.sizes(),
+                "dyrate.decode_attention: k_cache and v_cache must be [", B, ", Hkv, Cap, ", D,
+                "] alike, got ", k_cache.sizes(), " and ", v_cache.sizes());
+    TORCH_CHECK(t->scalar_type() == q.scalar_type() && t->device() == q.device(),
+                "dyrate.decode_attention: the caches must have q's dtype and device (",
+                q.scalar_type(), ", ", q.device(), "), got ", t->scalar_type(), " on ",
+                t->device());
+    TORCH_CHECK(t->stride(3) == 1,
+                "dyrate.decode_attention: the caches need a contiguous head dim");
+  }
+  TORCH_CHECK(D > 0 && q.stride(2) == 1, "dyrate.decode_attention: q needs a contiguous head dim");
+  TORCH_CHECK(k_cache.size(1) > 0 && H % k_cache.size(1) == 0,
+              "dyrate.decode_attention: query heads (", H, ") must be a multiple of key heads (",
+              k_cache.size(1), ")");
+  TORCH_CHECK(!window.has_value() || *window >= 1,
+              "dyrate.decode_attention: window must be >= 1, got ", window.value_or(0));
+  check_index_vector(lengths, "lengths", B, q);
+}
+
 }  // namespace dyrate

@@ -22,7 +22,8 @@ TORCH_LIBRARY(dyrate, m) {
   m.def("decode_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
   // One query per sequence against its own lengths[b] keys of a fixed-capacity cache (GQA,
   // optional sliding window); the monitor variant adds attention_scores' outputs from the same
-  // pass. Kernels: Triton on CUDA and the PyTorch reference on the CPU (dyrate_engine/ops).
+  // pass. Kernels: Triton on CUDA (dyrate_engine/ops/triton); on the CPU, decode_attention in C++
+  // (cpu/decode_attention.cpp) and the monitor variant's PyTorch reference.
   m.def(
       "decode_attention(Tensor q, Tensor k_cache, Tensor v_cache, Tensor lengths, float? scale, "
       "int? window) -> Tensor");

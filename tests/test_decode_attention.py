@@ -1,17 +1,15 @@
-"""``decode_attention`` and its monitor variant: the Triton kernels (interpreted on the CPU,
-compiled on CUDA) and the dispatched op against the readable references, on ragged
-fixed-capacity caches."""
+"""``decode_attention`` and its monitor variant: the dispatched op (the C++ kernel on the CPU,
+Triton on CUDA) and the Triton kernels themselves (interpreted on the CPU) against the readable
+references, on ragged fixed-capacity caches."""
 import pytest
 import torch
 
 from dyrate_engine import ops
-from conftest import FLOAT_DTYPES, poison_allocator, random_spans, random_visual_slots
-
-triton = pytest.importorskip("triton")
-from dyrate_engine.ops.decode_attention import (  # noqa: E402
+from dyrate_engine.ops.decode_attention import (
     triton_decode_attention,
     triton_decode_attention_monitor,
 )
+from conftest import FLOAT_DTYPES, poison_allocator, random_spans, random_visual_slots
 
 TOL = {torch.float32: 2e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}
 
@@ -23,9 +21,20 @@ def make_cache(gen, B, hkv, group, cap, d, dtype, device, layers=1):
 
 
 def attention_impls(device):
-    """The op through the dispatcher, and the Triton kernel itself (on the CPU: interpreted)."""
-    return [ops.decode_attention,
-            lambda *a, window=None: triton_decode_attention(*a, window=window)]
+    """The op through the dispatcher, and the Triton kernel itself (on the CPU: interpreted)
+    where triton is installed."""
+    impls = [ops.decode_attention]
+    if ops.TRITON_AVAILABLE:
+        impls.append(lambda *a, window=None: triton_decode_attention(*a, window=window))
+    return impls
+
+
+def reads_only_lengths(device):
+    """The implementations that never read past a sequence's length: the Triton kernel and the
+    C++ CPU kernel (the reference's SDPA reads every slot and masks)."""
+    impls = attention_impls(device)
+    backend = ops.backends()["decode_attention"][torch.device(device).type]
+    return impls if backend != "reference" else impls[1:]
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
@@ -49,14 +58,15 @@ def test_random_ragged_lengths(device, dtype, group):
 
 
 def test_reads_only_each_sequence_length(device):
-    """Stale slots past a sequence's length change nothing (huge values); the Triton kernel
-    never reads them at all (NaN there changes nothing either)."""
+    """Stale slots past a sequence's length change nothing (huge values); the Triton and C++
+    kernels never read them at all (NaN there changes nothing either)."""
     gen = torch.Generator().manual_seed(3)
     q, kv = make_cache(gen, 3, 2, 4, 30, 16, torch.float32, device)
     lengths = torch.tensor([30, 12, 1], device=device)
     ref = ops.decode_attention_reference(q, kv[0, 0], kv[0, 1], lengths)
-    impls = attention_impls(device)
-    for stale, impls in ((1e30, impls), (float("nan"), impls[1:])):
+    for stale, impls in ((1e30, attention_impls(device)), (float("nan"),
+                                                            reads_only_lengths(device))):
+        assert impls
         for b, n in enumerate(lengths.tolist()):
             kv[0, :, b, :, n:] = stale
         for impl in impls:
@@ -89,8 +99,10 @@ def check_monitor(q, k, v, lengths, vs, vl, pl, max_vis, vis_slots=None):
     ref_scores, ref_mass = ops.attention_scores_reference(q, k, lengths, vs, vl, pl, None, max_vis,
                                                           vis_slots)
     ref_out = ops.decode_attention_reference(q, k, v, lengths)
-    for impl in (ops.decode_attention_monitor,
-                 lambda *a, max_vis: triton_decode_attention_monitor(*a, None, max_vis)):
+    impls = [ops.decode_attention_monitor]
+    if ops.TRITON_AVAILABLE:
+        impls.append(lambda *a, max_vis: triton_decode_attention_monitor(*a, None, max_vis))
+    for impl in impls:
         poison_allocator(q.device)
         out, scores, mass = impl(q, k, v, lengths, rank, vs, pl, max_vis=max_vis)
         tol = TOL[q.dtype]
@@ -126,6 +138,8 @@ def test_bad_arguments_are_clear_errors():
         ops.decode_attention(q, kv[0, 0], kv[0, 1], lengths.int())
     with pytest.raises(ValueError, match="v_cache must have q's dtype"):
         ops.decode_attention(q, kv[0, 0], kv[0, 1].half(), lengths)
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        ops.decode_attention(q, kv[0, 0], kv[0, 1], lengths, window=0)
     with pytest.raises(ValueError, match="visual_rank must be int64"):
         ops.decode_attention_monitor(q, kv[0, 0], kv[0, 1], lengths, torch.zeros(2, 7).long(),
                                      lengths, lengths, max_vis=2)
@@ -141,3 +155,16 @@ def test_opcheck(device):
     rank = ops.visual_rank_table(vs, vl, None, 12, 6)
     torch.library.opcheck(torch.ops.dyrate.decode_attention_monitor.default,
                           (q, kv[0, 0], kv[0, 1], lengths, rank, vs, pl, None, 6))
+
+
+def test_cpu_kernel_refuses_a_length_past_the_capacity():
+    """The C++ kernel reads the lengths (no sync on the CPU) and bounds them before any read."""
+    if ops.backends()["decode_attention"]["cpu"] != "extension":
+        pytest.skip("the C++ extension is not built")
+    q, kv = make_cache(torch.Generator().manual_seed(0), 2, 2, 2, 8, 16, torch.float32, "cpu")
+    for bad in (9, -1):
+        with pytest.raises(RuntimeError, match=f"sequence 1 has length {bad}, outside"):
+            torch.ops.dyrate.decode_attention(q, kv[0, 0], kv[0, 1], torch.tensor([3, bad]),
+                                              None, None)
+    with pytest.raises(RuntimeError, match="window must be >= 1"):
+        torch.ops.dyrate.decode_attention(q, kv[0, 0], kv[0, 1], torch.tensor([3, 4]), None, 0)

@@ -14,14 +14,10 @@
 #include <vector>
 
 #include "../op_checks.h"
-#include "simd.h"
+#include "attention_math.h"
 
 namespace dyrate::cpu {
 namespace {
-
-// Keys to prefetch ahead of the dot products. Measured on the 2-core dev machine (LLaVA-7B shape,
-// fp32, batch 8): 5.7 ms without, 3.9 ms at 8 keys, no better at 16 or 32.
-constexpr int64_t kPrefetchKeys = 8;
 
 enum TokenType { kSystem = 0, kImage = 1, kInstruction = 2, kResponse = 3 };
 
@@ -37,96 +33,6 @@ struct Layout {
   std::vector<Run> runs;
   int64_t len = 0;
 };
-
-// Logits of key slots [first, len) for the G query heads; out is [G, len].
-template <typename K>
-void logits_scalar(const K* k, int64_t stride_slot, int64_t first, int64_t len, const float* q,
-                   int64_t G, int64_t D, float* out) {
-  for (int64_t s = first; s < len; ++s) {
-    const K* key = k + s * stride_slot;
-    for (int64_t g = 0; g < G; ++g) {
-      float acc = 0.f;
-      for (int64_t d = 0; d < D; ++d) acc += to_float(key[d]) * q[g * D + d];
-      out[g * len + s] = acc;
-    }
-  }
-}
-
-float exp_sum_scalar(float* x, int64_t n, float shift) {
-  float sum = 0.f;
-  for (int64_t i = 0; i < n; ++i) sum += (x[i] = std::exp(x[i] - shift));
-  return sum;
-}
-
-float max_scalar(const float* x, int64_t n) {
-  float m = -std::numeric_limits<float>::infinity();
-  for (int64_t i = 0; i < n; ++i) m = std::max(m, x[i]);
-  return m;
-}
-
-#if DYRATE_HAVE_AVX2_PATH
-// Four keys at a time so the four FMA chains hide each other's latency.
-template <typename K>
-DYRATE_AVX2 void logits_avx2(const K* k, int64_t stride_slot, int64_t len, const float* q,
-                             int64_t G, int64_t D, float* out) {
-  const int64_t d_vec = D & ~int64_t(7);
-  int64_t s = 0;
-  for (; s + 4 <= len; s += 4) {
-    const K* k0 = k + s * stride_slot;
-    const K* k1 = k0 + stride_slot;
-    const K* k2 = k1 + stride_slot;
-    const K* k3 = k2 + stride_slot;
-    if (s + kPrefetchKeys + 4 <= len) {
-      // The next keys are a separate stream per task; asking early keeps more misses in flight.
-      const char* ahead = reinterpret_cast<const char*>(k0 + kPrefetchKeys * stride_slot);
-      const int64_t bytes = D * static_cast<int64_t>(sizeof(K));
-      for (int key = 0; key < 4; ++key)
-        for (int64_t off = 0; off < bytes; off += 64)
-          _mm_prefetch(ahead + key * stride_slot * sizeof(K) + off, _MM_HINT_T0);
-    }
-    for (int64_t g = 0; g < G; ++g) {
-      const float* qg = q + g * D;
-      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-      for (int64_t d = 0; d < d_vec; d += 8) {
-        const __m256 qv = _mm256_loadu_ps(qg + d);
-        a0 = _mm256_fmadd_ps(load8(k0 + d), qv, a0);
-        a1 = _mm256_fmadd_ps(load8(k1 + d), qv, a1);
-        a2 = _mm256_fmadd_ps(load8(k2 + d), qv, a2);
-        a3 = _mm256_fmadd_ps(load8(k3 + d), qv, a3);
-      }
-      float r0 = hsum8(a0), r1 = hsum8(a1), r2 = hsum8(a2), r3 = hsum8(a3);
-      for (int64_t d = d_vec; d < D; ++d) {
-        r0 += to_float(k0[d]) * qg[d];
-        r1 += to_float(k1[d]) * qg[d];
-        r2 += to_float(k2[d]) * qg[d];
-        r3 += to_float(k3[d]) * qg[d];
-      }
-      float* o = out + g * len + s;
-      o[0] = r0, o[1] = r1, o[2] = r2, o[3] = r3;
-    }
-  }
-  logits_scalar(k, stride_slot, s, len, q, G, D, out);
-}
-
-DYRATE_AVX2 float exp_sum_avx2(float* x, int64_t n, float shift) {
-  const __m256 sh = _mm256_set1_ps(shift);
-  __m256 acc = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh));
-    _mm256_storeu_ps(x + i, e);
-    acc = _mm256_add_ps(acc, e);
-  }
-  return hsum8(acc) + exp_sum_scalar(x + i, n - i, shift);
-}
-
-DYRATE_AVX2 float max_avx2(const float* x, int64_t n) {
-  __m256 m = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
-  return std::max(hmax8(m), max_scalar(x + i, n - i));
-}
-#endif
 
 template <typename K>
 void attention_scores_kernel(const at::Tensor& q_scaled, const at::Tensor& k_cache,

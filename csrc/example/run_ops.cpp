@@ -73,5 +73,18 @@ int main() {
                                  const std::optional<at::Tensor>&)>()
                .call(x, weight, bias);
   expect(torch::allclose(y, torch::linear(x, weight, bias), 1e-5, 1e-5), "decode_linear");
+
+  // One query against 3 of a 4-slot cache whose values are the slot numbers; identical keys give
+  // uniform attention, so the output is their mean, (0 + 1 + 2) / 3 = 1, whatever slot 3 holds.
+  auto keys = torch::ones({1, 1, 4, 8});
+  auto values =
+      torch::arange(4, torch::kFloat).view({1, 1, 4, 1}).expand({1, 1, 4, 8}).contiguous();
+  auto attended = op("dyrate::decode_attention")
+                      .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                        const at::Tensor&, std::optional<double>,
+                                        std::optional<int64_t>)>()
+                      .call(torch::randn({1, 2, 8}), keys, values, torch::tensor({3}, i64),
+                            std::nullopt, std::nullopt);
+  expect(torch::allclose(attended, torch::ones({1, 2, 8})), "decode_attention");
   return failures == 0 ? 0 : 1;
 }

@@ -187,9 +187,12 @@ def check_decode_linear(x, weight, bias):
         _fail(op, f"bias must be [{weight.shape[0]}], got {tuple(bias.shape)}")
 
 
-def check_decode_attention(op, q, k_cache, v_cache, lengths, visual_rank=None, vectors=()):
+def check_decode_attention(op, q, k_cache, v_cache, lengths, visual_rank=None, vectors=(),
+                           window=None):
     """Metadata checks of ``decode_attention`` and its monitor variant (no data is read: the
     decode step must not sync)."""
+    if window is not None and window < 1:
+        _fail(op, f"window must be >= 1 (keys per query), got {window}")
     if q.dim() != 3:
         _fail(op, f"q must be [B, H, D], got {tuple(q.shape)}")
     B, H, D = q.shape

@@ -4,7 +4,7 @@ outputs from the same pass.
 
 The decode step of a GPU keeps every tensor at the cache's capacity (static shapes for CUDA graphs
 and torch.compile) while each sequence, after pruning, holds fewer keys: these ops read only a
-sequence's own length (the Triton kernel stops there; the CPU implementation masks the rest for
+sequence's own length (the Triton and C++ kernels stop there; the reference masks the rest for
 SDPA). RoPE is applied before caching, as everywhere in the engine, because compaction decouples
 slots from positions.
 """
@@ -15,6 +15,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import register_flop_formula
 
 from ._library import ensure_registered
 from ._validate import check_decode_attention
@@ -33,7 +34,8 @@ def _visible(lengths, capacity, window):
 
 
 def decode_attention_reference(q, k_cache, v_cache, lengths, scale=None, window=None):
-    """Readable PyTorch composition (SDPA with a length mask); also the CPU implementation."""
+    """Readable PyTorch composition (SDPA with a length mask); the CPU implementation where the
+    C++ extension is not built."""
     visible = _visible(lengths, k_cache.shape[2], window)
     out = F.scaled_dot_product_attention(q[:, :, None], k_cache, v_cache,
                                          attn_mask=visible[:, None, None, :], scale=scale,
@@ -66,7 +68,8 @@ def decode_attention_monitor_reference(q, k_cache, v_cache, lengths, visual_rank
 
 def triton_decode_attention(q, k_cache, v_cache, lengths, scale=None, window=None):
     """The Triton kernel itself, bypassing the dispatcher (which serves CPU tensors with the
-    reference): on CUDA, or on CPU tensors under ``TRITON_INTERPRET=1``. No argument checks."""
+    C++ kernel or the reference): on CUDA, or on CPU tensors under ``TRITON_INTERPRET=1``. No
+    argument checks."""
     from .triton.decode_attention import launch
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
     launch(q, k_cache, v_cache, lengths, out, _scale(q, scale), window)
@@ -113,13 +116,24 @@ ensure_registered("decode_attention_monitor", decode_attention_monitor_reference
                   cuda=triton_decode_attention_monitor if TRITON_AVAILABLE else None)
 
 
+@register_flop_formula(
+    [torch.ops.dyrate.decode_attention, torch.ops.dyrate.decode_attention_monitor], get_raw=True)
+def _flops(q, k_cache, v_cache, lengths, *args, out_val=None, **kwargs) -> int:
+    """The keys each query reads, as SDPA's formula counts them (q.k and p.v, 2 FLOPs per
+    multiply-add), so FlopCounterMode sees the decode step's attention. It reads ``lengths``:
+    a host sync, under the counter only."""
+    window = args[1] if len(args) > 1 and isinstance(args[1], int) else None
+    keys = lengths.clamp(max=window) if window is not None else lengths
+    return 4 * q.shape[1] * q.shape[2] * int(keys.sum())
+
+
 def decode_attention(q, k_cache, v_cache, lengths, scale=None, *, window=None):
     """Attention of ``q [B, H, D]`` over slots ``[max(0, lengths[b] - window), lengths[b])`` of
     ``k_cache`` / ``v_cache [B, Hkv, Cap, D]`` (GQA: query head ``h`` reads key head
     ``h // (H // Hkv)``), fp32 / bf16 / fp16, head dim contiguous; ``lengths`` int64 ``[B]``
     on the data's device, ``<= Cap``, read on the device only (no host sync). ``scale``
     defaults to ``1 / sqrt(D)``. Returns ``[B, H, D]`` in q's dtype, 0 for ``lengths[b] == 0``."""
-    check_decode_attention("decode_attention", q, k_cache, v_cache, lengths)
+    check_decode_attention("decode_attention", q, k_cache, v_cache, lengths, window=window)
     return torch.ops.dyrate.decode_attention(q, k_cache, v_cache, lengths, scale, window)
 
 
