@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dyrate_engine import DyRate, Engine, FastV, Schedule
+from dyrate_engine import DyRate, Engine, FastV, Schedule, ops
 from dyrate_engine.models import flops
 from masked_reference import masked_generate
 from tiny_models import build_tiny_llava, multi_image_prompts, random_prompts
@@ -61,14 +61,19 @@ def test_pruned_cache_is_really_shorter_and_attention_reads_only_it(engine, monk
     ids, pixels = random_prompts(1, seed=3)
     n = len(ids[0])
     key_lengths = []
-    sdpa = F.scaled_dot_product_attention
+    sdpa, decode_attention = F.scaled_dot_product_attention, ops.decode_attention
 
     def recording_sdpa(q, k, v, **kw):
         if kw.get("enable_gqa"):  # the decoder's calls, not the vision tower's
             key_lengths.append(k.shape[2])
         return sdpa(q, k, v, **kw)
 
+    def recording_decode_attention(q, k, v, lengths, *args, **kw):  # the C++ kernel's path
+        key_lengths.append(int(lengths[0]))
+        return decode_attention(q, k, v, lengths, *args, **kw)
+
     monkeypatch.setattr(F, "scaled_dot_product_attention", recording_sdpa)
+    monkeypatch.setattr(ops, "decode_attention", recording_decode_attention)
     result = engine.generate_ids(ids, pixels, policy=Schedule([0.75], prune_layer=2),
                                  max_new_tokens=4)[0]
     assert result.stats.kept_visual == [4] * 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .. import ops
 from ..models.llama import LlamaDecoder
 from .cache import KVCache
 
@@ -55,6 +56,8 @@ def decode_layers(dec: LlamaDecoder, cache: KVCache, h: torch.Tensor, layers: ra
     B = h.shape[0]
     batch = torch.arange(B, device=h.device)
     cos, sin = rope if rope is not None else dec.rope(cache.positions[:, None])
+    if _reads_own_lengths(h.device):
+        return _decode_layers_own_lengths(dec, cache, h, layers, (cos, sin), batch)
     max_len = cache.max_lengths()
     masks = {}  # one mask per (group, window): the same for every layer that shares them
     q = None
@@ -73,6 +76,25 @@ def decode_layers(dec: LlamaDecoder, cache: KVCache, h: torch.Tensor, layers: ra
             q, cache.kv[i, 0, :, :, :n], cache.kv[i, 1, :, :, :n], attn_mask=masks[key],
             enable_gqa=True)
         h = dec.finish_layer(layer, h, attn)
+    return h, q
+
+
+def _reads_own_lengths(device: torch.device) -> bool:
+    """Whether ``decode_attention`` has a kernel that reads only each sequence's keys here (the
+    C++ one on the CPU): then it beats SDPA, whose mask makes every row read to the longest."""
+    return device.type == "cpu" and ops.backends()["decode_attention"]["cpu"] == "extension"
+
+
+def _decode_layers_own_lengths(dec, cache, h, layers, rope, batch):
+    """:func:`decode_layers` through ``decode_attention``: each row attends over its own length
+    (its new token included) and no mask is built."""
+    q = None
+    for i in layers:
+        layer = dec.layers[i]
+        q, slot = _cache_new_token(dec, cache, i, h, rope, batch)
+        attn = ops.decode_attention(q[:, :, 0], cache.kv[i, 0], cache.kv[i, 1], slot + 1,
+                                    window=layer.sliding_window)
+        h = dec.finish_layer(layer, h, attn[:, :, None])
     return h, q
 
 
