@@ -22,20 +22,22 @@ class Engine:
     """Runs a VLM with dynamic visual-token pruning. Build with :meth:`from_pretrained`, or from
     a loaded adapter (``Engine(LlavaModel(hf_model, processor))``).
 
-    ``decode_step``, ``attention``, ``compile`` and ``cuda_graphs`` choose how the decode step
-    runs (:class:`DecodeOptions`): by default the static, CUDA-graphed step on CUDA and the
-    dynamic one on the CPU; ``compile=True`` runs the static step through ``torch.compile``.
-    Both steps give the same tokens."""
+    ``decode_step``, ``attention``, ``compile``, ``cuda_graphs`` and ``prepack`` choose how the
+    decode step runs (:class:`DecodeOptions`): by default the static, CUDA-graphed step on CUDA
+    and the dynamic one on the CPU, with fp32 weights packed for MKL at the batch's row count;
+    ``compile=True`` runs the static step through ``torch.compile``. Both steps give the same
+    tokens."""
 
     def __init__(self, model: VisionLanguageModel, *, decode_step: str = "auto",
-                 attention: str = "auto", compile: bool = False, cuda_graphs: bool = True):
+                 attention: str = "auto", compile: bool = False, cuda_graphs: bool = True,
+                 prepack: bool | str = "auto"):
         if not isinstance(model, VisionLanguageModel):
             raise TypeError(f"Engine() takes a model adapter (dyrate_engine.models), got "
                             f"{type(model).__name__}; wrap a transformers LLaVA model with "
                             f"dyrate_engine.models.LlavaModel(hf_model) or use "
                             f"Engine.from_pretrained(path)")
         self.model = model
-        self.options = DecodeOptions(decode_step, attention, compile, cuda_graphs)
+        self.options = DecodeOptions(decode_step, attention, compile, cuda_graphs, prepack)
 
     @classmethod
     def from_pretrained(cls, path, device="cpu", dtype=None, *, max_seq_len=None,

@@ -42,6 +42,10 @@ class Generation:
             if prune_layer < dec.n_layers else None
         self.stats = StatsRecorder(dec, self.cache, sequences, self.pruning)
         self.options = options or DecodeOptions()
+        if self.options.packs(model.device, dec.dtype):  # kept for the next call of this size
+            dec.packed.pack(dec.linear_weights(), rows=len(sequences))
+        else:
+            dec.packed.release()
         self.static = None
         if self.options.static(model.device):
             self.static = StaticDecodeStep(model, self.cache, self.pruning,

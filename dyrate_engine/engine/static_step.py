@@ -2,8 +2,9 @@
 and kept counts on the device, no host read inside (docs/DESIGN.md, the two decode steps).
 
 Every layer attends over the cache's capacity through ``ops.decode_attention``, which reads only
-each sequence's own length (the Triton kernel on CUDA); the monitor, the policy, ``select_keep``
-and ``compact_kv_`` run on every monitored step, so a pruning event is data, not control flow.
+each sequence's own length (the Triton kernel on CUDA, the C++ one on the CPU); the monitor, the
+policy, ``select_keep`` and ``compact_kv_`` run on every monitored step, so a pruning event is
+data, not control flow.
 That makes the step capturable as one CUDA graph and traceable by ``torch.compile(fullgraph=True)``
 (the ops are custom ops with fake kernels). The loop reads back the sampled tokens and the step's
 pruning summary together, once per step.
@@ -17,11 +18,12 @@ import torch
 from .. import ops
 from ..ops.decode_attention import triton_decode_attention, triton_decode_attention_monitor as \
     triton_monitor
+from ..ops.packed_linear import MKL_PACKING
 from .cache import KVCache
 from .pruning import PruningState
 from .runner import static_decode_layers
 
-ATTENTION = ("auto", "sdpa", "triton")
+ATTENTION = ("auto", "op", "triton")
 STEPS = ("auto", "dynamic", "static")
 
 
@@ -34,13 +36,17 @@ class DecodeOptions:
     and whenever ``compile`` is set, dynamic otherwise. ``attention``: see
     :func:`attention_backend`. ``compile``: run the static step through
     ``torch.compile(fullgraph=True)``, True for inductor or the name of another backend.
-    ``cuda_graphs``: capture the static step on CUDA and replay it.
+    ``cuda_graphs``: capture the static step on CUDA and replay it. ``prepack``: on the CPU,
+    multiply fp32 weights through copies packed for MKL at the batch's row count
+    (``ops.packed_linear``: faster decode linears for one more copy of the weights); ``"auto"``
+    packs where MKL can and the step is not compiled.
     """
 
     step: str = "auto"
     attention: str = "auto"
     compile: bool | str = False
     cuda_graphs: bool = True
+    prepack: bool | str = "auto"
 
     def __post_init__(self):
         if self.step not in STEPS:
@@ -49,6 +55,19 @@ class DecodeOptions:
             raise ValueError("compile=True needs the static decode step (decode_step='static' "
                              "or 'auto'): the dynamic step's shapes change every step")
         attention_backend(self.attention, torch.device("cpu"))
+        if self.prepack not in (True, False, "auto"):
+            raise ValueError(f"prepack must be True, False or 'auto', got {self.prepack!r}")
+        if self.prepack is True and not MKL_PACKING:
+            raise ValueError("prepack=True needs a torch build with MKL (x86 CPU builds)")
+        if self.prepack is True and self.compile:
+            raise ValueError("prepack=True does not combine with compile: torch.compile does "
+                             "not trace MKL's packed weights")
+
+    def packs(self, device: torch.device, dtype: torch.dtype) -> bool:
+        """Whether a generate call on ``device`` / ``dtype`` packs its weights."""
+        if device.type != "cpu" or dtype != torch.float32 or not MKL_PACKING:
+            return False
+        return self.prepack is True or (self.prepack == "auto" and not self.compile)
 
     def static(self, device: torch.device) -> bool:
         if self.step == "auto":
@@ -57,12 +76,13 @@ class DecodeOptions:
 
 
 def attention_backend(name: str, device: torch.device) -> str:
-    """``"auto"``: the Triton kernels on CUDA when Triton is installed, else the op's reference
-    (SDPA with a length mask); ``"triton"`` also on CPU tensors under ``TRITON_INTERPRET=1``."""
+    """``"auto"``: the Triton kernels on CUDA when Triton is installed, else ``"op"``, the ops
+    through the dispatcher (on the CPU the C++ kernel, or without the extension the reference,
+    SDPA with a length mask); ``"triton"`` also on CPU tensors under ``TRITON_INTERPRET=1``."""
     if name not in ATTENTION:
         raise ValueError(f"attention must be one of {', '.join(ATTENTION)}, got {name!r}")
     if name == "auto":
-        return "triton" if device.type == "cuda" and ops.TRITON_AVAILABLE else "sdpa"
+        return "triton" if device.type == "cuda" and ops.TRITON_AVAILABLE else "op"
     if name == "triton" and not ops.TRITON_AVAILABLE:
         raise ValueError("attention='triton' needs the triton package (pip install triton)")
     return name

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import ops as _ops  # registers torch.ops.dyrate.decode_linear
+from ..ops.packed_linear import PackedWeights
 from .rope import apply_rope, mrope_layout, rope_cos_sin, rope_parameters
 
 # The Qwen2-VL / Qwen2.5-VL text models are Qwen2 layers with M-RoPE (rope.py); Qwen3-VL's are
@@ -78,12 +79,22 @@ class LlamaDecoder:
         self.embed_tokens = language_model.embed_tokens.weight.detach()
         self.norm = language_model.norm.weight.detach()
         self.lm_head = lm_head.detach()
+        self.packed = PackedWeights()  # filled by the engine for a decode's row count
         windows = _sliding_windows(text_config)
         self.layers = [_layer_weights(layer, windows[i])
                        for i, layer in enumerate(language_model.layers)]
         self.dtype = self.embed_tokens.dtype
         self.device = self.embed_tokens.device
         self.inv_freq = self.inv_freq.to(self.device)
+
+    def linear(self, x, weight, bias=None):
+        """:func:`linear`, through the weight's MKL-packed copy where it has one for x's rows."""
+        return self.packed.linear(x, weight, bias, linear)
+
+    def linear_weights(self) -> list[torch.Tensor]:
+        """Every matrix :meth:`linear` multiplies: each layer's four and the LM head."""
+        return [w for layer in self.layers for w in (layer.qkv, layer.o, layer.gate_up,
+                                                     layer.down)] + [self.lm_head]
 
     def rms_norm(self, x, weight):
         x32 = x.float()
@@ -103,7 +114,7 @@ class LlamaDecoder:
         """Normed projections with RoPE: q ``[B, H, T, hd]``, k and v ``[B, Hkv, T, hd]``."""
         x = self.rms_norm(h, layer.input_norm)
         B, T, _ = x.shape
-        q, k, v = linear(x, layer.qkv, layer.qkv_bias).split(
+        q, k, v = self.linear(x, layer.qkv, layer.qkv_bias).split(
             [layer.q.shape[0], layer.k.shape[0], layer.v.shape[0]], dim=-1)
         q = q.reshape(B, T, self.n_heads, self.head_dim)
         k = k.reshape(B, T, self.n_kv_heads, self.head_dim)
@@ -116,13 +127,14 @@ class LlamaDecoder:
     def finish_layer(self, layer: LayerWeights, h, attn):
         """Output projection and MLP around attention output ``attn [B, H, T, hd]``."""
         B, _, T, _ = attn.shape
-        h = h + linear(attn.transpose(1, 2).reshape(B, T, -1), layer.o, layer.o_bias)
+        h = h + self.linear(attn.transpose(1, 2).reshape(B, T, -1), layer.o, layer.o_bias)
         x = self.rms_norm(h, layer.post_norm)
-        gate, up = linear(x, layer.gate_up, layer.gate_up_bias).split(layer.up.shape[0], dim=-1)
-        return h + linear(F.silu(gate) * up, layer.down, layer.down_bias)
+        gate, up = self.linear(x, layer.gate_up, layer.gate_up_bias).split(layer.up.shape[0],
+                                                                             dim=-1)
+        return h + self.linear(F.silu(gate) * up, layer.down, layer.down_bias)
 
     def logits(self, h):
-        return linear(self.rms_norm(h, self.norm), self.lm_head).float()
+        return self.linear(self.rms_norm(h, self.norm), self.lm_head).float()
 
 
 def _sliding_windows(cfg) -> list[int | None]:

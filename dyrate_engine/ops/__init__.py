@@ -3,9 +3,10 @@
 
 Each pruning op has a C++ CPU kernel, a CUDA kernel (``decode_linear`` is cuBLAS there), a readable
 PyTorch reference (``*_reference``, also the fallback when the extension is not built) and a fake
-kernel for torch.compile. ``decode_attention`` (and its monitor variant) has a Triton kernel on
-CUDA and its reference on the CPU. The functions here validate their arguments and document the
-contracts.
+kernel for torch.compile. ``decode_attention`` has a Triton kernel on CUDA and a C++ one on the
+CPU; its monitor variant, Triton on CUDA and its reference on the CPU. The functions here
+validate their arguments and document the contracts. ``packed_linear`` keeps MKL-packed copies of
+fp32 weights for a decode step's row count.
 """
 from ._library import EXTENSION_LOADED, backends
 from .attention_scores import (

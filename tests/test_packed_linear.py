@@ -1,0 +1,103 @@
+"""``ops.packed_linear``: MKL-packed fp32 weights equal ``F.linear`` where they are used, are used
+only where their row count matches, and the engine's tokens do not depend on them."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dyrate_engine import Engine, Schedule
+from dyrate_engine.engine.static_step import DecodeOptions
+from dyrate_engine.ops.packed_linear import MKL_PACKING, PackedWeights
+from tiny_models import build_tiny_llava, random_prompts
+
+pytestmark = pytest.mark.skipif(not MKL_PACKING, reason="this torch build has no MKL")
+
+
+def recording_fallback(calls):
+    def fallback(x, weight, bias):
+        calls.append(x.shape)
+        return F.linear(x, weight, bias)
+    return fallback
+
+
+@pytest.mark.parametrize("rows", [1, 3, 16])
+def test_packed_equals_linear_at_its_row_count(rows):
+    gen = torch.Generator().manual_seed(rows)
+    weights = [torch.randn(n, k, generator=gen) for n, k in ((40, 24), (7, 24), (24, 33))]
+    bias = torch.randn(40, generator=gen)
+    packed = PackedWeights()
+    packed.pack(weights, rows)
+    assert packed.rows == rows and packed.nbytes >= sum(w.numel() * 4 for w in weights)
+    calls = []
+    for w in weights:
+        for shape in ((rows, w.shape[1]), (1, rows, w.shape[1]), (rows, 1, w.shape[1])):
+            x = torch.randn(*shape, generator=gen)
+            b = bias if w.shape[0] == 40 else None
+            out = packed.linear(x, w, b, recording_fallback(calls))
+            assert out.shape == (*shape[:-1], w.shape[0])
+            torch.testing.assert_close(out, F.linear(x, w, b), atol=1e-5, rtol=1e-5)
+    assert calls == []  # every call went through the packed copies
+
+
+def test_other_rows_weights_dtypes_and_gradients_fall_back():
+    gen = torch.Generator().manual_seed(0)
+    w, other = torch.randn(8, 16, generator=gen), torch.randn(8, 16, generator=gen)
+    packed = PackedWeights()
+    packed.pack([w], 4)
+    calls = []
+    fallback = recording_fallback(calls)
+    packed.linear(torch.randn(5, 16), w, None, fallback)  # another row count
+    packed.linear(torch.randn(4, 16), other, None, fallback)  # a weight that was not packed
+    packed.linear(torch.randn(4, 16), w.clone(), None, fallback)  # equal values, not the same
+    x = torch.randn(4, 16, requires_grad=True)
+    out = packed.linear(x, w, None, fallback)  # autograd needs the unpacked path
+    out.sum().backward()
+    assert x.grad is not None and len(calls) == 4
+    with torch.no_grad():
+        packed.linear(x, w, None, fallback)
+    assert len(calls) == 4
+
+
+def test_pack_replaces_releases_and_refuses_other_dtypes():
+    w = torch.randn(8, 16)
+    packed = PackedWeights()
+    packed.pack([w], 2)
+    first = packed._packed[id(w)][1]
+    packed.pack([w], 2)
+    assert packed._packed[id(w)][1] is first  # already packed for 2 rows: kept
+    packed.pack([w], 3)
+    assert packed.rows == 3 and packed._packed[id(w)][1] is not first
+    packed.release()
+    assert packed.rows is None and packed.nbytes == 0 and not packed._packed
+    with pytest.raises(ValueError, match="fp32 CPU matrices"):
+        packed.pack([w.bfloat16()], 2)
+    with pytest.raises(RuntimeError, match="rows >= 1"):
+        packed.pack([w], 0)
+
+
+def test_engine_tokens_do_not_depend_on_packing(tmp_path):
+    packed_engine = Engine.from_pretrained(build_tiny_llava(tmp_path, layers=4, seed=3),
+                                           prepack=True)
+    plain_engine = Engine(packed_engine.model, prepack=False)
+    ids, pixels = random_prompts(3, seed=5)
+    dec = packed_engine.decoder
+    for policy in (None, Schedule([0.5], prune_layer=2)):
+        a = packed_engine.generate_ids(ids, pixels, policy=policy, max_new_tokens=6,
+                                       output_logits=True)
+        assert dec.packed.rows == 3 and dec.packed.nbytes > 0
+        b = plain_engine.generate_ids(ids, pixels, policy=policy, max_new_tokens=6,
+                                      output_logits=True)
+        assert dec.packed.rows is None  # prepack=False drops another engine's copies
+        for x, y in zip(a, b):
+            assert x.token_ids == y.token_ids
+            torch.testing.assert_close(x.logits, y.logits, atol=1e-4, rtol=1e-4)
+
+
+def test_prepack_option_is_checked():
+    with pytest.raises(ValueError, match="prepack must be"):
+        DecodeOptions(prepack="yes")
+    with pytest.raises(ValueError, match="does not combine with compile"):
+        DecodeOptions(prepack=True, compile=True)
+    assert not DecodeOptions(compile=True).packs(torch.device("cpu"), torch.float32)
+    assert DecodeOptions().packs(torch.device("cpu"), torch.float32)
+    assert not DecodeOptions().packs(torch.device("cpu"), torch.bfloat16)
+    assert not DecodeOptions(prepack=False).packs(torch.device("cpu"), torch.float32)
