@@ -127,6 +127,14 @@ PRESETS = {p.name: p for p in [
            vision=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1,
                        num_attention_heads=4, image_size=336, patch_size=14),
            batches=(1, 16), new_tokens=16, repeats=4),
+    # The shape of the side-by-side run against vLLM's CPU build (python_bench/RESULTS.md): the
+    # cpu preset's decoder with an 8,000-token vocabulary, 609-token prompts (bos, 19 words, 576
+    # visual tokens, 13 words), 64 new tokens, six rounds.
+    Preset("cpu-vllm", "the cpu preset at the shape of the vLLM-CPU comparison (609-token prompts)",
+           text=_llama(8000, 768, 2048, 12, 12, 12, 2048),
+           vision=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                       num_attention_heads=4, image_size=336, patch_size=14),
+           batches=(1, 8, 16), new_tokens=64, repeats=6, prefix=(19, 1), suffix=(13, 1)),
     # llava-hf/llava-1.5-7b-hf: Vicuna-7B (Llama 4096 x 32, MHA, MLP 11008) and CLIP ViT-L/14 at
     # 336 px (feature layer -2), random weights; ~35 system tokens before the image as in the
     # LLaVA-1.5 chat template, a short question after it (~640-token prompts).
