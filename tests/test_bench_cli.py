@@ -14,6 +14,7 @@ import torch
 from dyrate_engine.cli import main
 from dyrate_engine.bench.compare import _overlap
 from dyrate_engine.bench.presets import PRESETS
+from dyrate_engine.ops.packed_linear import MKL_PACKING
 
 POLICIES = ["hf", "dense", "fastv:2:0.5", "schedule:3:0.75", "ramp:3:0.5:0.9", "dyrate",
             "schedule:3:0.75@static"]
@@ -152,9 +153,11 @@ def test_ops_at_tiny_sizes(tmp_path):
                  "--dtype", "float32", "--warmup", "1", "--repeats", "2", "--json", str(path)]) == 0
     result = json.loads(path.read_text())
     assert result["shape_name"] == "tiny" and result["machine"]["cpu"]
+    matrices = ("decode_linear", "packed_linear") if MKL_PACKING else ("decode_linear",)
     assert sorted((r["op"], r["batch"]) for r in result["rows"]) == sorted(
-        [(op, b) for op in ("attention_scores", "select_keep", "compact_kv_") for b in (1, 2)]
-        + [("decode_linear", b) for b in (1, 2) for _ in ("gate/up", "down")])
+        [(op, b) for op in ("attention_scores", "select_keep", "compact_kv_", "decode_attention")
+         for b in (1, 2)]
+        + [(op, b) for op in matrices for b in (1, 2) for _ in ("gate/up", "down")])
     for r in result["rows"]:
         assert r["ms"] > 0 and r["reference_ms"] > 0 and r["speedup"] > 0
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from .. import ops
+from ..ops.packed_linear import MKL_PACKING, PackedWeights
 from .report import machine_info, save_json
 from .timing import copy_bandwidth_gbs, median_ms
 
@@ -27,6 +28,7 @@ SHAPES = {"llava-1.5-7b": LLAVA_7B,
           "tiny": dict(heads=4, kv_heads=2, head_dim=16, n_visual=36, vis_start=5, prompt_len=50,
                        capacity=60, pruned_layers=3, hidden=64, intermediate=176)}
 COPY_BYTES = {"llava-1.5-7b": 1 << 30, "tiny": 256 << 20}  # the copy-bandwidth measure's buffer
+CPU_ONLY = ("decode_linear", "packed_linear")  # on CUDA both are F.linear (cuBLAS)
 
 
 @dataclass
@@ -51,6 +53,8 @@ def make_inputs(batch, dtype, device, seed=0, shape=LLAVA_7B):
     return dict(
         q=torch.randn(batch, s["heads"], s["head_dim"], generator=g).to(device, dtype),
         k_cache=torch.randn(batch, s["kv_heads"], s["capacity"], s["head_dim"], generator=g)
+        .to(device, dtype),
+        v_cache=torch.randn(batch, s["kv_heads"], s["capacity"], s["head_dim"], generator=g)
         .to(device, dtype),
         lengths=full.to(device),
         vis_start=torch.full((batch,), s["vis_start"], dtype=torch.long, device=device),
@@ -126,6 +130,37 @@ def bench_decode_linear(x, args):
     return rows_out
 
 
+def bench_decode_attention(x, args):
+    """One decode query per sequence over every key of its row, against SDPA with a length
+    mask (the reference); bytes are the keys and values read."""
+    a = (x["q"], x["k_cache"], x["v_cache"], x["lengths"])
+    fused = lambda: torch.ops.dyrate.decode_attention(*a, None, None)  # noqa: E731
+    reference = lambda: ops.decode_attention_reference(*a)  # noqa: E731
+    k = x["k_cache"]
+    nbytes = 2 * int(x["lengths"].sum()) * k.shape[1] * k.shape[3] * k.element_size()
+    return [_row("decode_attention", k, fused, reference, nbytes, args)]
+
+
+def bench_packed_linear(x, args):
+    """decode_linear's two matrices through MKL-packed copies for the batch's row count against
+    F.linear (fp32 only: MKL packs sgemm)."""
+    if x["q"].dtype != torch.float32 or not MKL_PACKING:
+        return []
+    s, batch = x["shape"], x["q"].shape[0]
+    g = torch.Generator(device="cpu").manual_seed(1)
+    rows_out = []
+    for n, k in ((2 * s["intermediate"], s["hidden"]), (s["hidden"], s["intermediate"])):
+        weight, rows = torch.randn(n, k, generator=g), torch.randn(batch, k, generator=g)
+        packed = PackedWeights()
+        packed.pack([weight], batch)
+        nbytes = (weight.numel() + rows.numel() + batch * n) * 4
+        fused = lambda: packed.linear(rows, weight, None, None)  # noqa: E731
+        reference = lambda: ops.decode_linear_reference(rows, weight, None)  # noqa: E731
+        rows_out.append(_row("packed_linear", weight, fused, reference, nbytes, args,
+                             batch=batch))
+    return rows_out
+
+
 def _row(name, t, fused, reference, nbytes, args, setup=None, batch=None):
     kw = dict(device=t.device, warmup=args.warmup, repeats=args.repeats, setup=setup)
     ms, spread = median_ms(fused, **kw)
@@ -145,7 +180,8 @@ def add_arguments(parser):
     parser.add_argument("--shape", default="llava-1.5-7b", choices=list(SHAPES))
     parser.add_argument("--dtype", nargs="+", default=["bfloat16", "float32"])
     parser.add_argument("--ops", nargs="+", default=None,
-                        help="default: all; decode_linear only on CPU (on CUDA it is F.linear)")
+                        help="default: all; decode_linear and packed_linear only on CPU (on "
+                             "CUDA both are F.linear)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -168,8 +204,10 @@ def run(args):
     copy_before = copy_bandwidth_gbs(device, COPY_BYTES[args.shape])
     machine = machine_info(device)
     benches = {"attention_scores": bench_attention_scores, "select_keep": bench_select_keep,
-               "compact_kv_": bench_compact_kv, "decode_linear": bench_decode_linear}
-    names = args.ops or [n for n in benches if device.type == "cpu" or n != "decode_linear"]
+               "compact_kv_": bench_compact_kv, "decode_linear": bench_decode_linear,
+               "decode_attention": bench_decode_attention, "packed_linear": bench_packed_linear}
+    names = args.ops or [n for n in benches
+                         if device.type == "cpu" or n not in CPU_ONLY]
     rows = []
     for dtype in args.dtype:
         for batch in batches:
