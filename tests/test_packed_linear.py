@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from dyrate_engine import Engine, Schedule
-from dyrate_engine.engine.static_step import DecodeOptions
+from dyrate_engine.engine.static_step import MIN_PACKED_ROWS, DecodeOptions
 from dyrate_engine.ops.packed_linear import MKL_PACKING, PackedWeights
 from tiny_models import build_tiny_llava, random_prompts
 
@@ -97,7 +97,10 @@ def test_prepack_option_is_checked():
         DecodeOptions(prepack="yes")
     with pytest.raises(ValueError, match="does not combine with compile"):
         DecodeOptions(prepack=True, compile=True)
-    assert not DecodeOptions(compile=True).packs(torch.device("cpu"), torch.float32)
-    assert DecodeOptions().packs(torch.device("cpu"), torch.float32)
-    assert not DecodeOptions().packs(torch.device("cpu"), torch.bfloat16)
-    assert not DecodeOptions(prepack=False).packs(torch.device("cpu"), torch.float32)
+    cpu, fp32 = torch.device("cpu"), torch.float32
+    assert not DecodeOptions(compile=True).packs(cpu, fp32, MIN_PACKED_ROWS)
+    assert DecodeOptions().packs(cpu, fp32, MIN_PACKED_ROWS)
+    assert not DecodeOptions().packs(cpu, fp32, MIN_PACKED_ROWS - 1)  # too few rows to pay
+    assert DecodeOptions(prepack=True).packs(cpu, fp32, 1)
+    assert not DecodeOptions().packs(cpu, torch.bfloat16, MIN_PACKED_ROWS)
+    assert not DecodeOptions(prepack=False).packs(cpu, fp32, MIN_PACKED_ROWS)

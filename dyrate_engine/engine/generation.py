@@ -42,7 +42,7 @@ class Generation:
             if prune_layer < dec.n_layers else None
         self.stats = StatsRecorder(dec, self.cache, sequences, self.pruning)
         self.options = options or DecodeOptions()
-        if self.options.packs(model.device, dec.dtype):  # kept for the next call of this size
+        if self.options.packs(model.device, dec.dtype, len(sequences)):  # kept for the next call
             dec.packed.pack(dec.linear_weights(), rows=len(sequences))
         else:
             dec.packed.release()

@@ -5,8 +5,10 @@ sequence. MKL can pack a weight for a row count ahead of time (the packed sgemm 
 inductor uses for frozen fp32 linears), and then skips the packing that ``at::linear`` redoes on
 every call. On the 2-core development CPU (AVX-512), the twelve layers' linears of the cpu-vllm
 benchmark shape took 31 ms packed against 43 ms (``decode_linear``) and 57 ms (``F.linear``) at 8
-rows, and 37 ms against 69 / 54 ms at 16 rows (python_bench/RESULTS.md). The price is memory: a
-packed copy as large as the weights, for one row count at a time (:attr:`PackedWeights.nbytes`).
+rows, and 37 ms against 69 / 54 ms at 16 rows (python_bench/RESULTS.md). The price is memory
+and time: MKL pads each matrix's packed panels, so the copies of that shape's 365 MB of matrices
+took 897 MiB (:attr:`PackedWeights.nbytes`), and packing them took 140-430 ms; one row count is
+kept at a time.
 """
 from __future__ import annotations
 
