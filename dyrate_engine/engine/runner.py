@@ -50,14 +50,15 @@ def decode_layers(dec: LlamaDecoder, cache: KVCache, h: torch.Tensor, layers: ra
                   rope: tuple[torch.Tensor, torch.Tensor] | None = None):
     """One decode step of ``layers`` for the whole batch (``h [B, 1, d]``), each sequence's new
     token written at its group's length. The cache's host lengths bound the slots attention
-    reads, so pruned layers read only their kept length. ``rope``: the step's ``(cos, sin)``
+    reads, so pruned layers read only their kept length; with the C++ ``decode_attention`` (the
+    CPU) each row reads only its own length, through :func:`static_decode_layers`. ``rope``: the step's ``(cos, sin)``
     when the caller already has them (a step runs its layers in two calls). No host sync.
     Returns hidden states and the last layer's query ``[B, H, 1, hd]``."""
-    B = h.shape[0]
-    batch = torch.arange(B, device=h.device)
     cos, sin = rope if rope is not None else dec.rope(cache.positions[:, None])
-    if _reads_own_lengths(h.device):
-        return _decode_layers_own_lengths(dec, cache, h, layers, (cos, sin), batch)
+    if _reads_own_lengths(h.device):  # each row over its own length: no host length, no mask
+        h, q, _ = static_decode_layers(dec, cache, h, layers, (cos, sin), _attend_own_lengths)
+        return h, q
+    batch = torch.arange(h.shape[0], device=h.device)
     max_len = cache.max_lengths()
     masks = {}  # one mask per (group, window): the same for every layer that shares them
     q = None
@@ -79,23 +80,17 @@ def decode_layers(dec: LlamaDecoder, cache: KVCache, h: torch.Tensor, layers: ra
     return h, q
 
 
+# Whether decode_attention has a kernel that reads only each sequence's keys on the CPU (the C++
+# one): then it beats SDPA, whose mask makes every row read to the longest.
+_CPU_READS_OWN_LENGTHS = ops.backends()["decode_attention"]["cpu"] == "extension"
+
+
 def _reads_own_lengths(device: torch.device) -> bool:
-    """Whether ``decode_attention`` has a kernel that reads only each sequence's keys here (the
-    C++ one on the CPU): then it beats SDPA, whose mask makes every row read to the longest."""
-    return device.type == "cpu" and ops.backends()["decode_attention"]["cpu"] == "extension"
+    return device.type == "cpu" and _CPU_READS_OWN_LENGTHS
 
 
-def _decode_layers_own_lengths(dec, cache, h, layers, rope, batch):
-    """:func:`decode_layers` through ``decode_attention``: each row attends over its own length
-    (its new token included) and no mask is built."""
-    q = None
-    for i in layers:
-        layer = dec.layers[i]
-        q, slot = _cache_new_token(dec, cache, i, h, rope, batch)
-        attn = ops.decode_attention(q[:, :, 0], cache.kv[i, 0], cache.kv[i, 1], slot + 1,
-                                    window=layer.sliding_window)
-        h = dec.finish_layer(layer, h, attn[:, :, None])
-    return h, q
+def _attend_own_lengths(q, k, v, lengths, window, monitor):
+    return ops.decode_attention(q, k, v, lengths, window=window)
 
 
 def static_decode_layers(dec: LlamaDecoder, cache: KVCache, h: torch.Tensor, layers: range,
