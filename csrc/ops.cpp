@@ -31,4 +31,11 @@ TORCH_LIBRARY(dyrate, m) {
       "decode_attention_monitor(Tensor q, Tensor k_cache, Tensor v_cache, Tensor lengths, "
       "Tensor visual_rank, Tensor vis_start, Tensor prompt_len, float? scale, int max_vis) "
       "-> (Tensor, Tensor, Tensor)");
+  // The decoder's elementwise work, one pass each (cpu/decoder_elementwise.cpp): RMSNorm, the
+  // residual add then RMSNorm (returns the sum and its norm), silu(gate) * up of the fused gate/up
+  // output, and RoPE of [B, T, heads, head_dim] into the [B, heads, T, head_dim] attention layout.
+  m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
+  m.def("add_rms_norm(Tensor x, Tensor residual, Tensor weight, float eps) -> (Tensor, Tensor)");
+  m.def("silu_mul(Tensor gate_up) -> Tensor");
+  m.def("rope(Tensor x, Tensor cos, Tensor sin) -> Tensor");
 }

@@ -7,21 +7,46 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define DYRATE_HAVE_AVX2_PATH 1
 #define DYRATE_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define DYRATE_AVX512 __attribute__((target("avx512f,avx512bw,avx2,fma,f16c")))
 #else
 #define DYRATE_HAVE_AVX2_PATH 0
 #endif
 
 namespace dyrate::cpu {
 
+// DYRATE_CPU_ISA=avx2 or =scalar caps the paths chosen (read once), so that one machine can test
+// every path; unset, the best the CPU has.
+inline int cpu_isa_cap() {
+  static const int cap = [] {
+    const char* env = std::getenv("DYRATE_CPU_ISA");
+    if (env == nullptr) return 2;
+    const std::string name(env);
+    return name == "scalar" ? 0 : name == "avx2" ? 1 : 2;
+  }();
+  return cap;
+}
+
 inline bool cpu_has_avx2() {
 #if DYRATE_HAVE_AVX2_PATH
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                         __builtin_cpu_supports("f16c");
+  static const bool ok = cpu_isa_cap() >= 1 && __builtin_cpu_supports("avx2") &&
+                         __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+inline bool cpu_has_avx512() {
+#if DYRATE_HAVE_AVX2_PATH
+  static const bool ok = cpu_isa_cap() >= 2 && cpu_has_avx2() &&
+                         __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
   return ok;
 #else
   return false;
@@ -41,6 +66,54 @@ DYRATE_AVX2 inline __m256 load8(const c10::BFloat16* p) {
 }
 DYRATE_AVX2 inline __m256 load8(const c10::Half* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+// Rounds each lane to S's precision and back, as PyTorch rounds an op's result to the tensor's
+// dtype (round to nearest even; NaN stays NaN). For float the value is kept as is, but the empty
+// asm makes it a rounded register value, so the compiler cannot fuse the product that made it
+// into a following add (an FMA skips that rounding; PyTorch does not).
+DYRATE_AVX2 inline __m256 round8(__m256 v, const float*) {
+  __asm__("" : "+x"(v));
+  return v;
+}
+DYRATE_AVX2 inline __m256 round8(__m256 v, const c10::Half*) {
+  return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+DYRATE_AVX2 inline __m256i bf16_bits8(__m256 v) {  // the bf16 of each lane, in its upper half
+  const __m256i bits = _mm256_castps_si256(v);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+  const __m256i rounded = _mm256_and_si256(
+      _mm256_add_epi32(bits, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7FFF))),
+      _mm256_set1_epi32(static_cast<int>(0xFFFF0000u)));
+  const __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
+  return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(rounded),
+                                              _mm256_castsi256_ps(_mm256_set1_epi32(0x7FC00000)),
+                                              nan));
+}
+DYRATE_AVX2 inline __m256 round8(__m256 v, const c10::BFloat16*) {
+  return _mm256_castsi256_ps(bf16_bits8(v));
+}
+
+// Stores 8 lanes as S, rounded as round8 rounds.
+DYRATE_AVX2 inline void store8(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+DYRATE_AVX2 inline void store8(c10::Half* p, __m256 v) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
+                   _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+DYRATE_AVX2 inline void store8(c10::BFloat16* p, __m256 v) {
+  const __m256i halves = _mm256_srli_epi32(bf16_bits8(v), 16);
+  // packus works within 128-bit lanes: lanes 0-3 and 4-7 land in 64-bit quarters 0 and 2.
+  const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(halves, halves), 0x08);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(packed));
+}
+
+DYRATE_AVX512 inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+DYRATE_AVX512 inline __m512 load16(const c10::BFloat16* p) {
+  __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+}
+DYRATE_AVX512 inline __m512 load16(const c10::Half* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 
 DYRATE_AVX2 inline float hsum8(__m256 v) {

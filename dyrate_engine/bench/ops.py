@@ -28,7 +28,8 @@ SHAPES = {"llava-1.5-7b": LLAVA_7B,
           "tiny": dict(heads=4, kv_heads=2, head_dim=16, n_visual=36, vis_start=5, prompt_len=50,
                        capacity=60, pruned_layers=3, hidden=64, intermediate=176)}
 COPY_BYTES = {"llava-1.5-7b": 1 << 30, "tiny": 256 << 20}  # the copy-bandwidth measure's buffer
-CPU_ONLY = ("decode_linear", "packed_linear")  # on CUDA both are F.linear (cuBLAS)
+# On CUDA the linears are F.linear (cuBLAS) and the decoder's elementwise ops its references.
+CPU_ONLY = ("decode_linear", "packed_linear", "decoder_elementwise")
 
 
 @dataclass
@@ -161,6 +162,29 @@ def bench_packed_linear(x, args):
     return rows_out
 
 
+def bench_decoder_elementwise(x, args):
+    """RMSNorm (after the residual add), SiLU-gate and RoPE of a prefill: ``batch`` prompts of
+    ``prompt_len`` tokens, against the PyTorch compositions; bytes are read plus written."""
+    s, like, B = x["shape"], x["q"], x["q"].shape[0]
+    T, d, f, heads, hd = s["prompt_len"], s["hidden"], s["intermediate"], s["heads"], s["head_dim"]
+    g = torch.Generator(device="cpu").manual_seed(2)
+    h, o, w = (torch.randn(*shape, generator=g).to(like) for shape in ((B, T, d), (B, T, d), (d,)))
+    gate_up = torch.randn(B, T, 2 * f, generator=g).to(like)
+    qkv = torch.randn(B, T, 3 * heads * hd, generator=g).to(like)
+    q = qkv[..., :heads * hd].unflatten(-1, (heads, hd))
+    cos, sin = (torch.rand(B, T, hd, generator=g).to(like) for _ in range(2))
+    size = like.element_size()
+    cases = [("add_rms_norm", h, (o, h, w, 1e-5), 4 * h.numel()),
+             ("silu_mul", gate_up, (gate_up,), 3 * gate_up.numel() // 2),
+             ("rope", q, (q, cos, sin), 2 * q.numel() + 2 * cos.numel())]
+    rows_out = []
+    for name, t, call_args, elements in cases:
+        fused = lambda: getattr(torch.ops.dyrate, name)(*call_args)  # noqa: E731
+        reference = lambda: getattr(ops, f"{name}_reference")(*call_args)  # noqa: E731
+        rows_out.append(_row(name, t, fused, reference, elements * size, args, batch=B))
+    return rows_out
+
+
 def _row(name, t, fused, reference, nbytes, args, setup=None, batch=None):
     kw = dict(device=t.device, warmup=args.warmup, repeats=args.repeats, setup=setup)
     ms, spread = median_ms(fused, **kw)
@@ -180,8 +204,8 @@ def add_arguments(parser):
     parser.add_argument("--shape", default="llava-1.5-7b", choices=list(SHAPES))
     parser.add_argument("--dtype", nargs="+", default=["bfloat16", "float32"])
     parser.add_argument("--ops", nargs="+", default=None,
-                        help="default: all; decode_linear and packed_linear only on CPU (on "
-                             "CUDA both are F.linear)")
+                        help="default: all; decode_linear, packed_linear and "
+                             "decoder_elementwise only on CPU (on CUDA they are PyTorch's ops)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -205,7 +229,8 @@ def run(args):
     machine = machine_info(device)
     benches = {"attention_scores": bench_attention_scores, "select_keep": bench_select_keep,
                "compact_kv_": bench_compact_kv, "decode_linear": bench_decode_linear,
-               "decode_attention": bench_decode_attention, "packed_linear": bench_packed_linear}
+               "decode_attention": bench_decode_attention, "packed_linear": bench_packed_linear,
+               "decoder_elementwise": bench_decoder_elementwise}
     names = args.ops or [n for n in benches
                          if device.type == "cpu" or n not in CPU_ONLY]
     rows = []

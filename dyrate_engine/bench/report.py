@@ -37,7 +37,7 @@ def machine_info(device) -> dict:
     info = dict(date=datetime.datetime.now().isoformat(timespec="seconds"), cpu=cpu,
                 cpus=os.cpu_count(), threads=torch.get_num_threads(), python=platform.python_version(),
                 torch=torch.__version__, transformers=transformers.__version__, commit=commit,
-                kernels=ops.backends()["compact_kv_"][device.type],
+                kernels=ops.backends()["compact_kv_"][device.type], cpu_isa=ops.cpu_isa(),
                 command=" ".join(["dyrate"] + sys.argv[1:]) if sys.argv else "")
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
@@ -62,7 +62,8 @@ def print_table(result: dict, file=sys.stdout) -> None:
     where = m.get("gpu") or m["cpu"]
     bw = result.get("copy_bandwidth_measures_gbs") or [result["copy_bandwidth_gbs"]]
     print(f"# {where}, {m['threads']} threads, torch {m['torch']}, transformers "
-          f"{m['transformers']}, kernels: {m['kernels']}, commit {m['commit']}, {m['date']}",
+          f"{m['transformers']}, kernels: {m['kernels']} ({m.get('cpu_isa', '?')}), commit "
+          f"{m['commit']}, {m['date']}",
           file=file)
     print(f"# preset {result['preset']}: {result['shape']}; {result['dtype']} on "
           f"{result['device']}; N = {result['new_tokens']} new tokens; median of "

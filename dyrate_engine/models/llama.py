@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .. import ops as _ops  # registers torch.ops.dyrate.decode_linear
+from .. import ops as _ops  # registers torch.ops.dyrate.*
 from ..ops.packed_linear import PackedWeights
-from .rope import apply_rope, mrope_layout, rope_cos_sin, rope_parameters
+from .rope import mrope_layout, rope_cos_sin, rope_parameters
 
 # The Qwen2-VL / Qwen2.5-VL text models are Qwen2 layers with M-RoPE (rope.py); Qwen3-VL's are
 # Qwen3 layers (RMSNorm on each head's query and key) with interleaved M-RoPE.
@@ -25,9 +25,15 @@ SUPPORTED_TEXT_MODELS = ("llama", "mistral", "qwen2", "qwen2_vl_text", "qwen2_5_
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
     """The decoder's linears and LM head: on the CPU ``dyrate.decode_linear`` (a decode step's
     few rows at weight bandwidth, where BLAS is 2-3x slower; see its docstring), else F.linear."""
-    if x.device.type != "cpu" or not _ops.EXTENSION_LOADED:
+    if not _has_cpu_kernels(x):
         return F.linear(x, weight, bias)
     return torch.ops.dyrate.decode_linear.default(x, weight, bias)
+
+
+def _has_cpu_kernels(x: torch.Tensor) -> bool:
+    """The C++ kernels serve CPU tensors. Elsewhere the decoder calls the references directly,
+    so torch.compile sees (and fuses) their ops instead of an opaque custom op."""
+    return x.device.type == "cpu" and _ops.EXTENSION_LOADED
 
 
 @dataclass
@@ -97,18 +103,35 @@ class LlamaDecoder:
                                                      layer.down)] + [self.lm_head]
 
     def rms_norm(self, x, weight):
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return weight * x32.to(x.dtype)
+        if _has_cpu_kernels(x):
+            return torch.ops.dyrate.rms_norm.default(x, weight, self.eps)
+        return _ops.rms_norm_reference(x, weight, self.eps)
+
+    def add_rms_norm(self, x, residual, weight):
+        """``(x + residual, rms_norm(x + residual))``."""
+        if _has_cpu_kernels(x):
+            return torch.ops.dyrate.add_rms_norm.default(x, residual, weight, self.eps)
+        return _ops.add_rms_norm_reference(x, residual, weight, self.eps)
+
+    @staticmethod
+    def rope_heads(x, cos, sin):
+        """RoPE of ``x [B, T, heads, hd]`` into ``[B, heads, T, hd]``."""
+        if _has_cpu_kernels(x):
+            return torch.ops.dyrate.rope.default(x, cos, sin)
+        return _ops.rope_reference(x, cos, sin)
+
+    @staticmethod
+    def silu_mul(gate_up):
+        if _has_cpu_kernels(gate_up):
+            return torch.ops.dyrate.silu_mul.default(gate_up)
+        return _ops.silu_mul_reference(gate_up)
 
     def rope(self, positions):
-        """cos, sin ``[B, 1, T, hd]`` for positions ``[B, T]``, or for M-RoPE ``[3, B, T]``
+        """cos, sin ``[B, T, hd]`` for positions ``[B, T]``, or for M-RoPE ``[3, B, T]``
         (``[B, T]`` then means text: the same position on the three axes)."""
         if self.mrope is not None and positions.dim() == 2:
             positions = positions[None].expand(3, -1, -1)
-        cos, sin = rope_cos_sin(positions, self.inv_freq, self.rope_scaling, self.dtype,
-                                self.mrope)
-        return cos[:, None], sin[:, None]
+        return rope_cos_sin(positions, self.inv_freq, self.rope_scaling, self.dtype, self.mrope)
 
     def qkv(self, layer: LayerWeights, h, cos, sin):
         """Normed projections with RoPE: q ``[B, H, T, hd]``, k and v ``[B, Hkv, T, hd]``."""
@@ -120,18 +143,16 @@ class LlamaDecoder:
         k = k.reshape(B, T, self.n_kv_heads, self.head_dim)
         if layer.q_norm is not None:
             q, k = self.rms_norm(q, layer.q_norm), self.rms_norm(k, layer.k_norm)
-        q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = v.reshape(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2).contiguous()
-        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+        return self.rope_heads(q, cos, sin), self.rope_heads(k, cos, sin), v
 
     def finish_layer(self, layer: LayerWeights, h, attn):
         """Output projection and MLP around attention output ``attn [B, H, T, hd]``."""
         B, _, T, _ = attn.shape
-        h = h + self.linear(attn.transpose(1, 2).reshape(B, T, -1), layer.o, layer.o_bias)
-        x = self.rms_norm(h, layer.post_norm)
-        gate, up = self.linear(x, layer.gate_up, layer.gate_up_bias).split(layer.up.shape[0],
-                                                                             dim=-1)
-        return h + self.linear(F.silu(gate) * up, layer.down, layer.down_bias)
+        o = self.linear(attn.transpose(1, 2).reshape(B, T, -1), layer.o, layer.o_bias)
+        h, x = self.add_rms_norm(o, h, layer.post_norm)
+        gate_up = self.linear(x, layer.gate_up, layer.gate_up_bias)
+        return h + self.linear(self.silu_mul(gate_up), layer.down, layer.down_bias)
 
     def logits(self, h):
         return self.linear(self.rms_norm(h, self.norm), self.lm_head).float()

@@ -56,13 +56,6 @@ def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, scaling: float
     return (angles.cos() * scaling).to(dtype), (angles.sin() * scaling).to(dtype)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x [B, heads, T, head_dim]`` by cos/sin ``[B, 1, T, head_dim]``."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
-
-
 def _mrope_bands(freqs: torch.Tensor, section: list[int], interleaved: bool) -> torch.Tensor:
     """``[..., hd / 2]`` frequencies of a token from its time / height / width ones
     ``[3, ..., hd / 2]``: each band takes the axis it belongs to."""

@@ -6,9 +6,10 @@ PyTorch reference (``*_reference``, also the fallback when the extension is not 
 kernel for torch.compile. ``decode_attention`` has a Triton kernel on CUDA and a C++ one on the
 CPU; its monitor variant, Triton on CUDA and its reference on the CPU. The functions here
 validate their arguments and document the contracts. ``packed_linear`` keeps MKL-packed copies of
-fp32 weights for a decode step's row count.
+fp32 weights for a decode step's row count. ``decoder_elementwise`` holds the layer's RMSNorm,
+SiLU-gate and RoPE as one-pass C++ kernels on the CPU.
 """
-from ._library import EXTENSION_LOADED, backends
+from ._library import EXTENSION_LOADED, backends, cpu_isa
 from .attention_scores import (
     IMAGE,
     INSTRUCTION,
@@ -26,14 +27,25 @@ from .decode_attention import (
     decode_attention_reference,
 )
 from .decode_linear import decode_linear, decode_linear_reference
+from .decoder_elementwise import (
+    add_rms_norm,
+    add_rms_norm_reference,
+    rms_norm,
+    rms_norm_reference,
+    rope,
+    rope_reference,
+    silu_mul,
+    silu_mul_reference,
+)
 from ._slots import visual_rank_table
 from .select_keep import select_keep, select_keep_reference
 
 __all__ = [
-    "EXTENSION_LOADED", "backends", "attention_scores", "attention_scores_reference",
+    "EXTENSION_LOADED", "backends", "cpu_isa", "attention_scores", "attention_scores_reference",
     "select_keep", "select_keep_reference", "compact_kv_", "compact_kv_reference",
     "compact_source_slots", "decode_linear", "decode_linear_reference", "SYSTEM", "IMAGE",
     "INSTRUCTION", "RESPONSE", "decode_attention", "decode_attention_reference",
     "decode_attention_monitor", "decode_attention_monitor_reference", "visual_rank_table",
-    "TRITON_AVAILABLE",
+    "TRITON_AVAILABLE", "rms_norm", "rms_norm_reference", "add_rms_norm",
+    "add_rms_norm_reference", "silu_mul", "silu_mul_reference", "rope", "rope_reference",
 ]

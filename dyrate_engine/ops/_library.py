@@ -25,6 +25,11 @@ SCHEMAS = {
     "decode_attention_monitor": "decode_attention_monitor(Tensor q, Tensor k_cache, "
     "Tensor v_cache, Tensor lengths, Tensor visual_rank, Tensor vis_start, Tensor prompt_len, "
     "float? scale, int max_vis) -> (Tensor, Tensor, Tensor)",
+    "rms_norm": "rms_norm(Tensor x, Tensor weight, float eps) -> Tensor",
+    "add_rms_norm": "add_rms_norm(Tensor x, Tensor residual, Tensor weight, float eps) "
+    "-> (Tensor, Tensor)",
+    "silu_mul": "silu_mul(Tensor gate_up) -> Tensor",
+    "rope": "rope(Tensor x, Tensor cos, Tensor sin) -> Tensor",
 }
 
 
@@ -79,6 +84,15 @@ def ensure_registered(name: str, reference, fake, cuda=None) -> None:
             backends[key.lower()] = "reference" if python_impl is None else "triton"
         _BACKENDS[name] = backends
     torch.library.register_fake(f"dyrate::{name}", fake, lib=_IMPL_LIB)
+
+
+def cpu_isa() -> str:
+    """The SIMD path of the C++ CPU kernels (``"avx512"``, ``"avx2"`` or ``"scalar"``; capped by
+    the environment variable ``DYRATE_CPU_ISA``), or ``"reference"`` without the extension."""
+    if not EXTENSION_LOADED:
+        return "reference"
+    from dyrate_engine import _C
+    return _C.cpu_isa()
 
 
 def backends() -> dict[str, dict[str, str]]:

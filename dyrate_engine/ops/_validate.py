@@ -217,3 +217,39 @@ def check_decode_attention(op, q, k_cache, v_cache, lengths, visual_rank=None, v
                                     or visual_rank.device != q.device):
         _fail(op, f"visual_rank must be int64 [{B}, {k_cache.shape[2]}] on {q.device}, got "
                   f"{visual_rank.dtype} {tuple(visual_rank.shape)} on {visual_rank.device}")
+
+
+def check_rms_norm(op, x, weight, residual=None):
+    _check_float(op, "x", x)
+    if x.dim() < 1:
+        _fail(op, "x must have at least one dimension")
+    if weight.dim() != 1 or weight.shape[0] != x.shape[-1]:
+        _fail(op, f"weight must be [{x.shape[-1]}], got {tuple(weight.shape)}")
+    for name, t in (("weight", weight), ("residual", residual)):
+        if t is not None and (t.dtype != x.dtype or t.device != x.device):
+            _fail(op, f"{name} is {t.dtype} on {t.device} but x is {x.dtype} on {x.device}")
+    if residual is not None and residual.shape != x.shape:
+        _fail(op, f"residual must be like x {tuple(x.shape)}, got {tuple(residual.shape)}")
+
+
+def check_silu_mul(gate_up):
+    _check_float("silu_mul", "gate_up", gate_up)
+    if gate_up.dim() < 1 or gate_up.shape[-1] % 2:
+        _fail("silu_mul", "gate_up's last dimension must be even (gate then up), got "
+                          f"{tuple(gate_up.shape)}")
+
+
+def check_rope(x, cos, sin):
+    op = "rope"
+    _check_float(op, "x", x)
+    if x.dim() != 4 or x.shape[3] % 2:
+        _fail(op, f"x must be [B, T, heads, head_dim] with an even head_dim, got {tuple(x.shape)}")
+    if x.stride(3) != 1:
+        _fail(op, "x's head dimension must be contiguous")
+    B, T, _, hd = x.shape
+    for name, t in (("cos", cos), ("sin", sin)):
+        if t.shape != (B, T, hd) or t.dtype != x.dtype or t.device != x.device:
+            _fail(op, f"{name} must be {x.dtype} [{B}, {T}, {hd}] on {x.device}, got {t.dtype} "
+                      f"{tuple(t.shape)} on {t.device}")
+        if t.stride(2) != 1:
+            _fail(op, f"{name} must be contiguous in head_dim")
