@@ -157,7 +157,8 @@ def test_ops_at_tiny_sizes(tmp_path):
     assert sorted((r["op"], r["batch"]) for r in result["rows"]) == sorted(
         [(op, b) for op in ("attention_scores", "select_keep", "compact_kv_", "decode_attention")
          for b in (1, 2)]
-        + [(op, b) for op in matrices for b in (1, 2) for _ in ("gate/up", "down")])
+        + [(op, b) for op in matrices for b in (1, 2) for _ in ("gate/up", "down")]
+        + [(op, b) for op in ("add_rms_norm", "silu_mul", "rope") for b in (1, 2)])
     for r in result["rows"]:
         assert r["ms"] > 0 and r["reference_ms"] > 0 and r["speedup"] > 0
 
@@ -231,3 +232,19 @@ def test_with_visual_tokens_rescales_every_family():
     assert [with_visual_tokens(PRESETS["llava-onevision-7b"], n).tiles for n in (1500, 3700, 8000)] \
         == [1, 2, 3]
     assert PRESETS["llava-onevision-7b"].n_visual == 729 + 2 * 27 * 55
+
+
+def test_prepack_modes_of_the_e2e_bench(e2e):
+    from types import SimpleNamespace
+
+    from dyrate_engine.bench.e2e import _prepack_option
+    from dyrate_engine.ops.packed_linear import MKL_PACKING
+    _, result = e2e
+    assert result["prepack"] == "load" and result["packed_weights_bytes"] == 0  # batches < 8
+    cpu32 = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32)
+    cpu16 = SimpleNamespace(device=torch.device("cpu"), dtype=torch.bfloat16)
+    assert _prepack_option("off", [1, 8], cpu32) is False
+    assert _prepack_option("auto", [1, 8], cpu32) == "auto"
+    assert _prepack_option("load", [1, 2], cpu32) == "auto"  # nothing large enough to pack
+    assert _prepack_option("load", [1, 8, 16], cpu16) == "auto"
+    assert _prepack_option("load", [16, 1, 8], cpu32) == ((16, 8) if MKL_PACKING else "auto")

@@ -26,7 +26,7 @@ def test_packed_equals_linear_at_its_row_count(rows):
     bias = torch.randn(40, generator=gen)
     packed = PackedWeights()
     packed.pack(weights, rows)
-    assert packed.rows == rows and packed.nbytes >= sum(w.numel() * 4 for w in weights)
+    assert packed.row_counts == [rows] and packed.nbytes >= sum(w.numel() * 4 for w in weights)
     calls = []
     for w in weights:
         for shape in ((rows, w.shape[1]), (1, rows, w.shape[1]), (rows, 1, w.shape[1])):
@@ -61,13 +61,20 @@ def test_pack_replaces_releases_and_refuses_other_dtypes():
     w = torch.randn(8, 16)
     packed = PackedWeights()
     packed.pack([w], 2)
-    first = packed._packed[id(w)][1]
+    first = packed._packed[(2, id(w))][1]
     packed.pack([w], 2)
-    assert packed._packed[id(w)][1] is first  # already packed for 2 rows: kept
+    assert packed._packed[(2, id(w))][1] is first  # already packed for 2 rows: kept
     packed.pack([w], 3)
-    assert packed.rows == 3 and packed._packed[id(w)][1] is not first
+    assert packed.row_counts == [3] and packed._packed[(3, id(w))][1] is not first
+    one_count = packed.nbytes
+    packed.pack([w], 5, keep_others=True)
+    assert packed.row_counts == [3, 5] and packed.nbytes > one_count
+    calls = []
+    for rows in (3, 5, 4):
+        packed.linear(torch.randn(rows, 16), w, None, recording_fallback(calls))
+    assert calls == [(4, 16)]  # both kept counts served; 4 rows fell back
     packed.release()
-    assert packed.rows is None and packed.nbytes == 0 and not packed._packed
+    assert packed.row_counts == [] and packed.nbytes == 0 and not packed._packed
     with pytest.raises(ValueError, match="fp32 CPU matrices"):
         packed.pack([w.bfloat16()], 2)
     with pytest.raises(RuntimeError, match="rows >= 1"):
@@ -83,18 +90,41 @@ def test_engine_tokens_do_not_depend_on_packing(tmp_path):
     for policy in (None, Schedule([0.5], prune_layer=2)):
         a = packed_engine.generate_ids(ids, pixels, policy=policy, max_new_tokens=6,
                                        output_logits=True)
-        assert dec.packed.rows == 3 and dec.packed.nbytes > 0
+        assert dec.packed.row_counts == [3] and dec.packed.nbytes > 0
         b = plain_engine.generate_ids(ids, pixels, policy=policy, max_new_tokens=6,
                                       output_logits=True)
-        assert dec.packed.rows is None  # prepack=False drops another engine's copies
+        assert dec.packed.row_counts == []  # prepack=False drops another engine's copies
         for x, y in zip(a, b):
             assert x.token_ids == y.token_ids
             torch.testing.assert_close(x.logits, y.logits, atol=1e-4, rtol=1e-4)
 
 
+def test_batch_sizes_declared_are_packed_at_load_and_kept(tmp_path):
+    path = build_tiny_llava(tmp_path, layers=3, seed=4)
+    engine = Engine.from_pretrained(path, prepack=[3, 2, 3])
+    dec = engine.decoder
+    assert engine.options.prepack == (2, 3) and dec.packed.row_counts == [2, 3]
+    plain = Engine.from_pretrained(path, prepack=False)
+    for n in (3, 1, 2):
+        ids, pixels = random_prompts(n, seed=6)
+        got = engine.generate_ids(ids, pixels, max_new_tokens=4)
+        assert dec.packed.row_counts == [2, 3]  # an undeclared size falls back, keeps them
+        want = plain.generate_ids(ids, pixels, max_new_tokens=4)
+        assert [r.token_ids for r in got] == [r.token_ids for r in want]
+    with pytest.raises(ValueError, match="packs fp32 weights on the CPU"):
+        Engine.from_pretrained(path, dtype=torch.bfloat16, prepack=(2,))
+
+
 def test_prepack_option_is_checked():
     with pytest.raises(ValueError, match="prepack must be"):
         DecodeOptions(prepack="yes")
+    for bad in ((), (0,), ("8",), (True,)):
+        with pytest.raises(ValueError, match="batch sizes must be integers >= 1"):
+            DecodeOptions(prepack=bad)
+    with pytest.raises(ValueError, match="does not combine with compile"):
+        DecodeOptions(prepack=(8,), compile=True)
+    assert DecodeOptions(prepack=(8,)).packs(torch.device("cpu"), torch.float32, 8)
+    assert not DecodeOptions(prepack=(8,)).packs(torch.device("cpu"), torch.float32, 16)
     with pytest.raises(ValueError, match="does not combine with compile"):
         DecodeOptions(prepack=True, compile=True)
     cpu, fp32 = torch.device("cpu"), torch.float32

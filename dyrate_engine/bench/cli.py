@@ -54,6 +54,11 @@ def add_parser(subparsers) -> None:
     e2e.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     e2e.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     e2e.add_argument("--seed", type=int, default=0)
+    e2e.add_argument("--prepack", default="load", choices=["load", "auto", "off"],
+                     help="fp32 on the CPU: 'load' packs the weights for MKL once, for the "
+                          "run's batch sizes from 8 on, when the engine is built (as a server "
+                          "would; the prefill then does not pay it); 'auto' packs at a call's "
+                          "batch size, one size at a time; 'off' never")
     e2e.add_argument("--force", action="store_true",
                      help="run a GPU preset on the CPU anyway (hours at 7B)")
     e2e.add_argument("--out", default="out/bench", help="folder for the JSON and the plots")
@@ -108,7 +113,8 @@ def run_e2e(preset, args, device, new_tokens) -> None:
     result = run_suite(preset, batches=args.batch or list(preset.batches), new_tokens=new_tokens,
                        repeats=args.repeats or preset.repeats, warmup=args.warmup,
                        policies=args.policies, device=device, dtype=args.dtype or preset.dtype,
-                       predictor=args.predictor, seed=args.seed, progress=not args.no_progress)
+                       predictor=args.predictor, seed=args.seed, progress=not args.no_progress,
+                       prepack=args.prepack)
     result["machine"] = machine_info(device)
     print_table(result)
     path = os.path.join(args.out, f"e2e_{preset.name}.json")

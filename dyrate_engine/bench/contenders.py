@@ -34,7 +34,8 @@ class Contender:
         """``engine`` with this contender's decode step (the same loaded model)."""
         if self.decode_step == "auto":
             return engine
-        return Engine(engine.model, decode_step=self.decode_step)
+        return Engine(engine.model, decode_step=self.decode_step,
+                      prepack=engine.options.prepack)
 
 
 def _untrained_dyrate(engine: Engine, seed: int):

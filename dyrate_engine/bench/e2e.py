@@ -21,7 +21,11 @@ import random
 import statistics
 import sys
 
+import torch
 from tqdm import tqdm
+
+from ..engine.static_step import MIN_PACKED_ROWS
+from ..ops.packed_linear import MKL_PACKING
 
 from .contenders import Contender, make_contenders
 from .presets import (Preset, build_model, decoder_weight_bytes, engine_for, kv_bytes_per_token,
@@ -59,12 +63,13 @@ def _exact(c: Contender, run: Run) -> dict:
 
 
 def run_suite(preset: Preset, *, batches, new_tokens, repeats, warmup, policies, device, dtype,
-              predictor=None, seed=0, progress=True) -> dict:
-    """Measure every (batch, contender); returns the JSON-ready result (see report.save_json)."""
+              predictor=None, seed=0, progress=True, prepack="load") -> dict:
+    """Measure every (batch, contender); returns the JSON-ready result (see report.save_json).
+    ``prepack``: see ``dyrate bench e2e --help``."""
     nbytes = preset.bandwidth_mib << 20
     bandwidth = [copy_bandwidth_gbs(device, nbytes)]
     hf = build_model(preset, device, dtype, seed)
-    engine = engine_for(preset, hf)
+    engine = engine_for(preset, hf, prepack=_prepack_option(prepack, batches, hf))
     contenders = make_contenders(policies, engine, new_tokens, predictor, seed)
     inputs = {batch: make_prompts(preset, batch, seed + 1) for batch in batches}
     all_lens = {batch: [len(x) for x in ids] for batch, (ids, _) in inputs.items()}
@@ -104,7 +109,19 @@ def run_suite(preset: Preset, *, batches, new_tokens, repeats, warmup, policies,
                 repeats=repeats, warmup=warmup, device=str(device), dtype=dtype,
                 copy_bandwidth_gbs=copy_bw, copy_bandwidth_measures_gbs=bandwidth,
                 round_order=[[r, b] for timed, r, b in schedule if timed],
+                prepack=prepack, packed_weights_bytes=engine.decoder.packed.nbytes,
                 read_bandwidth_gbs=read_bandwidth_gbs(device, nbytes), rows=rows)
+
+
+def _prepack_option(mode: str, batches, hf):
+    """The engine's ``prepack`` for a bench ``--prepack`` mode."""
+    if mode == "off":
+        return False
+    sizes = tuple(b for b in batches if b >= MIN_PACKED_ROWS)
+    fp32_cpu = hf.device.type == "cpu" and hf.dtype == torch.float32
+    if mode == "auto" or not (sizes and fp32_cpu and MKL_PACKING):
+        return "auto"
+    return sizes
 
 
 def _play(schedule, contenders, hf, engine, inputs, new_tokens, seed, bandwidth, measure_bandwidth,

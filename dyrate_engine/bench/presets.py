@@ -216,12 +216,13 @@ def build_model(preset: Preset, device=None, dtype=None, seed=0):
     return model
 
 
-def engine_for(preset: Preset, hf):
-    """The engine on ``hf`` through the adapter of the preset's family."""
+def engine_for(preset: Preset, hf, **options):
+    """The engine on ``hf`` through the adapter of the preset's family; ``options``: the
+    decode-step keywords of ``Engine``."""
     from ..engine import Engine
     from ..models import FAMILIES
 
-    return Engine(FAMILIES[preset.family](hf))
+    return Engine(FAMILIES[preset.family](hf), **options)
 
 
 def make_prompts(preset: Preset, batch: int, seed=1) -> tuple[list[torch.Tensor], dict]:

@@ -24,13 +24,14 @@ class Engine:
 
     ``decode_step``, ``attention``, ``compile``, ``cuda_graphs`` and ``prepack`` choose how the
     decode step runs (:class:`DecodeOptions`): by default the static, CUDA-graphed step on CUDA
-    and the dynamic one on the CPU, with fp32 weights packed for MKL at the batch's row count;
+    and the dynamic one on the CPU, with fp32 weights packed for MKL at the batch's row count
+    (``prepack=(8, 16)``: packed for those batch sizes when the engine is built);
     ``compile=True`` runs the static step through ``torch.compile``. Both steps give the same
     tokens."""
 
     def __init__(self, model: VisionLanguageModel, *, decode_step: str = "auto",
                  attention: str = "auto", compile: bool = False, cuda_graphs: bool = True,
-                 prepack: bool | str = "auto"):
+                 prepack: bool | str | tuple[int, ...] = "auto"):
         if not isinstance(model, VisionLanguageModel):
             raise TypeError(f"Engine() takes a model adapter (dyrate_engine.models), got "
                             f"{type(model).__name__}; wrap a transformers LLaVA model with "
@@ -38,6 +39,16 @@ class Engine:
                             f"Engine.from_pretrained(path)")
         self.model = model
         self.options = DecodeOptions(decode_step, attention, compile, cuda_graphs, prepack)
+        if isinstance(self.options.prepack, tuple):
+            self._pack_at_load(self.options.prepack)
+
+    def _pack_at_load(self, batch_sizes: tuple[int, ...]) -> None:
+        dec = self.model.decoder
+        if dec.device.type != "cpu" or dec.dtype != torch.float32:
+            raise ValueError(f"prepack={batch_sizes} packs fp32 weights on the CPU; this model "
+                             f"is {dec.dtype} on {dec.device}")
+        for rows in batch_sizes:
+            dec.packed.pack(dec.linear_weights(), rows, keep_others=True)
 
     @classmethod
     def from_pretrained(cls, path, device="cpu", dtype=None, *, max_seq_len=None,

@@ -39,16 +39,18 @@ class DecodeOptions:
     ``torch.compile(fullgraph=True)``, True for inductor or the name of another backend.
     ``cuda_graphs``: capture the static step on CUDA and replay it. ``prepack``: on the CPU,
     multiply fp32 weights through copies packed for MKL at the batch's row count
-    (``ops.packed_linear``: faster decode linears for one more copy of the weights); ``"auto"``
-    packs where MKL can, the step is not compiled and the batch has at least
-    ``MIN_PACKED_ROWS`` sequences.
+    (``ops.packed_linear``: faster decode linears for more copies of the weights). ``"auto"``
+    packs at a call's batch size where MKL can, the step is not compiled and the batch has at
+    least ``MIN_PACKED_ROWS`` sequences, and keeps that one size's copies for the next call;
+    ``True`` does so at every batch size; a tuple of batch sizes packs those once, when the
+    engine is built (like CUDA graphs per batch bucket), and keeps them all.
     """
 
     step: str = "auto"
     attention: str = "auto"
     compile: bool | str = False
     cuda_graphs: bool = True
-    prepack: bool | str = "auto"
+    prepack: bool | str | tuple[int, ...] = "auto"
 
     def __post_init__(self):
         if self.step not in STEPS:
@@ -57,13 +59,22 @@ class DecodeOptions:
             raise ValueError("compile=True needs the static decode step (decode_step='static' "
                              "or 'auto'): the dynamic step's shapes change every step")
         attention_backend(self.attention, torch.device("cpu"))
-        if self.prepack not in (True, False, "auto"):
-            raise ValueError(f"prepack must be True, False or 'auto', got {self.prepack!r}")
-        if self.prepack is True and not MKL_PACKING:
-            raise ValueError("prepack=True needs a torch build with MKL (x86 CPU builds)")
-        if self.prepack is True and self.compile:
-            raise ValueError("prepack=True does not combine with compile: torch.compile does "
-                             "not trace MKL's packed weights")
+        if isinstance(self.prepack, (list, tuple)):
+            if not self.prepack or not all(isinstance(r, int) and not isinstance(r, bool)
+                                           and r >= 1 for r in self.prepack):
+                raise ValueError(f"prepack batch sizes must be integers >= 1, got "
+                                 f"{self.prepack!r}")
+            object.__setattr__(self, "prepack", tuple(sorted(set(self.prepack))))
+        elif self.prepack not in (True, False, "auto"):
+            raise ValueError(f"prepack must be True, False, 'auto' or a tuple of batch sizes, "
+                             f"got {self.prepack!r}")
+        forced = self.prepack is True or isinstance(self.prepack, tuple)
+        if forced and not MKL_PACKING:
+            raise ValueError(f"prepack={self.prepack!r} needs a torch build with MKL "
+                             "(x86 CPU builds)")
+        if forced and self.compile:
+            raise ValueError(f"prepack={self.prepack!r} does not combine with compile: "
+                             "torch.compile does not trace MKL's packed weights")
 
     def packs(self, device: torch.device, dtype: torch.dtype, rows: int) -> bool:
         """Whether a generate call of ``rows`` sequences on ``device`` / ``dtype`` packs its
@@ -71,6 +82,8 @@ class DecodeOptions:
         (at one row the packed sgemm was no faster than ``F.linear``)."""
         if device.type != "cpu" or dtype != torch.float32 or not MKL_PACKING:
             return False
+        if isinstance(self.prepack, tuple):
+            return rows in self.prepack
         return self.prepack is True or (self.prepack == "auto" and not self.compile
                                         and rows >= MIN_PACKED_ROWS)
 

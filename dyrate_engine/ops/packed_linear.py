@@ -7,8 +7,7 @@ every call. On the 2-core development CPU (AVX-512), the twelve layers' linears 
 benchmark shape took 31 ms packed against 43 ms (``decode_linear``) and 57 ms (``F.linear``) at 8
 rows, and 37 ms against 69 / 54 ms at 16 rows (python_bench/RESULTS.md). The price is memory
 and time: MKL pads each matrix's packed panels, so the copies of that shape's 365 MB of matrices
-took 897 MiB (:attr:`PackedWeights.nbytes`), and packing them took 140-430 ms; one row count is
-kept at a time.
+took 897 MiB (:attr:`PackedWeights.nbytes`), and packing them took 140-430 ms per row count.
 """
 from __future__ import annotations
 
@@ -28,19 +27,23 @@ if MKL_PACKING:
 
 
 class PackedWeights:
-    """MKL-packed copies of a decoder's fp32 weights for one row count; :meth:`linear` uses one
-    where the rows match and falls back to ``fallback`` elsewhere (prefill, other batch sizes,
-    autograd, other dtypes and devices)."""
+    """MKL-packed copies of a decoder's fp32 weights for one or more row counts; :meth:`linear`
+    uses one where the rows match and falls back to ``fallback`` elsewhere (prefill, other
+    batch sizes, autograd, other dtypes and devices)."""
 
     def __init__(self):
-        self.rows: int | None = None
-        self._packed: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id -> (weight, packed)
+        # (rows, id(weight)) -> (weight, packed); the weight is kept to check the id's owner
+        self._packed: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self.nbytes = 0
 
-    def pack(self, weights, rows: int) -> None:
-        """Pack ``weights`` (fp32 CPU matrices ``[N, K]``) for ``rows`` rows, replacing the
-        copies of another row count (their memory is freed first). A no-op when they are
-        already packed for ``rows``."""
+    @property
+    def row_counts(self) -> list[int]:
+        """The row counts with packed copies."""
+        return sorted({rows for rows, _ in self._packed})
+
+    def pack(self, weights, rows: int, keep_others: bool = False) -> None:
+        """Pack ``weights`` (fp32 CPU matrices ``[N, K]``) for ``rows`` rows. The copies of other
+        row counts are freed first unless ``keep_others``. A no-op where they are packed."""
         weights = list(weights)
         if not MKL_PACKING or rows < 1:
             raise RuntimeError("MKL packing needs a torch build with MKL and rows >= 1")
@@ -48,24 +51,25 @@ class PackedWeights:
                if w.dtype != torch.float32 or w.device.type != "cpu" or w.dim() != 2]
         if bad:
             raise ValueError(f"MKL packing takes fp32 CPU matrices, got shapes {bad[:3]}")
-        if rows == self.rows and all(self._packed.get(id(w), (None,))[0] is w for w in weights):
-            return
-        self.release()
+        if not keep_others:
+            ids = {id(w) for w in weights}
+            self._packed = {key: v for key, v in self._packed.items()
+                            if key[0] == rows and key[1] in ids}
         for w in weights:
-            self._packed[id(w)] = (w, torch.ops.mkl._mkl_reorder_linear_weight(w, rows))
-        self.rows = rows
+            if self._packed.get((rows, id(w)), (None,))[0] is not w:
+                self._packed[(rows, id(w))] = (w, torch.ops.mkl._mkl_reorder_linear_weight(w, rows))
         self.nbytes = sum(p.numel() * p.element_size() for _, p in self._packed.values())
 
     def release(self) -> None:
         """Drop every packed copy."""
-        self._packed, self.rows, self.nbytes = {}, None, 0
+        self._packed, self.nbytes = {}, 0
 
     def linear(self, x: torch.Tensor, weight: torch.Tensor, bias, fallback):
-        """``x @ weight.T + bias`` through the packed copy of ``weight`` when ``x`` has the
-        packed row count (and needs no gradient); else ``fallback(x, weight, bias)``."""
-        entry = self._packed.get(id(weight))
+        """``x @ weight.T + bias`` through the packed copy of ``weight`` for ``x``'s row count
+        (when it needs no gradient); else ``fallback(x, weight, bias)``."""
+        rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+        entry = self._packed.get((rows, id(weight)))
         if entry is None or entry[0] is not weight or x.dtype != torch.float32 \
-                or x.numel() != self.rows * x.shape[-1] \
                 or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
             return fallback(x, weight, bias)
-        return torch.ops.mkl._mkl_linear(x, entry[1], weight, bias, self.rows)
+        return torch.ops.mkl._mkl_linear(x, entry[1], weight, bias, rows)
