@@ -86,5 +86,31 @@ int main() {
                       .call(torch::randn({1, 2, 8}), keys, values, torch::tensor({3}, i64),
                             std::nullopt, std::nullopt);
   expect(torch::allclose(attended, torch::ones({1, 2, 8})), "decode_attention");
+
+  // The decoder's elementwise ops. A row of 2s has RMS 2, so unit weights normalise it to 1s.
+  auto unit = torch::ones({4});
+  auto normed = op("dyrate::rms_norm")
+                    .typed<at::Tensor(const at::Tensor&, const at::Tensor&, double)>()
+                    .call(torch::full({1, 4}, 2.0), unit, 0.0);
+  expect(torch::allclose(normed, torch::ones({1, 4})), "rms_norm");
+  auto [hidden, hidden_normed] =
+      op("dyrate::add_rms_norm")
+          .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                    const at::Tensor&, double)>()
+          .call(torch::ones({1, 4}), torch::ones({1, 4}), unit, 0.0);
+  expect(torch::allclose(hidden, torch::full({1, 4}, 2.0)) &&
+             torch::allclose(hidden_normed, torch::ones({1, 4})),
+         "add_rms_norm");
+  // silu(1) = 1 / (1 + e^-1) = 0.7310586, times up = 2.
+  auto gated = op("dyrate::silu_mul")
+                   .typed<at::Tensor(const at::Tensor&)>()
+                   .call(torch::tensor({{1.0f, 2.0f}}));
+  expect(torch::allclose(gated, torch::tensor({{1.4621172f}})), "silu_mul");
+  // A quarter turn (cos 0, sin 1) takes (1, 0) to (0, 1); [1, 1, 1, 2] -> [1, 1, 1, 2].
+  auto turned = op("dyrate::rope")
+                    .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)>()
+                    .call(torch::tensor({1.0f, 0.0f}).view({1, 1, 1, 2}), torch::zeros({1, 1, 2}),
+                          torch::ones({1, 1, 2}));
+  expect(turned.view({-1}).equal(torch::tensor({0.0f, 1.0f})), "rope");
   return failures == 0 ? 0 : 1;
 }
