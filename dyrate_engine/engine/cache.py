@@ -83,6 +83,25 @@ class KVCache:
         (it shrank the device lengths itself)."""
         self.host.pruned = [n - d for n, d in zip(self.host.pruned, counts)]
 
+    def row(self, b: int) -> "KVCache":
+        """Sequence ``b`` as a one-sequence cache over the same memory (a request's prefill in
+        a scheduler slot writes through it). Its host lengths are a copy: :meth:`absorb_row`
+        brings them back."""
+        return KVCache(self.kv[:, :, b:b + 1], self.lengths[:, b:b + 1],
+                       self.positions[b:b + 1], self.prune_layer,
+                       HostLengths([self.host.dense[b]], [self.host.pruned[b]]))
+
+    def absorb_row(self, b: int, row: "KVCache") -> None:
+        self.host.dense[b], self.host.pruned[b] = row.host.of(0)
+
+    def clear(self, rows: torch.Tensor, host_rows: list[int]) -> None:
+        """Rows ``rows`` (a bool ``[B]`` device mask, the same rows as ``host_rows``) hold
+        nothing: a scheduler's free slots, which still ride along in the batched step."""
+        self.lengths.masked_fill_(rows, 0)
+        self.positions.masked_fill_(rows, 0)
+        for b in host_rows:
+            self.host.dense[b] = self.host.pruned[b] = 0
+
     def advance(self) -> None:
         """Every sequence wrote one more token in every layer."""
         self.lengths += 1

@@ -14,6 +14,7 @@ from ..policies.base import Dense, Policy
 from .generation import Generation
 from .requests import make_sequences
 from .results import GenerationResult, StreamEvent
+from .scheduler import Scheduler
 from .sampling import SamplingParams
 from .static_step import DecodeOptions
 
@@ -82,6 +83,13 @@ class Engine:
         policy.check_model(self.decoder.config)
         policy.check_family(self.model.family)
         return K
+
+    def scheduler(self, *, max_batch: int = 8, capacity: int | None = None,
+                  prune_layer: int | None = None, max_queue: int = 64) -> Scheduler:
+        """Continuous batching over this engine's model: requests join and leave a running
+        batch between decode steps (:class:`~dyrate_engine.engine.scheduler.Scheduler`)."""
+        return Scheduler(self, max_batch=max_batch, capacity=capacity, prune_layer=prune_layer,
+                         max_queue=max_queue)
 
     # ------------------------------------------------------------------------------ public API
     def generate(self, images, prompts, policy: Policy | None = None,
