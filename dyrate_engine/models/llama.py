@@ -122,7 +122,9 @@ class LlamaDecoder:
 
     @staticmethod
     def silu_mul(gate_up):
-        if _has_cpu_kernels(gate_up):
+        # fp32 only: in bf16 / fp16 PyTorch's own AVX-512 SiLU was faster than the kernel's AVX2
+        # one (dyrate bench ops, python_bench/RESULTS.md).
+        if _has_cpu_kernels(gate_up) and gate_up.dtype == torch.float32:
             return torch.ops.dyrate.silu_mul.default(gate_up)
         return _ops.silu_mul_reference(gate_up)
 
