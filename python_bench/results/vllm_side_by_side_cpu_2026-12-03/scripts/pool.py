@@ -1,5 +1,5 @@
 import json, statistics as st, sys
-R='/work/scratch/sbs  # the run folder; its outputs are copied beside this script'
+R = sys.argv[1]  # the run folder (side_by_side.sh's); its outputs are copied beside this script
 def ours(tag, policy):
     out={}
     for p in (1,2):
