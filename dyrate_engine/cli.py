@@ -1,4 +1,4 @@
-"""Command line: ``dyrate generate | train-predictor | eval | bench``."""
+"""Command line: ``dyrate generate | train-predictor | eval | bench | serve``."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,7 @@ from .bench.cli import add_parser as add_bench_parser
 from .eval.command import add_parser as add_eval_parser
 from .models.video import DEFAULT_FPS
 from .policies.spec import POLICY_HELP
+from .serve.command import add_parser as add_serve_parser
 from .train.command import add_parser as add_train_parser
 
 
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     add_eval_parser(sub)
     add_bench_parser(sub)
+    add_serve_parser(sub)
     return parser
 
 

@@ -20,7 +20,7 @@ LAYERS = [
     ("data",),
     ("train",),
     ("eval",),
-    ("bench", "demo"),
+    ("bench", "demo", "serve"),
     ("cli",),
 ]
 

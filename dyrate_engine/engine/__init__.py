@@ -1,10 +1,12 @@
 """The engine (nano-vllm style: the folder is the architecture): the API (``engine``), one
 generate call's loop (``generation``, ``prefill``, ``runner``), its state (``sequence``,
-``cache``, ``pruning``, ``stats``), sampling and results."""
+``cache``, ``pruning``, ``stats``), continuous batching (``scheduler``, ``slots``), sampling
+and results."""
 from .engine import Engine
 from .results import GenerationResult, GenerationStats, StreamEvent
 from .sampling import SamplingParams
+from .scheduler import QueueFull, Request, RequestHandle, Scheduler
 from .static_step import DecodeOptions
 
 __all__ = ["Engine", "DecodeOptions", "StreamEvent", "GenerationResult", "GenerationStats",
-           "SamplingParams"]
+           "SamplingParams", "Scheduler", "Request", "RequestHandle", "QueueFull"]

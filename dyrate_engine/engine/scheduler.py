@@ -61,14 +61,14 @@ class RequestHandle:
 
     def __init__(self, request: Request, sequence: Sequence):
         self.request, self.sequence = request, sequence
-        self.status = "waiting"  # -> "running" -> "finished" | "cancelled"
+        self.status = "waiting"  # -> "running" -> "finished" | "cancelled" | "failed"
         self.cancelled = False
         self.error: Exception | None = None
         self._tokenizer = None
 
     @property
     def done(self) -> bool:
-        return self.status in ("finished", "cancelled")
+        return self.status in ("finished", "cancelled", "failed")
 
     def cancel(self) -> None:
         """Stop the request: it leaves its slot (or the queue) at the next step."""
@@ -167,6 +167,16 @@ class Scheduler:
         if self.running:
             new += self._decode()
         return new
+
+    def reset(self) -> None:
+        """Drop every request, running or waiting (after a failed step: nothing is trusted)."""
+        with self._lock:
+            waiting, self.waiting = list(self.waiting), collections.deque()
+        for handle in waiting:
+            handle.status = "cancelled"
+        for b, slot in enumerate(self.slots):
+            if slot is not None:
+                self._free(b, "failed")
 
     def run_until_idle(self) -> None:
         while self.has_work:

@@ -136,6 +136,23 @@ class VisionLanguageModel:
         ids = [row[mask.bool()] for row, mask in zip(out["input_ids"], out["attention_mask"])]
         return ids, VisionInputs({name: out.get(name) for name in self.vision_keys})
 
+    def encode_chat(self, conversation: list[dict], images) -> tuple[torch.Tensor, VisionInputs]:
+        """``(input_ids, vision inputs)`` of one conversation: messages ``{"role", "content":
+        [{"type": "text", "text"} | {"type": "image"}]}`` in the checkpoint's chat format
+        (with the assistant's turn opened), ``images`` the image parts' images in order."""
+        if self.processor is None:
+            raise ValueError("this checkpoint has no processor files; use generate_ids() with "
+                             "token ids")
+        if getattr(self.processor, "chat_template", None):
+            text = self.processor.apply_chat_template(conversation, add_generation_prompt=True)
+        else:
+            image_token = getattr(self.processor, "image_token", "<image>")
+            text = "\n".join(part["text"] if part["type"] == "text" else image_token
+                             for message in conversation for part in message["content"])
+        pil = [to_pil(image) for image in images]
+        out = self.processor(images=pil or None, text=[text], return_tensors="pt")
+        return out["input_ids"][0], VisionInputs({name: out.get(name) for name in self.vision_keys})
+
     def encode_by_parts(self, prompts, images, videos):
         """:meth:`encode` of prompts with videos (from :meth:`media_per_prompt`), for the
         families that take video."""
