@@ -135,3 +135,22 @@ def test_bad_requests_fail_before_any_work(engine):
         dense_only.submit(Request(ids[0], vision, Schedule([0.5], prune_layer=K)))
     with pytest.raises(ValueError, match="max_batch must be >= 1"):
         engine.scheduler(max_batch=0)
+
+
+def test_static_batching_admits_only_into_an_empty_batch(engine):
+    ids, pixels = random_prompts(5, seed=17)
+    scheduler = engine.scheduler(max_batch=2, prune_layer=K, batching="static")
+    handles = [scheduler.submit(Request(ids[i], {"pixel_values": pixels[i:i + 1]}, None,
+                                        SamplingParams(max_new_tokens=2 + 3 * i,
+                                                       ignore_eos=True))) for i in range(5)]
+    admitted_while_busy = False
+    while scheduler.has_work:
+        busy = scheduler.running > 0
+        before = [h.status for h in handles]
+        scheduler.step()
+        joined = any(b == "waiting" and h.status != "waiting" for b, h in zip(before, handles))
+        admitted_while_busy |= busy and joined
+    assert not admitted_while_busy
+    assert all(h.status == "finished" for h in handles)
+    with pytest.raises(ValueError, match="batching must be"):
+        engine.scheduler(batching="eager")

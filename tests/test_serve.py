@@ -1,6 +1,6 @@
 """``dyrate serve`` over HTTP: a real server on 127.0.0.1 (a free port, torn down after) and the
 official ``openai`` client. Answers, whole and streamed, equal ``engine.generate`` of the same
-request; concurrent requests each get their own answer; a stream closed early frees its slot;
+request; 16 concurrent requests each get their own answer; a stream closed early frees its slot;
 every bad input gets its 4xx and the next good request succeeds."""
 import base64
 import copy
@@ -98,7 +98,9 @@ def test_concurrent_requests_get_their_own_answers(served):
     engine, server, client, _ = served
     K = server.scheduler.prune_layer
     specs = ["dense", f"schedule:{K}:0.5", "dyrate", f"schedule:{K}:0,0.3,0.6"]
-    cases = [(image, specs[i % 4], 4 + 3 * (i % 3)) for i, image in enumerate(images(8))]
+    base = images(4)
+    cases = [(base[i % 4].resize((200 + 8 * i, 180 + 4 * i)), specs[i % 4], 3 + i % 7)
+             for i in range(16)]  # 16 different images, lengths and policies
 
     def ask(case):
         image, spec, n = case
@@ -107,7 +109,7 @@ def test_concurrent_requests_get_their_own_answers(served):
             extra_body={"dyrate_policy": spec})
         return reply.choices[0].message.content
 
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(16) as pool:
         got = list(pool.map(ask, cases))
     for (image, spec, n), text in zip(cases, got):
         assert text == alone(engine, server, image, spec, n)
@@ -208,3 +210,22 @@ def test_the_command_serves_the_demo_on_a_fresh_port():
     finally:
         process.terminate()
         process.wait(30)
+
+
+def test_bench_serve_loads_the_server_and_refuses_other_hosts(served, tmp_path, capsys):
+    from dyrate_engine.cli import main
+
+    _, server, _, url = served
+    K = server.scheduler.prune_layer
+    out = tmp_path / "serve.json"
+    assert main(["bench", "serve", "--url", url, "--requests", "6", "--concurrency", "3",
+                 "--rate", "20", "--policies", "dense", f"schedule:{K}:0.75", "--max-tokens",
+                 "2:6", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["policy"] for r in rows] == ["dense", f"schedule:{K}:0.75"]
+    for r in rows:
+        assert r["errors"] == 0 and r["requests"] == 6 and r["requests_per_s"] > 0
+        assert 0 < r["ttft_p50"] <= r["ttft_p99"] and r["output_tokens_per_s"] > 0
+    assert "req/s" in capsys.readouterr().out
+    assert main(["bench", "serve", "--url", "http://example.com:8000"]) == 2
+    assert "this machine only" in capsys.readouterr().err

@@ -15,6 +15,7 @@ import os
 
 from .contenders import CONTENDER_HELP, DEFAULT_CONTENDERS
 from .ops import add_arguments as add_ops_arguments
+from .serve import add_arguments as add_serve_arguments
 from .presets import PRESETS, with_visual_tokens
 
 
@@ -82,6 +83,10 @@ def add_parser(subparsers) -> None:
     pool.add_argument("--base", default="dense", help="the policy every ratio is over")
     pool.set_defaults(run=cmd_pool)
 
+    serve = sub.add_parser("serve", help="load a running dyrate serve: requests/s, TTFT, TPOT")
+    add_serve_arguments(serve)
+    serve.set_defaults(run=cmd_serve)
+
 
 def cmd_e2e(args) -> int:
     import torch
@@ -123,6 +128,12 @@ def run_e2e(preset, args, device, new_tokens) -> None:
     if not args.no_plots:
         for p in plot(result, args.out, log=print):
             print(f"# wrote {p}")
+
+
+def cmd_serve(args) -> int:
+    from .serve import run
+    rows = run(args)
+    return 0 if all(r["errors"] == 0 for r in rows) else 1
 
 
 def cmd_ops(args) -> int:

@@ -84,12 +84,11 @@ class Engine:
         policy.check_family(self.model.family)
         return K
 
-    def scheduler(self, *, max_batch: int = 8, capacity: int | None = None,
-                  prune_layer: int | None = None, max_queue: int = 64) -> Scheduler:
+    def scheduler(self, **options) -> Scheduler:
         """Continuous batching over this engine's model: requests join and leave a running
-        batch between decode steps (:class:`~dyrate_engine.engine.scheduler.Scheduler`)."""
-        return Scheduler(self, max_batch=max_batch, capacity=capacity, prune_layer=prune_layer,
-                         max_queue=max_queue)
+        batch between decode steps. ``options``: ``max_batch``, ``capacity``, ``prune_layer``,
+        ``max_queue``, ``batching`` (:class:`~dyrate_engine.engine.scheduler.Scheduler`)."""
+        return Scheduler(self, **options)
 
     # ------------------------------------------------------------------------------ public API
     def generate(self, images, prompts, policy: Policy | None = None,

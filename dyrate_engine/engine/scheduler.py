@@ -91,10 +91,15 @@ class Scheduler:
     the most tokens (prompt + answer) a request may hold, default the model's ``max_seq_len``;
     ``prune_layer``: the first pruned layer K every pruning policy must use (None: requests
     may not prune); ``max_queue``: the most waiting requests, beyond which :meth:`submit`
-    raises :class:`QueueFull`."""
+    raises :class:`QueueFull`; ``batching="static"`` admits only into an empty batch (every
+    request waits for the whole batch before it: the baseline continuous batching beats)."""
 
     def __init__(self, engine, *, max_batch: int = 8, capacity: int | None = None,
-                 prune_layer: int | None = None, max_queue: int = 64):
+                 prune_layer: int | None = None, max_queue: int = 64,
+                 batching: str = "continuous"):
+        if batching not in ("continuous", "static"):
+            raise ValueError(f"batching must be 'continuous' or 'static', got {batching!r}")
+        self.batching = batching
         if max_batch < 1 or max_queue < 0:
             raise ValueError(f"max_batch must be >= 1 and max_queue >= 0, got {max_batch}, "
                              f"{max_queue}")
@@ -193,6 +198,8 @@ class Scheduler:
 
     def _admit(self) -> list[tuple[RequestHandle, int]]:
         new = []
+        if self.batching == "static" and self.running:
+            return new
         for b in range(self.max_batch):
             if self.slots[b] is not None:
                 continue

@@ -31,13 +31,13 @@ class ChatServer:
 
     def __init__(self, engine, *, model_name: str, policy: str = "dense", max_batch: int = 8,
                  max_queue: int = 64, rules: ImageRules | None = None,
-                 default_max_tokens: int = 64):
+                 default_max_tokens: int = 64, batching: str = "continuous"):
         self.engine, self.model_name, self.default_policy = engine, model_name, policy
         self.rules, self.default_max_tokens = rules or ImageRules(), default_max_tokens
         self._policies = {}
         prune_layer = self.policy(policy).prune_layer  # the server's K: its default policy's
         self.scheduler = engine.scheduler(max_batch=max_batch, prune_layer=prune_layer,
-                                          max_queue=max_queue)
+                                          max_queue=max_queue, batching=batching)
         self.loop = ServingLoop(self.scheduler)
         self.metrics = Metrics()
 

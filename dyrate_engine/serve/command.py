@@ -16,13 +16,16 @@ def add_parser(sub) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-batch", type=int, default=8, help="batch slots")
+    p.add_argument("--batching", default="continuous", choices=["continuous", "static"],
+                   help="static: a request waits for the whole running batch to end (the "
+                        "baseline of continuous batching)")
     p.add_argument("--max-queue", type=int, default=64,
                    help="waiting requests beyond which a request gets 429")
     p.add_argument("--max-tokens", type=int, default=64, help="max_tokens when a request omits it")
     p.add_argument("--max-images", type=int, default=8, help="images per request")
     p.add_argument("--max-pixels", type=int, default=MAX_IMAGE_PIXELS, help="pixels per image")
     p.add_argument("--allow-local-files", default=None, metavar="DIR",
-                   help="let image_url parts name image files under DIR (default: none)")
+                   help="let image_url parts name image files under DIR (default: no file)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     p.set_defaults(run=cmd_serve)
 
@@ -40,6 +43,7 @@ def cmd_serve(args) -> int:
     policy = args.policy or ("dyrate" if args.model == "demo" else "dense")
     rules = ImageRules(args.max_images, args.max_pixels, args.allow_local_files)
     server = ChatServer(engine, model_name=args.model, policy=policy, max_batch=args.max_batch,
-                        max_queue=args.max_queue, rules=rules, default_max_tokens=args.max_tokens)
+                        max_queue=args.max_queue, rules=rules, default_max_tokens=args.max_tokens,
+                        batching=args.batching)
     uvicorn.run(build_app(server), host=args.host, port=args.port, log_level="info")
     return 0

@@ -18,7 +18,8 @@ from ..models.images import MAX_IMAGE_PIXELS, open_image
 
 ROLES = ("system", "user", "assistant")
 SAMPLING_FIELDS = {"max_tokens": int, "max_completion_tokens": int, "temperature": (int, float),
-                   "top_p": (int, float), "seed": int, "stream": bool, "n": int}
+                   "top_p": (int, float), "seed": int, "stream": bool, "n": int,
+                   "ignore_eos": bool}
 
 
 class ApiError(Exception):
@@ -74,7 +75,8 @@ def parse_chat(body, rules: ImageRules, default_max_tokens: int) -> ChatRequest:
     try:
         params = SamplingParams(
             temperature=float(body.get("temperature", 1.0)), top_p=body.get("top_p"),
-            seed=body.get("seed"), max_new_tokens=max_tokens)
+            seed=body.get("seed"), max_new_tokens=max_tokens,
+            ignore_eos=bool(body.get("ignore_eos", False)))
     except ValueError as error:
         raise ApiError(400, str(error)) from None
     return ChatRequest(conversation, images, params, stop, bool(body.get("stream", False)),
