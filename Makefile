@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 # The CPU build of torch that lies on the development machines' disk; any other version downloads GBs.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: test demo build venv cuda-check cmake-check wheel-check bench-ops clean
+.PHONY: test demo build venv cuda-check cmake-check wheel-check bench-ops soak clean
 
 venv: $(VENV)/.ready
 $(VENV)/.ready: pyproject.toml
@@ -44,6 +44,10 @@ wheel-check: build
 # Every csrc/**/*.cu compiles for sm_90 and sm_80 against the torch headers (no GPU needed).
 cuda-check: venv
 	PYTHON=$(PY) bash scripts/cuda_check.sh
+
+# The server's soak: 1,000 requests of mixed policies, cancels and bad input (minutes; opt-in).
+soak: build
+	DYRATE_SOAK=1 $(PY) -m pytest -q -s tests/test_soak.py
 
 bench-ops: build
 	$(PY) -m dyrate_engine.cli bench ops --json out/ops_$$(date +%F).json

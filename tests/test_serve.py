@@ -4,10 +4,7 @@ request; 16 concurrent requests each get their own answer; a stream closed early
 every bad input gets its 4xx and the next good request succeeds."""
 import base64
 import copy
-import io
 import json
-import socket
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -26,19 +23,7 @@ from dyrate_engine.bundled import EXAMPLE_IMAGE  # noqa: E402
 from dyrate_engine.policies.spec import parse_policy  # noqa: E402
 from dyrate_engine.serve.app import ChatServer, build_app  # noqa: E402
 from dyrate_engine.serve.protocol import ImageRules  # noqa: E402
-
-PROMPT = "Describe the image."
-
-
-def data_url(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def user(url: str, text: str = PROMPT) -> list[dict]:
-    return [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
-                                         {"type": "text", "text": text}]}]
+from serving import PROMPT, data_url, free_port, post, running, user  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -49,21 +34,9 @@ def served(tmp_path_factory):
     server = ChatServer(engine, model_name="demo", policy="dyrate", max_batch=4, max_queue=32,
                         rules=ImageRules(max_images=2, max_pixels=1 << 20,
                                          local_dir=str(allowed)), default_max_tokens=12)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    http = uvicorn.Server(uvicorn.Config(build_app(server), host="127.0.0.1", port=port,
-                                         log_level="warning"))
-    thread = threading.Thread(target=http.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not http.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert http.started
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
-    yield engine, server, client, f"http://127.0.0.1:{port}"
-    http.should_exit = True
-    thread.join(30)
+    with running(build_app(server)) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
+        yield engine, server, client, url
 
 
 def images(n):
@@ -128,16 +101,6 @@ def test_a_stream_closed_early_frees_its_slot(served):
     assert not server.scheduler.has_work
 
 
-def post(url: str, body: bytes):
-    request = urllib.request.Request(url + "/v1/chat/completions", data=body,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
 def test_bad_inputs_get_a_4xx_and_the_server_keeps_serving(served):
     engine, server, client, url = served
     good = data_url(images(1)[0])
@@ -188,9 +151,7 @@ def test_the_command_serves_the_demo_on_a_fresh_port():
     import subprocess
     import sys
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "dyrate_engine.cli", "serve", "--port",
                                 str(port), "--max-batch", "2"], stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
