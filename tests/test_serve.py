@@ -181,7 +181,8 @@ def test_bench_serve_loads_the_server_and_refuses_other_hosts(served, tmp_path, 
     out = tmp_path / "serve.json"
     assert main(["bench", "serve", "--url", url, "--requests", "6", "--concurrency", "3",
                  "--rate", "20", "--policies", "dense", f"schedule:{K}:0.75", "--max-tokens",
-                 "2:6", "--json", str(out)]) == 0
+                 "2:6", "--json", str(out), "--plot", str(tmp_path / "serve.png")]) == 0
+    assert (tmp_path / "serve.png").stat().st_size > 1000
     rows = json.loads(out.read_text())["rows"]
     assert [r["policy"] for r in rows] == ["dense", f"schedule:{K}:0.75"]
     for r in rows:

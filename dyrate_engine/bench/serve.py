@@ -41,6 +41,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--prompt", default="Describe the image in detail.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument("--plot", default=None,
+                        help="also draw requests/s and TTFT / TPOT per policy to this PNG")
 
 
 def _lengths(spec: str, n: int, seed: int) -> list[int]:
@@ -149,8 +151,33 @@ def run(args) -> list[dict]:
         print(f"{r['policy']:<24}{r['requests_per_s']:8.2f}{r['output_tokens_per_s']:11.1f}"
               f"{ms(r['ttft_p50']):>10}{ms(r['ttft_p99']):>8}{ms(r['tpot_p50']):>10}"
               f"{ms(r['tpot_p99']):>8}{r['errors']:>8}")
+    if args.plot:
+        plot(rows, args.plot, f"{args.requests} requests, concurrency {args.concurrency}")
     if args.json:
         from .report import machine_info, save_json
         options = {k: v for k, v in vars(args).items() if not callable(v)}
         save_json(dict(args=options, rows=rows, machine=machine_info("cpu")), args.json)
     return rows
+
+
+def plot(rows: list[dict], path: str, title: str) -> None:
+    """Requests/s, and TTFT and TPOT (p50 bars, p99 whiskers), per policy."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["policy"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+    axes[0].bar(names, [r["requests_per_s"] for r in rows])
+    axes[0].set_ylabel("requests / s")
+    for ax, key, label in ((axes[1], "ttft", "TTFT, s"), (axes[2], "tpot", "TPOT, s")):
+        p50 = [r[f"{key}_p50"] or 0 for r in rows]
+        p99 = [r[f"{key}_p99"] or 0 for r in rows]
+        ax.bar(names, p50, yerr=[[0] * len(rows), [b - a for a, b in zip(p50, p99)]], capsize=4)
+        ax.set_ylabel(label + " (p50; whisker p99)")
+    for ax in axes:
+        ax.tick_params(axis="x", rotation=20)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
