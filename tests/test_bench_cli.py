@@ -248,3 +248,18 @@ def test_prepack_modes_of_the_e2e_bench(e2e):
     assert _prepack_option("load", [1, 2], cpu32) == "auto"  # nothing large enough to pack
     assert _prepack_option("load", [1, 8, 16], cpu16) == "auto"
     assert _prepack_option("load", [16, 1, 8], cpu32) == ((16, 8) if MKL_PACKING else "auto")
+
+
+def test_save_preset_writes_a_checkpoint_the_engine_serves(tmp_path):
+    from PIL import Image
+
+    from dyrate_engine import Engine
+    from dyrate_engine.bench.presets import PRESETS
+    out = tmp_path / "tiny"
+    assert main(["bench", "save-preset", "--preset", "tiny", "--out", str(out)]) == 0
+    engine = Engine.from_pretrained(str(out))
+    result, = engine.generate(Image.new("RGB", (80, 60), "red"), "w5 w6 w7", max_new_tokens=3,
+                              ignore_eos=True)
+    assert len(result.token_ids) == 3 and result.text is not None
+    assert result.stats.n_visual == PRESETS["tiny"].n_visual
+    assert main(["bench", "save-preset", "--preset", "qwen-tiny", "--out", str(out)]) == 2

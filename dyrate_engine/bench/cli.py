@@ -83,9 +83,20 @@ def add_parser(subparsers) -> None:
     pool.add_argument("--base", default="dense", help="the policy every ratio is over")
     pool.set_defaults(run=cmd_pool)
 
+    _add_serving_parsers(sub)
+
+
+def _add_serving_parsers(sub) -> None:
+    """``bench serve`` and ``bench save-preset`` (a checkpoint for ``dyrate serve``)."""
     serve = sub.add_parser("serve", help="load a running dyrate serve: requests/s, TTFT, TPOT")
     add_serve_arguments(serve)
     serve.set_defaults(run=cmd_serve)
+    save = sub.add_parser("save-preset", help="write a LLaVA preset's model and processor to a "
+                                              "directory that dyrate serve loads")
+    save.add_argument("--preset", default="cpu-vllm", choices=list(PRESETS))
+    save.add_argument("--out", required=True, help="the checkpoint directory to write")
+    save.add_argument("--seed", type=int, default=0)
+    save.set_defaults(run=cmd_save_preset)
 
 
 def cmd_e2e(args) -> int:
@@ -128,6 +139,12 @@ def run_e2e(preset, args, device, new_tokens) -> None:
     if not args.no_plots:
         for p in plot(result, args.out, log=print):
             print(f"# wrote {p}")
+
+
+def cmd_save_preset(args) -> int:
+    from .checkpoint import save_preset
+    print(f"# wrote {save_preset(PRESETS[args.preset], args.out, args.seed)}")
+    return 0
 
 
 def cmd_serve(args) -> int:
