@@ -42,11 +42,7 @@ class Generation:
             if prune_layer < dec.n_layers else None
         self.stats = StatsRecorder(dec, self.cache, sequences, self.pruning)
         self.options = options or DecodeOptions()
-        declared = isinstance(self.options.prepack, tuple)  # packed at load, all kept
-        if self.options.packs(model.device, dec.dtype, len(sequences)):  # kept for the next call
-            dec.packed.pack(dec.linear_weights(), rows=len(sequences), keep_others=declared)
-        elif not declared:
-            dec.packed.release()
+        self.options.prepare_packing(dec, len(sequences))
         self.static = None
         if self.options.static(model.device):
             self.static = StaticDecodeStep(model, self.cache, self.pruning,

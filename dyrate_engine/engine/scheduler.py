@@ -124,9 +124,7 @@ class Scheduler:
         self.waiting: collections.deque[RequestHandle] = collections.deque()
         self._lock = threading.Lock()
         options: DecodeOptions = engine.options
-        if options.packs(self.model.device, dec.dtype, max_batch):  # the step's rows never change
-            dec.packed.pack(dec.linear_weights(), rows=max_batch,
-                            keep_others=isinstance(options.prepack, tuple))
+        options.prepare_packing(dec, max_batch)  # the step's row count never changes
 
     # ------------------------------------------------------------------------------ requests
     def submit(self, request: Request) -> RequestHandle:

@@ -87,6 +87,16 @@ class DecodeOptions:
         return self.prepack is True or (self.prepack == "auto" and not self.compile
                                         and rows >= MIN_PACKED_ROWS)
 
+    def prepare_packing(self, dec, rows: int) -> None:
+        """Pack ``dec``'s weights for a step of ``rows`` rows where :meth:`packs` says so (kept
+        for the next call); otherwise drop ``"auto"`` / ``True`` copies. Sizes packed at load
+        (a tuple) are always kept."""
+        declared = isinstance(self.prepack, tuple)
+        if self.packs(dec.device, dec.dtype, rows):
+            dec.packed.pack(dec.linear_weights(), rows=rows, keep_others=declared)
+        elif not declared:
+            dec.packed.release()
+
     def static(self, device: torch.device) -> bool:
         if self.step == "auto":
             return device.type == "cuda" or self.compile
