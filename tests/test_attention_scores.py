@@ -114,8 +114,11 @@ def test_bad_metadata_raises(device):
     one = torch.tensor([4], device=device)
     with pytest.raises(ValueError, match="multiple of key heads"):
         ops.attention_scores(q, k, one, one * 0, one * 0, one)
-    with pytest.raises(ValueError, match="int64"):
-        ops.attention_scores(q[:, :2], k, one.int(), one * 0, one * 0, one)
+    with pytest.raises(ValueError, match="lengths must be int32 or int64"):
+        ops.attention_scores(q[:, :2], k, one.short(), one * 0, one * 0, one)
+    with pytest.raises(ValueError, match="q needs a contiguous head dim"):
+        ops.attention_scores(q[:, :2].transpose(0, 2).contiguous().transpose(0, 2), k, one,
+                             one * 0, one * 0, one)
     with pytest.raises(ValueError, match="float32, bfloat16 or float16"):
         ops.attention_scores(q[:, :2].double(), k, one, one * 0, one * 0, one)
 

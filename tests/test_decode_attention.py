@@ -134,13 +134,13 @@ def test_bad_arguments_are_clear_errors():
     lengths = torch.tensor([3, 4])
     with pytest.raises(ValueError, match="multiple of key heads"):
         ops.decode_attention(q[:, :3], kv[0, 0], kv[0, 1], lengths)
-    with pytest.raises(ValueError, match="lengths must be int64"):
-        ops.decode_attention(q, kv[0, 0], kv[0, 1], lengths.int())
+    with pytest.raises(ValueError, match="lengths must be int32 or int64"):
+        ops.decode_attention(q, kv[0, 0], kv[0, 1], lengths.float())
     with pytest.raises(ValueError, match="v_cache must have q's dtype"):
         ops.decode_attention(q, kv[0, 0], kv[0, 1].half(), lengths)
     with pytest.raises(ValueError, match="window must be >= 1"):
         ops.decode_attention(q, kv[0, 0], kv[0, 1], lengths, window=0)
-    with pytest.raises(ValueError, match="visual_rank must be int64"):
+    with pytest.raises(ValueError, match="visual_rank must be int32 or int64"):
         ops.decode_attention_monitor(q, kv[0, 0], kv[0, 1], lengths, torch.zeros(2, 7).long(),
                                      lengths, lengths, max_vis=2)
 

@@ -3,7 +3,8 @@ machine (127.0.0.1 only), like ``vllm bench serve``.
 
 Requests arrive at a fixed rate or as a Poisson process (``--rate``; 0 sends each as soon as one
 of the ``--concurrency`` in-flight places frees), each streamed, with output lengths drawn
-(seeded) from ``--max-tokens MIN:MAX`` and ``ignore``d EOS so the lengths hold. The run is
+(seeded) from ``--max-tokens MIN:MAX`` (uniform, or ``--length-dist log-uniform``: many
+short answers and a long tail, the shape of chat traffic) and ``ignore``d EOS so the lengths hold. The run is
 repeated per ``--policies`` entry (the request's ``dyrate_policy``) on the same request list.
 Reported per policy: requests/s, output tokens/s, time to first token and time per output token
 (p50 / p99), errors.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import random
 import statistics
 import threading
@@ -37,6 +39,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--policies", nargs="+", default=["dense"],
                         help="dyrate_policy of the requests, one run each")
     parser.add_argument("--max-tokens", default="16:64", help="output lengths MIN:MAX (seeded)")
+    parser.add_argument("--length-dist", default="uniform", choices=["uniform", "log-uniform"],
+                        help="how output lengths spread over MIN:MAX")
     parser.add_argument("--image", default=str(EXAMPLE_IMAGE), help="the requests' image file")
     parser.add_argument("--prompt", default="Describe the image in detail.")
     parser.add_argument("--seed", type=int, default=0)
@@ -45,12 +49,15 @@ def add_arguments(parser) -> None:
                         help="also draw requests/s and TTFT / TPOT per policy to this PNG")
 
 
-def _lengths(spec: str, n: int, seed: int) -> list[int]:
+def _lengths(spec: str, n: int, seed: int, dist: str = "uniform") -> list[int]:
     low, _, high = spec.partition(":")
     low, high = int(low), int(high or low)
     if not 1 <= low <= high:
         raise ValueError(f"--max-tokens must be MIN:MAX with 1 <= MIN <= MAX, got {spec!r}")
     rng = random.Random(seed)
+    if dist == "log-uniform":
+        return [min(high, max(low, round(math.exp(rng.uniform(math.log(low), math.log(high))))))
+                for _ in range(n)]
     return [rng.randint(low, high) for _ in range(n)]
 
 
@@ -140,10 +147,11 @@ def run(args) -> list[dict]:
         raise ValueError("--requests and --concurrency must be >= 1")
     with open(args.image, "rb") as f:
         image_url = "data:image/png;base64," + base64.b64encode(f.read()).decode()
-    lengths = _lengths(args.max_tokens, args.requests, args.seed)
+    lengths = _lengths(args.max_tokens, args.requests, args.seed, args.length_dist)
     rows = [run_policy(args, policy, image_url, lengths) for policy in args.policies]
     print(f"# {args.url}: {args.requests} requests per policy, concurrency {args.concurrency}, "
-          f"rate {args.rate or 'unbounded'} ({args.arrivals}), output tokens {args.max_tokens}")
+          f"rate {args.rate or 'unbounded'} ({args.arrivals}), output tokens {args.max_tokens} "
+          f"({args.length_dist}, mean {sum(lengths) / len(lengths):.0f})")
     print(f"{'policy':<24}{'req/s':>8}{'out tok/s':>11}{'TTFT p50':>10}{'p99':>8}"
           f"{'TPOT p50':>10}{'p99':>8}{'errors':>8}")
     for r in rows:

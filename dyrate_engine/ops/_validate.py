@@ -4,6 +4,10 @@ Shape, dtype and device checks read no tensor data and always run. Value checks 
 NaN scores) read the data, which is a device sync on CUDA, so the wrappers make them only with
 ``validate=True`` (the default). The CPU kernels repeat the checks that guard memory, so a C++
 caller is protected too; the CUDA kernels clamp instead of raising.
+
+Index tensors (lengths, spans, ``n_keep``, slot tables) may be int32, what flash-attn and
+FlashInfer use for lengths, or int64: the wrappers widen int32 to the kernels' int64 with
+:func:`as_int64` (a small copy on the device, no sync).
 """
 from __future__ import annotations
 
@@ -12,6 +16,12 @@ import torch
 from ._slots import current_slots, visual_slot_table
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+INDEX_DTYPES = (torch.int32, torch.int64)
+
+
+def as_int64(t: torch.Tensor | None) -> torch.Tensor | None:
+    """An index tensor as the kernels' int64 (itself when it already is)."""
+    return t if t is None or t.dtype == torch.int64 else t.long()
 
 
 def _fail(op: str, message: str) -> None:
@@ -21,8 +31,8 @@ def _fail(op: str, message: str) -> None:
 def _check_index_vector(op, name, t, batch, device):
     if not isinstance(t, torch.Tensor) or t.dim() != 1 or t.shape[0] != batch:
         _fail(op, f"{name} must be a tensor of shape [{batch}], got {getattr(t, 'shape', type(t))}")
-    if t.dtype != torch.int64:
-        _fail(op, f"{name} must be int64, got {t.dtype}")
+    if t.dtype not in INDEX_DTYPES:
+        _fail(op, f"{name} must be int32 or int64, got {t.dtype}")
     if t.device != device:
         _fail(op, f"{name} is on {t.device} but the data is on {device}")
 
@@ -37,15 +47,15 @@ def _first_bad(mask: torch.Tensor) -> int:
 
 
 def _check_slot_table(op, vis_slots, batch, width, device):
-    """Metadata of an optional ``vis_slots`` table: int64 ``[batch, >= width]`` on ``device``."""
+    """Metadata of an optional ``vis_slots`` table: integer ``[batch, >= width]`` on ``device``."""
     if vis_slots is None:
         return
     if not isinstance(vis_slots, torch.Tensor) or vis_slots.dim() != 2 \
             or vis_slots.shape[0] != batch or vis_slots.shape[1] < width:
         _fail(op, f"vis_slots must be a tensor of shape [{batch}, >= {width}], got "
                   f"{getattr(vis_slots, 'shape', type(vis_slots))}")
-    if vis_slots.dtype != torch.int64:
-        _fail(op, f"vis_slots must be int64, got {vis_slots.dtype}")
+    if vis_slots.dtype not in INDEX_DTYPES:
+        _fail(op, f"vis_slots must be int32 or int64, got {vis_slots.dtype}")
     if vis_slots.device != device:
         _fail(op, f"vis_slots is on {vis_slots.device} but the data is on {device}")
 
@@ -81,6 +91,9 @@ def check_attention_scores(q, k_cache, lengths, vis_start, vis_len, prompt_len, 
         _fail(op, f"k_cache {tuple(k_cache.shape)} does not match q {tuple(q.shape)}")
     if k_cache.shape[1] == 0 or H % k_cache.shape[1]:
         _fail(op, f"query heads ({H}) must be a multiple of key heads ({k_cache.shape[1]})")
+    for name, t in (("q", q), ("k_cache", k_cache)):
+        if t.stride(-1) != 1 and t.shape[-1] > 1:
+            _fail(op, f"{name} needs a contiguous head dim, got strides {tuple(t.stride())}")
     for name, t in (("lengths", lengths), ("vis_start", vis_start), ("vis_len", vis_len),
                     ("prompt_len", prompt_len)):
         _check_index_vector(op, name, t, B, q.device)
@@ -213,10 +226,10 @@ def check_decode_attention(op, q, k_cache, v_cache, lengths, visual_rank=None, v
     for name, t in zip(("vis_start", "prompt_len"), vectors):
         _check_index_vector(op, name, t, B, q.device)
     if visual_rank is not None and (visual_rank.shape != (B, k_cache.shape[2])
-                                    or visual_rank.dtype != torch.int64
+                                    or visual_rank.dtype not in INDEX_DTYPES
                                     or visual_rank.device != q.device):
-        _fail(op, f"visual_rank must be int64 [{B}, {k_cache.shape[2]}] on {q.device}, got "
-                  f"{visual_rank.dtype} {tuple(visual_rank.shape)} on {visual_rank.device}")
+        _fail(op, f"visual_rank must be int32 or int64 [{B}, {k_cache.shape[2]}] on {q.device}, "
+                  f"got {visual_rank.dtype} {tuple(visual_rank.shape)} on {visual_rank.device}")
 
 
 def check_rms_norm(op, x, weight, residual=None):

@@ -15,7 +15,7 @@ import torch
 
 from ._library import ensure_registered
 from ._slots import visual_slot_table
-from ._validate import check_attention_scores
+from ._validate import as_int64, check_attention_scores
 
 #: Token-type index of ``type_mass[..., t]``.
 SYSTEM, IMAGE, INSTRUCTION, RESPONSE = range(4)
@@ -85,7 +85,7 @@ def attention_scores(
         k_cache: ``[B, Hkv, Cap, D]`` keys (RoPE applied), same float dtypes, any strides with a
             contiguous head dim. ``H`` must be a multiple of ``Hkv`` (grouped-query attention:
             query head ``h`` reads key head ``h // (H // Hkv)``).
-        lengths: int64 ``[B]``, valid slots per sequence, ``prompt_len <= lengths <= Cap``.
+        lengths: int64 or int32 ``[B]`` (as every index argument), valid slots per sequence, ``prompt_len <= lengths <= Cap``.
         vis_start, vis_len: int64 ``[B]``, the visual span of each sequence.
         prompt_len: int64 ``[B]``, ``vis_start + vis_len <= prompt_len``.
         scale: softmax scale; ``1 / sqrt(D)`` when None.
@@ -109,5 +109,5 @@ def attention_scores(
     check_attention_scores(q, k_cache, lengths, vis_start, vis_len, prompt_len, max_vis, vis_slots,
                            validate)
     return torch.ops.dyrate.attention_scores(
-        q, k_cache, lengths, vis_start, vis_len, prompt_len, scale, max_vis, vis_slots
-    )
+        q, k_cache, as_int64(lengths), as_int64(vis_start), as_int64(vis_len),
+        as_int64(prompt_len), scale, max_vis, as_int64(vis_slots))

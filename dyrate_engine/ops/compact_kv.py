@@ -10,7 +10,7 @@ import torch
 
 from ._library import ensure_registered
 from ._slots import current_slots
-from ._validate import check_compact_kv
+from ._validate import as_int64, check_compact_kv
 
 
 def compact_source_slots(lengths, vis_start, present, keep_mask, capacity, vis_slots=None):
@@ -75,7 +75,7 @@ def compact_kv_(
     Args:
         kv: contiguous ``[L, 2, B, Hkv, Cap, D]`` cache of the pruned layers (K and V), any dtype;
             ``kv[l, 0]`` is an SDPA-ready ``[B, Hkv, Cap, D]`` key tensor. Modified in place.
-        lengths: contiguous int64 ``[B]``, valid slots per sequence; reduced in place by the
+        lengths: contiguous int64 or int32 ``[B]`` (as every index argument), valid slots per sequence; reduced in place by the
             number of dropped tokens.
         vis_start: int64 ``[B]``, slot of the first visual token.
         present: contiguous bool ``[B, Nv]``, visual tokens in the cache; becomes
@@ -89,4 +89,8 @@ def compact_kv_(
             kernel treats ``keep_mask & present`` as kept and clamps every index to the bounds.
     """
     check_compact_kv(kv, lengths, vis_start, present, keep_mask, vis_slots, validate)
-    torch.ops.dyrate.compact_kv_(kv, lengths, vis_start, present, keep_mask, vis_slots)
+    wide = as_int64(lengths)
+    torch.ops.dyrate.compact_kv_(kv, wide, as_int64(vis_start), present, keep_mask,
+                                 as_int64(vis_slots))
+    if wide is not lengths:  # int32 lengths: the caller's tensor gets the new lengths
+        lengths.copy_(wide)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ._library import ensure_registered
-from ._validate import check_select_keep
+from ._validate import as_int64, check_select_keep
 
 
 def select_keep_reference(scores, present, n_keep):
@@ -48,7 +48,7 @@ def select_keep(
             values; a NaN score of a present token is an error with ``validate``, and without
             it ranks below every number on every device (such a token is dropped first).
         present: bool ``[B, Nv]``, the visual tokens still in the cache of the pruned layers.
-        n_keep: int64 ``[B]``, ``0 <= n_keep[b] <= present[b].sum()``.
+        n_keep: int64 or int32 ``[B]``, ``0 <= n_keep[b] <= present[b].sum()``.
         validate: check NaN scores and the range of ``n_keep`` (a device sync on CUDA). Without
             it the CUDA kernel clamps ``n_keep`` (the CPU kernel always checks it).
 
@@ -57,4 +57,4 @@ def select_keep(
         scores the lower index is kept.
     """
     check_select_keep(scores, present, n_keep, validate)
-    return torch.ops.dyrate.select_keep(scores, present, n_keep)
+    return torch.ops.dyrate.select_keep(scores, present, as_int64(n_keep))
