@@ -20,6 +20,7 @@ from .llama import SUPPORTED_TEXT_MODELS, LlamaDecoder
 from .processors import load_processor
 from .video import as_videos
 from .vision import VisionInputs, assign_media, layouts_of
+from .weights import load_weights
 
 
 def check_pixel_shape(pixels: torch.Tensor, size: int, what: str = "images") -> None:
@@ -65,8 +66,8 @@ class VisionLanguageModel:
             raise ValueError(f"{path} holds a {cls.family!r} model with a {text_type!r} text "
                              f"model; supported text models: {', '.join(SUPPORTED_TEXT_MODELS)}")
         # safetensors only: weight files are untrusted input and are never unpickled.
-        hf = getattr(transformers, cls.hf_class).from_pretrained(
-            path, dtype=dtype or torch.float32, use_safetensors=True).to(device).eval()
+        hf = load_weights(getattr(transformers, cls.hf_class), path,
+                          dtype or torch.float32).to(device).eval()
         return cls(hf, load_processor(path), max_seq_len=max_seq_len)
 
     @property

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .images import MAX_IMAGE_PIXELS, check_pixels, open_image, to_pil
+from .images import MAX_IMAGE_PIXELS, check_pixels, open_image, to_pil, to_rgb
 
 # The rate transformers' video processors assume for frames that come without metadata.
 DEFAULT_FPS = 24.0
@@ -119,7 +119,11 @@ def open_video(path, fps: float = DEFAULT_FPS) -> Video:
             for frame in ImageSequence.Iterator(animation):
                 if len(frames) == MAX_FRAMES:
                     raise ValueError(f"{path}: more than {MAX_FRAMES} frames")
-                frames.append(frame.convert("RGB"))
+                frames.append(to_rgb(frame))
     except UnidentifiedImageError:
         raise ValueError(f"{path}: not a frame directory or an animated image") from None
+    except (OSError, SyntaxError) as error:  # truncated or corrupt frames
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise ValueError(f"{path}: the video data is damaged or cut short ({error})") from None
     return Video(frames, fps)

@@ -59,26 +59,78 @@ def save_predictor(directory, predictor: RatePredictor, *, prune_layer: int | No
 
 
 def load_predictor(directory) -> tuple[RatePredictor, dict]:
-    """``(predictor, meta)`` from an artifact directory; clear errors for missing or bad files."""
+    """``(predictor, meta)`` from an artifact directory; a clear error naming the file (and the
+    field) for a missing, damaged or mistyped part."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     directory = Path(directory)
     for name in (WEIGHTS, META):
         if not (directory / name).is_file():
             raise FileNotFoundError(f"{directory} is not a predictor artifact: {name} is missing")
-    meta = json.loads((directory / META).read_text())
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{directory}: predictor format {meta.get('format_version')!r} is not "
-                         f"supported (expected {FORMAT_VERSION})")
-    spec = FeatureSpec.from_dict(meta["features"])
-    predictor = RatePredictor(spec.n_heads, meta["rates"], spec.step_scale)
-    state = load_file(directory / WEIGHTS)
+    meta = read_meta(directory / META)
+    try:
+        spec = FeatureSpec.from_dict(meta["features"])
+        predictor = RatePredictor(spec.n_heads, meta["rates"], spec.step_scale)
+    except ValueError as error:
+        raise ValueError(f"{directory / META}: {error}") from None
+    try:
+        state = load_file(directory / WEIGHTS)
+    except SafetensorError as error:
+        raise ValueError(f"{directory / WEIGHTS}: not a readable safetensors file ({error})") \
+            from None
     expected = {k: v.shape for k, v in predictor.state_dict().items()}
     got = {k: v.shape for k, v in state.items()}
     if got != expected:
-        raise ValueError(f"{directory}: weights {got} do not match predictor.json {expected}")
+        raise ValueError(f"{directory / WEIGHTS}: weights {got} do not match predictor.json "
+                         f"{expected}")
     predictor.load_state_dict(state)
     return predictor.eval(), meta
+
+
+# predictor.json's fields: name -> (the types it may have, whether it must be present).
+_INT, _NUMBER = (int,), (int, float)
+_FIELDS = {"format_version": (_INT, True), "rates": ((list,), True), "features": ((dict,), True),
+           "prune_layer": (_INT, True), "monitor_layer": (_INT, True), "n_heads": (_INT, True),
+           "n_layers": (_INT, True), "model_fingerprint": ((str,), False),
+           "family": ((str, type(None)), False), "training": ((dict,), False)}
+_FEATURE_FIELDS = {"n_heads": (_INT, True), "step_scale": (_NUMBER, True)}
+
+
+def read_meta(path: Path) -> dict:
+    """``predictor.json`` parsed and checked: every field present with its type, the format
+    version supported; a ValueError naming the file and the field otherwise."""
+    try:
+        meta = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: must hold a JSON object, got {type(meta).__name__}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: predictor format {meta.get('format_version')!r} is not "
+                         f"supported (expected {FORMAT_VERSION})")
+    _check_fields(path, meta, _FIELDS, "")
+    _check_fields(path, meta["features"], _FEATURE_FIELDS, "features.")
+    for i, rate in enumerate(meta["rates"]):
+        if isinstance(rate, bool) or not isinstance(rate, _NUMBER):
+            raise ValueError(f"{path}: field 'rates[{i}]' must be a number, got {rate!r}")
+    if meta["prune_layer"] < 1 or meta["monitor_layer"] != meta["prune_layer"] - 1:
+        raise ValueError(f"{path}: field 'prune_layer' must be >= 1 with 'monitor_layer' one "
+                         f"below it, got {meta['prune_layer']!r} and {meta['monitor_layer']!r}")
+    return meta
+
+
+def _check_fields(path: Path, meta: dict, fields: dict, prefix: str) -> None:
+    for name, (types, required) in fields.items():
+        if name not in meta:
+            if required:
+                raise ValueError(f"{path}: field '{prefix}{name}' is missing")
+            continue
+        value = meta[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            wanted = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ValueError(f"{path}: field '{prefix}{name}' must be {wanted}, got "
+                             f"{type(value).__name__} {value!r:.40}")
 
 
 def check_family(meta: dict, family: str, source="the predictor") -> None:
