@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 # The CPU build of torch that lies on the development machines' disk; any other version downloads GBs.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: test demo build venv cuda-check cmake-check wheel-check bench-ops soak clean
+.PHONY: test demo build venv cuda-check cmake-check wheel-check bench-ops soak sanitize properties clean
 
 venv: $(VENV)/.ready
 $(VENV)/.ready: pyproject.toml
@@ -45,9 +45,19 @@ wheel-check: build
 cuda-check: venv
 	PYTHON=$(PY) bash scripts/cuda_check.sh
 
-# The server's soak: 1,000 requests of mixed policies, cancels and bad input (minutes; opt-in).
+# The soaks (minutes; opt-in): 1,000 generate calls and 1,000 server requests of mixed policies,
+# batches, sampling, cancels and bad input, each checked, with resident memory watched.
 soak: build
-	DYRATE_SOAK=1 $(PY) -m pytest -q -s tests/test_soak.py
+	DYRATE_SOAK=1 $(PY) -m pytest -q -s tests/test_soak_generate.py tests/test_soak.py
+
+# The C++ CPU kernels under AddressSanitizer and UndefinedBehaviorSanitizer: the op tests and the
+# C++ example (scripts/sanitize.sh; minutes).
+sanitize: build
+	PYTHON=$(PY) bash scripts/sanitize.sh
+
+# The op property tests with many random examples each instead of the bounded, seeded set.
+properties: build
+	DYRATE_PROPERTY_EXAMPLES=2000 $(PY) -m pytest -q tests/test_op_properties.py tests/test_op_properties_dense.py
 
 bench-ops: build
 	$(PY) -m dyrate_engine.cli bench ops --json out/ops_$$(date +%F).json

@@ -4,7 +4,7 @@
 # the compiled and Triton kernels serve CUDA, runs the CUDA tests (kernels, the static decode step
 # under CUDA graphs), the end-to-end benchmark at LLaVA-1.5-7B shape (random bf16 weights, batch
 # 1, 8, 32, 64; Dense, Schedule(0.75) and DyRate's machinery against transformers), the op
-# microbenchmarks, and compute-sanitizer (memcheck, racecheck) over the op tests with what time is
+# microbenchmarks, and compute-sanitizer (memcheck, racecheck, initcheck) over the op tests with what time is
 # left, writing everything into OUTDIR. About 8 minutes on an H100: every stage runs under
 # `timeout`, capped by what is left of SUITE_BUDGET_S.
 #
@@ -83,8 +83,9 @@ assert not bad, f'CUDA kernels missing, the references would be measured: {bad}'
         --policies hf dense schedule:3:0.75 dyrate --out "$OUT"
     stage ops 60 "${BENCH[@]}" ops --device cuda --batch 1,8,32 --json "$OUT/ops_cuda.json"
     if command -v compute-sanitizer >/dev/null; then
-        OP_TESTS=(tests/test_attention_scores.py tests/test_select_keep.py tests/test_compact_kv.py)
-        for tool in memcheck racecheck; do
+        OP_TESTS=(tests/test_attention_scores.py tests/test_select_keep.py tests/test_compact_kv.py
+                  tests/test_decode_attention.py)
+        for tool in memcheck racecheck initcheck; do
             stage "sanitizer_$tool" 60 compute-sanitizer --tool "$tool" --error-exitcode 1 \
                 "$PY" -m pytest -q -x -m cuda "${OP_TESTS[@]}"
         done

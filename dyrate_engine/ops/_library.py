@@ -2,7 +2,9 @@
 
 Either way ``torch.ops.dyrate.*`` exists with one schema, so the wrappers, torch.compile (through
 the fake kernels) and C++ callers see the same ops. Set ``DYRATE_NO_EXTENSION=1`` to force the
-reference path (the tests use it to prove the fallback works).
+reference path (the tests use it to prove the fallback works), or ``DYRATE_EXTENSION_PATH`` to
+the file of another build of the extension to load it instead (``make sanitize`` loads its
+AddressSanitizer build this way).
 """
 from __future__ import annotations
 
@@ -37,11 +39,28 @@ def _load_extension() -> str | None:
     """Import the extension; return why it is unavailable, or None when it loaded."""
     if os.environ.get("DYRATE_NO_EXTENSION") == "1":
         return "DYRATE_NO_EXTENSION=1"
+    if os.environ.get("DYRATE_EXTENSION_PATH"):
+        _load_extension_file(os.environ["DYRATE_EXTENSION_PATH"])
+        return None
     try:
         from dyrate_engine import _C  # noqa: F401  (importing registers TORCH_LIBRARY(dyrate))
     except ImportError as error:
         return str(error)
     return None
+
+
+def _load_extension_file(path: str) -> None:
+    """Import the extension module built at ``path`` as ``dyrate_engine._C``; an error when it
+    cannot be loaded (asking for a build and getting another would hide what is tested)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("dyrate_engine._C", path)
+    if spec is None or not os.path.isfile(path):
+        raise ImportError(f"DYRATE_EXTENSION_PATH={path!r} is not an extension module file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules["dyrate_engine._C"] = module
 
 
 _MISSING_REASON = _load_extension()
