@@ -8,7 +8,7 @@ import torch
 
 from dyrate_engine import DyRate, Engine, FastV, Schedule
 from dyrate_engine.engine.sampling import SamplingParams
-from dyrate_engine.engine.scheduler import QueueFull, Request
+from dyrate_engine.engine.handles import QueueFull, Request
 from dyrate_engine.predictor import RatePredictor
 from tiny_models import build_tiny_llava, multi_image_prompts, random_prompts
 
@@ -154,3 +154,36 @@ def test_static_batching_admits_only_into_an_empty_batch(engine):
     assert all(h.status == "finished" for h in handles)
     with pytest.raises(ValueError, match="batching must be"):
         engine.scheduler(batching="eager")
+
+
+def test_continuous_batching_steps_rows_up_to_the_last_slot_in_use(engine, monkeypatch):
+    """Rows past the last slot in use are not stepped; a gap below it is; answers stay those of
+    the request alone. Static batching steps every row."""
+    from dyrate_engine.engine import scheduler as scheduler_module
+
+    stepped = []
+    real = scheduler_module.decode_layers
+
+    def counting(dec, cache, h, layers, rope=None):
+        stepped.append(h.shape[0])
+        return real(dec, cache, h, layers, rope)
+
+    monkeypatch.setattr(scheduler_module, "decode_layers", counting)
+    ids, pixels = random_prompts(3, seed=19)
+    pols = policies(engine.decoder.n_heads)
+    lengths = [9, 2, 4]  # slot 0: long; slot 1: ends at step 1; the third then takes slot 1
+    for batching, rows in (("continuous", [2] * 4 + [1] * 4), ("static", [4] * 11)):
+        stepped.clear()
+        scheduler = engine.scheduler(max_batch=4, prune_layer=K, batching=batching)
+        requests = [Request(ids[i], {"pixel_values": pixels[i:i + 1]}, copy.deepcopy(pols[3]),
+                            SamplingParams(max_new_tokens=lengths[i], ignore_eos=True))
+                    for i in range(3)]
+        handles = [scheduler.submit(r) for r in requests[:2]]
+        scheduler.step()
+        handles.append(scheduler.submit(requests[2]))
+        scheduler.run_until_idle()
+        per_step = stepped[::2]  # two decode_layers calls per step (layers < K, then >= K)
+        assert per_step == rows, batching
+        for i, handle in enumerate(handles):
+            want = alone(engine, ids[i], pixels[i], pols[3], requests[i].params)
+            assert handle.result().token_ids == want.token_ids, (batching, i)

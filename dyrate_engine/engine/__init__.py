@@ -5,7 +5,8 @@ and results."""
 from .engine import Engine
 from .results import GenerationResult, GenerationStats, StreamEvent
 from .sampling import SamplingParams
-from .scheduler import QueueFull, Request, RequestHandle, Scheduler
+from .handles import QueueFull, Request, RequestHandle
+from .scheduler import Scheduler
 from .static_step import DecodeOptions
 
 __all__ = ["Engine", "DecodeOptions", "StreamEvent", "GenerationResult", "GenerationStats",

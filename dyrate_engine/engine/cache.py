@@ -83,13 +83,19 @@ class KVCache:
         (it shrank the device lengths itself)."""
         self.host.pruned = [n - d for n, d in zip(self.host.pruned, counts)]
 
+    def rows(self, start: int, stop: int) -> "KVCache":
+        """Sequences ``start .. stop - 1`` as a cache over the same memory: writes go through
+        to this cache. Its host lengths are a copy (:meth:`absorb_row` brings one back). Its
+        ``pruned_kv`` is not contiguous unless it covers every row, so compaction runs on the
+        whole cache."""
+        return KVCache(self.kv[:, :, start:stop], self.lengths[:, start:stop],
+                       self.positions[start:stop], self.prune_layer,
+                       HostLengths(self.host.dense[start:stop], self.host.pruned[start:stop]))
+
     def row(self, b: int) -> "KVCache":
         """Sequence ``b`` as a one-sequence cache over the same memory (a request's prefill in
-        a scheduler slot writes through it). Its host lengths are a copy: :meth:`absorb_row`
-        brings them back."""
-        return KVCache(self.kv[:, :, b:b + 1], self.lengths[:, b:b + 1],
-                       self.positions[b:b + 1], self.prune_layer,
-                       HostLengths([self.host.dense[b]], [self.host.pruned[b]]))
+        a scheduler slot writes through it)."""
+        return self.rows(b, b + 1)
 
     def absorb_row(self, b: int, row: "KVCache") -> None:
         self.host.dense[b], self.host.pruned[b] = row.host.of(0)

@@ -9,7 +9,7 @@ prefill, and a slot is never held for another request. Rows are independent: eac
 own length, prunes its own visual tokens under its own policy (all policies of a scheduler share
 its first pruned layer K), samples with its own parameters and generator; so an answer equals
 the request run alone (greedy exactly, sampled with the same seed). Free slots ride along in the
-batched step as inert rows, which keeps the step's shapes fixed.
+batched step as inert rows up to the last slot in use; the slots past it are not stepped.
 
 One thread steps the scheduler; :meth:`submit` and :meth:`RequestHandle.cancel` may be called
 from others.
@@ -25,57 +25,16 @@ from dataclasses import dataclass
 import torch
 
 from ..models.vision import VisionInputs
-from ..policies.base import Policy
 from .cache import KVCache
+from .handles import QueueFull, Request, RequestHandle
 from .prefill import prefill
 from .pruning import PruningState
 from .requests import make_sequences
-from .results import GenerationResult
 from .runner import decode_layers
 from .sampling import SamplingParams, sample
-from .sequence import Sequence
 from .slots import SlotPruning
 from .static_step import DecodeOptions
 from .stats import StatsRecorder
-
-
-class QueueFull(RuntimeError):
-    """The scheduler's waiting queue is at its bound: the request is refused, not queued."""
-
-
-@dataclass
-class Request:
-    """One request: token ids with the model's image tokens, its images' processor outputs
-    (``{"pixel_values": ...}`` and the family's other keys), a policy (its own object: a
-    policy may keep state per request) and sampling parameters."""
-
-    input_ids: torch.Tensor
-    vision: dict | VisionInputs
-    policy: Policy | None = None
-    params: SamplingParams = dataclasses.field(default_factory=SamplingParams)
-    request_id: str = ""
-
-
-class RequestHandle:
-    """A submitted request: its state, its tokens so far, and :meth:`cancel`."""
-
-    def __init__(self, request: Request, sequence: Sequence):
-        self.request, self.sequence = request, sequence
-        self.status = "waiting"  # -> "running" -> "finished" | "cancelled" | "failed"
-        self.cancelled = False
-        self.error: Exception | None = None
-        self._tokenizer = None
-
-    @property
-    def done(self) -> bool:
-        return self.status in ("finished", "cancelled", "failed")
-
-    def cancel(self) -> None:
-        """Stop the request: it leaves its slot (or the queue) at the next step."""
-        self.cancelled = True
-
-    def result(self) -> GenerationResult:
-        return self.sequence.result(self._tokenizer)
 
 
 @dataclass
@@ -242,21 +201,24 @@ class Scheduler:
         return first
 
     def _decode(self) -> list[tuple[RequestHandle, int]]:
-        """One token for every slot: layers < K, the monitor and pruning, layers >= K."""
+        """One token for every slot up to the last one in use: layers < K, the monitor and
+        pruning, layers >= K."""
         dec, cache = self.model.decoder, self.cache
-        K = cache.prune_layer
+        K, n = cache.prune_layer, self._rows_to_step()
         start = time.perf_counter()
-        h = dec.embed_tokens[self.tokens][:, None]
-        rope = dec.rope(cache.positions[:, None])
-        h, q = decode_layers(dec, cache, h, range(K), rope)
+        h = dec.embed_tokens[self.tokens[:n]][:, None]
+        rope = dec.rope(cache.positions[:n, None])
+        h, q = decode_layers(dec, cache.rows(0, n), h, range(K), rope)
         if self.pruning is not None and self.pruning.policy.monitors_decode:
-            self.pruning.decode_step(0, q[:, :, 0], cache)
-        h, _ = decode_layers(dec, cache, h, range(K, dec.n_layers), rope)
+            every_row = q.new_zeros((self.max_batch,) + q.shape[1:])  # rows past n are free
+            every_row[:n] = q
+            self.pruning.decode_step(0, every_row[:, :, 0], cache)
+        h, _ = decode_layers(dec, cache.rows(0, n), h, range(K, dec.n_layers), rope)
         cache.advance()
         cache.clear(self.free_rows, [b for b, slot in enumerate(self.slots) if slot is None])
         tokens = self._sample(dec.logits(h[:, 0]))
         host = tokens.tolist()
-        self.tokens = tokens
+        self.tokens[:n] = tokens
         elapsed = (time.perf_counter() - start) * 1e3
         active = [(b, slot) for b, slot in enumerate(self.slots) if slot is not None]
         StatsRecorder(dec, cache, [slot.handle.sequence for _, slot in active],
@@ -271,6 +233,15 @@ class Scheduler:
             if seq.finished or len(seq.token_ids) >= slot.params.max_new_tokens:
                 self._free(b, "finished")
         return new
+
+    def _rows_to_step(self) -> int:
+        """Continuous batching steps the rows up to the last slot in use (admission fills the
+        lowest free slot, so a tail of requests runs on few rows: each row costs a share of
+        every matmul). Static batching steps every row until its batch ends, finished ones
+        included, as a batched generate call does."""
+        if self.batching == "static":
+            return self.max_batch
+        return 1 + max(b for b, slot in enumerate(self.slots) if slot is not None)
 
     def _sample(self, logits: torch.Tensor) -> torch.Tensor:
         """Greedy rows take the argmax; a sampling row draws alone, with its own generator."""

@@ -19,7 +19,7 @@ import uuid
 from fastapi import FastAPI, Request as HttpRequest
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
-from ..engine.scheduler import QueueFull, Request
+from ..engine.handles import QueueFull, Request
 from ..policies.spec import parse_policy
 from .loop import ServingLoop
 from .metrics import Metrics

@@ -6,7 +6,8 @@ import logging
 import threading
 from typing import Callable
 
-from ..engine.scheduler import Request, RequestHandle, Scheduler
+from ..engine.handles import Request, RequestHandle
+from ..engine.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
