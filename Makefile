@@ -31,11 +31,12 @@ test: build
 demo: build
 	$(PY) -m dyrate_engine.demo
 
-# The same ops as a shared library against libtorch, and a C++ program that runs each op once.
+# The same ops as a shared library against libtorch, and a C++ program that runs each op once;
+# both built with AddressSanitizer and UndefinedBehaviorSanitizer, so any report fails the check.
 cmake-check: venv
-	cmake -S . -B build/cmake -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')" >/dev/null
+	cmake -S . -B build/cmake -DDYRATE_SANITIZE=ON -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')" >/dev/null
 	cmake --build build/cmake -j2
-	build/cmake/dyrate_run_ops
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 build/cmake/dyrate_run_ops
 
 # An sdist, a wheel built from it alone, installed in a fresh venv: the demo runs outside the checkout.
 wheel-check: build
@@ -50,10 +51,11 @@ cuda-check: venv
 soak: build
 	DYRATE_SOAK=1 $(PY) -m pytest -q -s tests/test_soak_generate.py tests/test_soak.py
 
-# The C++ CPU kernels under AddressSanitizer and UndefinedBehaviorSanitizer: the op tests and the
-# C++ example (scripts/sanitize.sh; minutes).
+# The C++ CPU kernels under AddressSanitizer and UndefinedBehaviorSanitizer: every op test
+# against a sanitized build of the extension (scripts/sanitize.sh; minutes), and the C++ example.
 sanitize: build
 	PYTHON=$(PY) bash scripts/sanitize.sh
+	$(MAKE) cmake-check
 
 # The op property tests with many random examples each instead of the bounded, seeded set.
 properties: build
