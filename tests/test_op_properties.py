@@ -148,3 +148,31 @@ def test_decode_attention_matches_reference(data):
     tol = ATTENTION_TOL[dtype]
     torch.testing.assert_close(out, ref, atol=tol, rtol=tol)
     assert torch.equal(out[lengths == 0], torch.zeros_like(out[lengths == 0]))
+
+
+@PROPERTY
+@given(data=st.data())
+def test_decode_attention_monitor_equals_attention_and_scores(data):
+    """The fused monitor pass equals decode_attention and attention_scores run apart (on the
+    CPU: the monitor's reference against the two C++ kernels)."""
+    dtype = data.draw(dtypes)
+    B, (H, hkv) = data.draw(st.integers(1, 3)), _heads(data)
+    D, cap = data.draw(st.sampled_from([4, 16])), data.draw(st.integers(1, 20))
+    max_vis = data.draw(st.integers(0, cap))
+    lengths, vis_start, vis_len, prompt_len, vis_slots = data.draw(
+        several_span_rows(B, cap, max_vis))
+    gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2 ** 16)))
+    q = randn(gen, B, H, D, dtype=dtype)
+    kv = randn(gen, 2, B, hkv, cap, D, dtype=dtype)
+    rank = ops.visual_rank_table(vis_start, vis_len, vis_slots, cap, max_vis)
+    index = data.draw(index_dtypes)
+    out, vis, mass = ops.decode_attention_monitor(
+        q, kv[0], kv[1], lengths.to(index), rank.to(index), vis_start.to(index),
+        prompt_len.to(index), max_vis=max_vis)
+    tol = ATTENTION_TOL[dtype]
+    torch.testing.assert_close(out, ops.decode_attention(q, kv[0], kv[1], lengths),
+                               atol=tol, rtol=tol)
+    want_vis, want_mass = ops.attention_scores(q, kv[0], lengths, vis_start, vis_len, prompt_len,
+                                               max_vis=max_vis, vis_slots=vis_slots)
+    torch.testing.assert_close(vis, want_vis, **SCORE_TOL)
+    torch.testing.assert_close(mass, want_mass, **SCORE_TOL)
