@@ -16,7 +16,7 @@ import time
 import torch
 
 from dyrate_engine.bench.presets import PRESETS, build_model, engine_for, make_prompts
-from dyrate_engine.bench.serve import _lengths
+from dyrate_engine.bench.serve import output_lengths
 from dyrate_engine.engine import Request, SamplingParams
 from dyrate_engine.policies.spec import parse_policy
 
@@ -56,7 +56,7 @@ def main():
     preset = PRESETS[args.preset]
     engine = engine_for(preset, build_model(preset))
     ids, vision = make_prompts(preset, args.requests, 1)
-    lengths = _lengths(args.max_tokens, args.requests, 0, args.length_dist)
+    lengths = output_lengths(args.max_tokens, args.requests, 0, args.length_dist)
     print(f"# {args.preset}: {args.requests} requests, {args.slots} slots, output tokens "
           f"{args.max_tokens} {args.length_dist} (mean {sum(lengths) / len(lengths):.0f}), "
           f"{args.threads} threads")

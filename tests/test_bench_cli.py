@@ -266,14 +266,14 @@ def test_save_preset_writes_a_checkpoint_the_engine_serves(tmp_path):
 
 
 def test_bench_serve_output_lengths_are_seeded_and_spread_as_asked():
-    from dyrate_engine.bench.serve import _lengths
+    from dyrate_engine.bench.serve import output_lengths
 
-    uniform = _lengths("16:512", 400, 0)
-    skewed = _lengths("16:512", 400, 0, "log-uniform")
-    assert skewed == _lengths("16:512", 400, 0, "log-uniform") != _lengths("16:512", 400, 1,
-                                                                          "log-uniform")
+    uniform = output_lengths("16:512", 400, 0)
+    skewed = output_lengths("16:512", 400, 0, "log-uniform")
+    assert skewed == output_lengths("16:512", 400, 0, "log-uniform") \
+        != output_lengths("16:512", 400, 1, "log-uniform")
     assert all(16 <= n <= 512 for n in uniform + skewed) and min(skewed) < 20 < 450 < max(skewed)
     # log-uniform: the median near the geometric mean (~91), far below the uniform one (~264)
     assert sorted(skewed)[200] < 130 < 200 < sorted(uniform)[200]
     with pytest.raises(ValueError, match="MIN:MAX"):
-        _lengths("0:4", 3, 0, "log-uniform")
+        output_lengths("0:4", 3, 0, "log-uniform")

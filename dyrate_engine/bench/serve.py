@@ -4,8 +4,9 @@ machine (127.0.0.1 only), like ``vllm bench serve``.
 Requests arrive at a fixed rate or as a Poisson process (``--rate``; 0 sends each as soon as one
 of the ``--concurrency`` in-flight places frees), each streamed, with output lengths drawn
 (seeded) from ``--max-tokens MIN:MAX`` (uniform, or ``--length-dist log-uniform``: many
-short answers and a long tail, the shape of chat traffic) and ``ignore``d EOS so the lengths hold. The run is
-repeated per ``--policies`` entry (the request's ``dyrate_policy``) on the same request list.
+short answers and a long tail, the shape of chat traffic) and ``ignore``d EOS so the lengths
+hold. The run is repeated per ``--policies`` entry (the request's ``dyrate_policy``) on the
+same request list.
 Reported per policy: requests/s, output tokens/s, time to first token and time per output token
 (p50 / p99), errors.
 
@@ -49,7 +50,7 @@ def add_arguments(parser) -> None:
                         help="also draw requests/s and TTFT / TPOT per policy to this PNG")
 
 
-def _lengths(spec: str, n: int, seed: int, dist: str = "uniform") -> list[int]:
+def output_lengths(spec: str, n: int, seed: int, dist: str = "uniform") -> list[int]:
     low, _, high = spec.partition(":")
     low, high = int(low), int(high or low)
     if not 1 <= low <= high:
@@ -147,7 +148,7 @@ def run(args) -> list[dict]:
         raise ValueError("--requests and --concurrency must be >= 1")
     with open(args.image, "rb") as f:
         image_url = "data:image/png;base64," + base64.b64encode(f.read()).decode()
-    lengths = _lengths(args.max_tokens, args.requests, args.seed, args.length_dist)
+    lengths = output_lengths(args.max_tokens, args.requests, args.seed, args.length_dist)
     rows = [run_policy(args, policy, image_url, lengths) for policy in args.policies]
     print(f"# {args.url}: {args.requests} requests per policy, concurrency {args.concurrency}, "
           f"rate {args.rate or 'unbounded'} ({args.arrivals}), output tokens {args.max_tokens} "

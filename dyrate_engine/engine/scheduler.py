@@ -80,6 +80,9 @@ class Scheduler:
         self.slots: list[_Slot | None] = [None] * max_batch
         self.tokens = torch.zeros(max_batch, dtype=torch.long, device=self.model.device)
         self.free_rows = torch.ones(max_batch, dtype=torch.bool, device=self.model.device)
+        # The pruning step covers every slot: the stepped rows' queries, 0 past them (free rows).
+        self.monitor_q = torch.zeros(max_batch, dec.n_heads, 1, dec.head_dim, dtype=dec.dtype,
+                                     device=self.model.device)
         self.waiting: collections.deque[RequestHandle] = collections.deque()
         self._lock = threading.Lock()
         options: DecodeOptions = engine.options
@@ -210,9 +213,9 @@ class Scheduler:
         rope = dec.rope(cache.positions[:n, None])
         h, q = decode_layers(dec, cache.rows(0, n), h, range(K), rope)
         if self.pruning is not None and self.pruning.policy.monitors_decode:
-            every_row = q.new_zeros((self.max_batch,) + q.shape[1:])  # rows past n are free
-            every_row[:n] = q
-            self.pruning.decode_step(0, every_row[:, :, 0], cache)
+            self.monitor_q[:n] = q
+            self.monitor_q[n:] = 0
+            self.pruning.decode_step(0, self.monitor_q[:, :, 0], cache)
         h, _ = decode_layers(dec, cache.rows(0, n), h, range(K, dec.n_layers), rope)
         cache.advance()
         cache.clear(self.free_rows, [b for b, slot in enumerate(self.slots) if slot is None])

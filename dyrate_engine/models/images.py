@@ -3,6 +3,8 @@ are decoded only under a pixel limit (they are untrusted input: a small file can
 image)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
@@ -13,21 +15,31 @@ def open_image(path, max_pixels: int = MAX_IMAGE_PIXELS):
     """The image file ``path`` as an RGB PIL image (see :func:`to_rgb`), turned upright by its
     EXIF orientation; a ValueError naming the file, before decoding, when its header declares
     more than ``max_pixels`` pixels, and one when it is not an image or its data is cut short."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
-    try:
+    with decoding(path, "not an image file PIL can read"):
         with Image.open(path) as image:
             check_pixels(image, path, max_pixels)
             image.load()
             return to_rgb(ImageOps.exif_transpose(image))
+
+
+@contextmanager
+def decoding(path, unreadable: str):
+    """PIL's errors while decoding ``path`` as ValueErrors naming it (``unreadable``: what to say
+    when PIL does not know the format); a missing file stays FileNotFoundError."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        yield
     except UnidentifiedImageError:
-        raise ValueError(f"{path}: not an image file PIL can read") from None
+        raise ValueError(f"{path}: {unreadable}") from None
     except Image.DecompressionBombError as error:  # PIL's own limit, above ours by default
         raise ValueError(f"{path}: {error}") from None
+    except FileNotFoundError:
+        raise
     except (OSError, SyntaxError) as error:  # truncated or corrupt data (PIL raises both)
-        if isinstance(error, FileNotFoundError):
-            raise
-        raise ValueError(f"{path}: the image data is damaged or cut short ({error})") from None
+        raise ValueError(f"{path}: the data is damaged or cut short ({error})") from None
 
 
 def to_rgb(image):

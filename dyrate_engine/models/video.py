@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .images import MAX_IMAGE_PIXELS, check_pixels, open_image, to_pil, to_rgb
+from .images import MAX_IMAGE_PIXELS, check_pixels, decoding, open_image, to_pil, to_rgb
 
 # The rate transformers' video processors assume for frames that come without metadata.
 DEFAULT_FPS = 24.0
@@ -102,7 +102,7 @@ def open_video(path, fps: float = DEFAULT_FPS) -> Video:
     image file (GIF, WebP, APNG), every frame under the image pixel limit."""
     from pathlib import Path
 
-    from PIL import Image, ImageSequence, UnidentifiedImageError
+    from PIL import Image, ImageSequence
 
     path = Path(path)
     if path.is_dir():
@@ -112,7 +112,7 @@ def open_video(path, fps: float = DEFAULT_FPS) -> Video:
         if len(files) > MAX_FRAMES:
             raise ValueError(f"{path}: {len(files)} frames; a video has at most {MAX_FRAMES}")
         return Video([open_image(f) for f in files], fps)
-    try:
+    with decoding(path, "not a frame directory or an animated image"):
         with Image.open(path) as animation:
             check_pixels(animation, path, MAX_IMAGE_PIXELS)
             frames = []
@@ -120,10 +120,4 @@ def open_video(path, fps: float = DEFAULT_FPS) -> Video:
                 if len(frames) == MAX_FRAMES:
                     raise ValueError(f"{path}: more than {MAX_FRAMES} frames")
                 frames.append(to_rgb(frame))
-    except UnidentifiedImageError:
-        raise ValueError(f"{path}: not a frame directory or an animated image") from None
-    except (OSError, SyntaxError) as error:  # truncated or corrupt frames
-        if isinstance(error, FileNotFoundError):
-            raise
-        raise ValueError(f"{path}: the video data is damaged or cut short ({error})") from None
     return Video(frames, fps)

@@ -42,6 +42,13 @@ def _check_float(op, name, t):
         _fail(op, f"{name} must be float32, bfloat16 or float16, got {t.dtype}")
 
 
+def _check_head_dim(op, **tensors):
+    """The attention kernels walk the head dim as contiguous memory; any other stride is fine."""
+    for name, t in tensors.items():
+        if t.stride(-1) != 1:
+            _fail(op, f"{name} needs a contiguous head dim, got strides {tuple(t.stride())}")
+
+
 def _first_bad(mask: torch.Tensor) -> int:
     return int(mask.nonzero()[0, 0])
 
@@ -91,9 +98,7 @@ def check_attention_scores(q, k_cache, lengths, vis_start, vis_len, prompt_len, 
         _fail(op, f"k_cache {tuple(k_cache.shape)} does not match q {tuple(q.shape)}")
     if k_cache.shape[1] == 0 or H % k_cache.shape[1]:
         _fail(op, f"query heads ({H}) must be a multiple of key heads ({k_cache.shape[1]})")
-    for name, t in (("q", q), ("k_cache", k_cache)):
-        if t.stride(-1) != 1 and t.shape[-1] > 1:
-            _fail(op, f"{name} needs a contiguous head dim, got strides {tuple(t.stride())}")
+    _check_head_dim(op, q=q, k_cache=k_cache)
     for name, t in (("lengths", lengths), ("vis_start", vis_start), ("vis_len", vis_len),
                     ("prompt_len", prompt_len)):
         _check_index_vector(op, name, t, B, q.device)
@@ -215,11 +220,8 @@ def check_decode_attention(op, q, k_cache, v_cache, lengths, visual_rank=None, v
         if t.dtype != q.dtype or t.device != q.device:
             _fail(op, f"{name} must have q's dtype and device ({q.dtype}, {q.device}), got "
                       f"{t.dtype} on {t.device}")
-        if t.stride(-1) != 1:
-            _fail(op, f"{name} needs a contiguous head dim")
     _check_float(op, "q", q)
-    if q.stride(-1) != 1:
-        _fail(op, "q needs a contiguous head dim")
+    _check_head_dim(op, k_cache=k_cache, v_cache=v_cache, q=q)
     if H % k_cache.shape[1]:
         _fail(op, f"query heads ({H}) must be a multiple of key heads ({k_cache.shape[1]})")
     _check_index_vector(op, "lengths", lengths, B, q.device)

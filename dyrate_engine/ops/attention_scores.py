@@ -85,7 +85,8 @@ def attention_scores(
         k_cache: ``[B, Hkv, Cap, D]`` keys (RoPE applied), same float dtypes, any strides with a
             contiguous head dim. ``H`` must be a multiple of ``Hkv`` (grouped-query attention:
             query head ``h`` reads key head ``h // (H // Hkv)``).
-        lengths: int64 or int32 ``[B]`` (as every index argument), valid slots per sequence, ``prompt_len <= lengths <= Cap``.
+        lengths: int64 or int32 ``[B]`` (as every index argument), valid slots per sequence,
+            ``prompt_len <= lengths <= Cap``.
         vis_start, vis_len: int64 ``[B]``, the visual span of each sequence.
         prompt_len: int64 ``[B]``, ``vis_start + vis_len <= prompt_len``.
         scale: softmax scale; ``1 / sqrt(D)`` when None.

@@ -75,8 +75,8 @@ def compact_kv_(
     Args:
         kv: contiguous ``[L, 2, B, Hkv, Cap, D]`` cache of the pruned layers (K and V), any dtype;
             ``kv[l, 0]`` is an SDPA-ready ``[B, Hkv, Cap, D]`` key tensor. Modified in place.
-        lengths: contiguous int64 or int32 ``[B]`` (as every index argument), valid slots per sequence; reduced in place by the
-            number of dropped tokens.
+        lengths: contiguous int64 or int32 ``[B]`` (as every index argument), valid slots
+            per sequence; reduced in place by the number of dropped tokens.
         vis_start: int64 ``[B]``, slot of the first visual token.
         present: contiguous bool ``[B, Nv]``, visual tokens in the cache; becomes
             ``present & keep_mask`` in place.

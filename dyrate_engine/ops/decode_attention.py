@@ -130,8 +130,8 @@ def _flops(q, k_cache, v_cache, lengths, *args, out_val=None, **kwargs) -> int:
 def decode_attention(q, k_cache, v_cache, lengths, scale=None, *, window=None):
     """Attention of ``q [B, H, D]`` over slots ``[max(0, lengths[b] - window), lengths[b])`` of
     ``k_cache`` / ``v_cache [B, Hkv, Cap, D]`` (GQA: query head ``h`` reads key head
-    ``h // (H // Hkv)``), fp32 / bf16 / fp16, head dim contiguous; ``lengths`` int64 or int32 ``[B]``
-    on the data's device, ``<= Cap``, read on the device only (no host sync). ``scale``
+    ``h // (H // Hkv)``), fp32 / bf16 / fp16, head dim contiguous; ``lengths`` int64 or int32
+    ``[B]`` on the data's device, ``<= Cap``, read on the device only (no host sync). ``scale``
     defaults to ``1 / sqrt(D)``. Returns ``[B, H, D]`` in q's dtype, 0 for ``lengths[b] == 0``."""
     check_decode_attention("decode_attention", q, k_cache, v_cache, lengths, window=window)
     return torch.ops.dyrate.decode_attention(q, k_cache, v_cache, as_int64(lengths), scale, window)
@@ -140,10 +140,10 @@ def decode_attention(q, k_cache, v_cache, lengths, scale=None, *, window=None):
 def decode_attention_monitor(q, k_cache, v_cache, lengths, visual_rank, vis_start, prompt_len,
                              scale=None, *, max_vis):
     """:func:`decode_attention` (no window) and :func:`attention_scores`' two outputs in one
-    pass over the keys. ``visual_rank``: int64 or int32 ``[B, Cap]``, the rank of the visual token at
-    each slot or -1 (``visual_rank_table`` builds it; below ``max_vis``); ``vis_start`` and
-    ``prompt_len`` int64 ``[B]`` split the other slots into system / instruction / response as
-    in ``attention_scores``. Returns ``(out [B, H, D], vis_scores fp32 [B, max_vis],
+    pass over the keys. ``visual_rank``: int64 or int32 ``[B, Cap]``, the rank of the visual
+    token at each slot or -1 (``visual_rank_table`` builds it; below ``max_vis``); ``vis_start``
+    and ``prompt_len`` int64 or int32 ``[B]`` split the other slots into system / instruction /
+    response as in ``attention_scores``. Returns ``(out [B, H, D], vis_scores fp32 [B, max_vis],
     type_mass fp32 [B, H, 4])``."""
     check_decode_attention("decode_attention_monitor", q, k_cache, v_cache, lengths, visual_rank,
                            (vis_start, prompt_len))
