@@ -9,6 +9,8 @@ from typing import Iterator
 import torch
 
 from ..models import FAMILIES, VisionLanguageModel, load_model
+from ..models.sharding import shard_model
+from ..models.tensor_parallel import DEFAULT_TIMEOUT_S, init_tensor_parallel
 from ..models.vision import VisionInputs
 from ..policies.base import Dense, Policy
 from .generation import Generation
@@ -52,13 +54,29 @@ class Engine:
             dec.packed.pack(dec.linear_weights(), rows, keep_others=True)
 
     @classmethod
-    def from_pretrained(cls, path, device="cpu", dtype=None, *, max_seq_len=None,
-                        **options) -> "Engine":
+    def from_pretrained(cls, path, device="cpu", dtype=None, *, max_seq_len=None, tp: int = 1,
+                        tp_timeout_s: float = DEFAULT_TIMEOUT_S, **options) -> "Engine":
         """Load a local checkpoint directory (config and safetensors; processor files optional;
         the family from its config.json), or ``"demo"`` for the bundled demo model. ``dtype``
         defaults to fp32; ``max_seq_len`` (prompt plus new tokens) to the text model's
-        ``max_position_embeddings``; ``options``: the decode-step keywords of :class:`Engine`."""
-        return cls(load_model(path, device, dtype, max_seq_len=max_seq_len), **options)
+        ``max_position_embeddings``; ``options``: the decode-step keywords of :class:`Engine`.
+
+        ``tp=N`` splits the text decoder over the N processes of a torch.distributed group (under
+        ``torchrun --nproc-per-node N``; NCCL on CUDA, each rank its ``LOCAL_RANK`` GPU, gloo on
+        the CPU); every rank calls ``generate`` with the same inputs and gets the same results.
+        A collective that waits ``tp_timeout_s`` for a failed or stuck rank raises
+        :class:`~dyrate_engine.models.tensor_parallel.TensorParallelError` on every live rank."""
+        if tp < 1:
+            raise ValueError(f"tp must be >= 1, got {tp}")
+        if tp == 1:
+            return cls(load_model(path, device, dtype, max_seq_len=max_seq_len), **options)
+        if options.get("compile"):
+            raise ValueError("compile=True is not supported with tp > 1 (the collectives run "
+                             "eagerly)")
+        parallel = init_tensor_parallel(tp, device, tp_timeout_s)
+        model = load_model(path, parallel.device, dtype, max_seq_len=max_seq_len)
+        shard_model(model, parallel)
+        return cls(model, **options)
 
     @property
     def decoder(self):
@@ -88,6 +106,9 @@ class Engine:
         """Continuous batching over this engine's model: requests join and leave a running
         batch between decode steps. ``options``: ``max_batch``, ``capacity``, ``prune_layer``,
         ``max_queue``, ``batching`` (:class:`~dyrate_engine.engine.scheduler.Scheduler`)."""
+        if self.decoder.parallel is not None:  # requests arrive at one rank, in its own order
+            raise NotImplementedError("continuous batching is not supported with tp > 1; "
+                                      "use generate() on every rank")
         return Scheduler(self, **options)
 
     # ------------------------------------------------------------------------------ public API

@@ -38,7 +38,7 @@ class Generation:
                                       f"sequence (layers {windowed}) is not supported")
         policy.reset(len(sequences))
         policy.to(model.device)
-        self.pruning = PruningState(policy, sequences, model.device) \
+        self.pruning = PruningState(policy, sequences, model.device, dec.parallel) \
             if prune_layer < dec.n_layers else None
         self.stats = StatsRecorder(dec, self.cache, sequences, self.pruning)
         self.options = options or DecodeOptions()

@@ -35,8 +35,9 @@ class Selection:
 
 
 class PruningState:
-    def __init__(self, policy: Policy, sequences, device):
+    def __init__(self, policy: Policy, sequences, device, parallel=None):
         self.policy = policy
+        self.parallel = parallel  # the decoder's TensorParallel: the monitor sees only its heads
         layouts = [s.layout for s in sequences]
         n_visual = [layout.n_visual for layout in layouts]
         self.max_visual = max(n_visual)
@@ -56,7 +57,7 @@ class PruningState:
     def monitor(self, step, q, k_cache, lengths) -> MonitorOutput:
         """Scores and type masses of the newest token ``q [B, H, hd]`` at the monitor layer,
         whose keys are the first ``lengths`` slots of ``k_cache``, and the policy's counts."""
-        found = self._scores(q, k_cache, lengths)
+        found = self._combined(self._scores(q, k_cache, lengths))
         wanted, summary = self._ask_policy(step, found, torch.tensor(self.n_kept, device=q.device))
         # One read for the host's needs: the counts (to size and skip work) and the statistics.
         return MonitorOutput(found[0], wanted, self._read_summary(summary.tolist()))
@@ -65,6 +66,11 @@ class PruningState:
         return ops.attention_scores(
             q, k_cache, lengths, self.vis_start, self.n_visual, self.prompt_len,
             max_vis=self.max_visual, vis_slots=self.vis_slots, validate=False)
+
+    def _combined(self, found):
+        """Under tensor parallelism, the monitor's outputs over every rank's heads, so that all
+        ranks ask the policy the same and keep the same tokens."""
+        return found if self.parallel is None else self.parallel.combine_monitor(*found)
 
     def _ask_policy(self, step, found, n_kept):
         """The policy's counts ``[B]`` (never above ``n_kept``) and the step's summary ``[B, 6]``
@@ -130,6 +136,7 @@ class PruningState:
         ``[B, 6]`` float64 (kept count, rate, the 4 head-mean type masses) for :meth:`absorb`."""
         if found is None:
             found = self._scores(q, cache.kv[cache.prune_layer - 1, 0], cache.lengths[0] + 1)
+        found = self._combined(found)
         wanted, summary = self._ask_policy(step, found, self.present.sum(1))
         keep = ops.select_keep(found[0], self.present, wanted, validate=False)
         ops.compact_kv_(cache.pruned_kv, cache.lengths[PRUNED], self.vis_start, self.present,

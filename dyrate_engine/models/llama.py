@@ -85,6 +85,8 @@ class LlamaDecoder:
         self.embed_tokens = language_model.embed_tokens.weight.detach()
         self.norm = language_model.norm.weight.detach()
         self.lm_head = lm_head.detach()
+        self.vocab_size = self.lm_head.shape[0]
+        self.parallel = None  # a TensorParallel once sharded (sharding.py): its layers all-reduce
         self.packed = PackedWeights()  # filled by the engine for a decode's row count
         windows = _sliding_windows(text_config)
         self.layers = [_layer_weights(layer, windows[i])
@@ -152,12 +154,19 @@ class LlamaDecoder:
         """Output projection and MLP around attention output ``attn [B, H, T, hd]``."""
         B, _, T, _ = attn.shape
         o = self.linear(attn.transpose(1, 2).reshape(B, T, -1), layer.o, layer.o_bias)
-        h, x = self.add_rms_norm(o, h, layer.post_norm)
+        h, x = self.add_rms_norm(self._summed(o), h, layer.post_norm)
         gate_up = self.linear(x, layer.gate_up, layer.gate_up_bias)
-        return h + self.linear(self.silu_mul(gate_up), layer.down, layer.down_bias)
+        return h + self._summed(self.linear(self.silu_mul(gate_up), layer.down, layer.down_bias))
+
+    def _summed(self, partial):
+        """A row-parallel linear's output: each rank's partial sum, summed over the ranks."""
+        return partial if self.parallel is None else self.parallel.all_reduce(partial)
 
     def logits(self, h):
-        return self.linear(self.rms_norm(h, self.norm), self.lm_head).float()
+        logits = self.linear(self.rms_norm(h, self.norm), self.lm_head)
+        if self.parallel is not None:  # each rank's vocabulary rows, gathered; padding cut
+            logits = self.parallel.all_gather(logits, -1)[..., :self.vocab_size]
+        return logits.float()
 
 
 def _sliding_windows(cfg) -> list[int | None]:

@@ -1,0 +1,126 @@
+"""Tensor parallelism on the CPU over gloo: N processes (tp_worker.py, started as torchrun would)
+give the same greedy tokens and the same kept visual tokens per step as one process, for every
+policy, on tiny LLaVA checkpoints with the Llama, Mistral and Qwen2 text models; each rank holds
+1/N of the decoder's weights; a lost rank ends the others with a clear error."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dyrate_engine import Engine
+from dyrate_engine.models.sharding import check_shardable
+from tiny_models import build_tiny_llava, random_prompts
+from tp_worker import decoder_weight_bytes, policies
+
+WORKER = Path(__file__).with_name("tp_worker.py")
+BACKBONES = {  # H = 4 query heads each
+    "llama-gqa": dict(kind="llama", kv_heads=2),  # KV heads split at tp=2, replicated at 4
+    "mistral-mqa": dict(kind="mistral", kv_heads=1),  # one KV head, replicated
+    "qwen2-bias": dict(kind="qwen2", kv_heads=2),  # q/k/v biases split with their rows
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    return {name: str(build_tiny_llava(tmp_path_factory.mktemp(name), layers=4, **kw))
+            for name, kw in BACKBONES.items()}
+
+
+@pytest.fixture(scope="module")
+def single_process(checkpoints):
+    """Each case's results in this process (tp=1), as the workers report theirs."""
+    results = {}
+    for name, path in checkpoints.items():
+        engine = Engine.from_pretrained(path)
+        ids, pixels = random_prompts(3, seed=4)
+        for policy_name, make in policies(engine.decoder.n_heads).items():
+            out = engine.generate_ids(ids, pixels, policy=make(), max_new_tokens=10)
+            results[f"{name}/{policy_name}"] = [[r.token_ids, r.stats.kept_visual] for r in out]
+        results[f"{name}/weight_bytes"] = decoder_weight_bytes(engine)
+    return results
+
+
+def launch(tmp_path, tp: int, checkpoints: dict, timeout_s=60.0, exit_after=None,
+           wait_s=240) -> list[dict]:
+    """Run ``tp`` worker processes; each one's report, in rank order."""
+    spec = tmp_path / f"spec{tp}.json"
+    spec.write_text(json.dumps({"tp": tp, "checkpoints": checkpoints, "timeout_s": timeout_s,
+                                "exit_after": exit_after}))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs, outs = [], []
+    for rank in range(tp):
+        env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(tp), LOCAL_RANK=str(rank),
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+        outs.append(tmp_path / f"rank{rank}_of_{tp}.json")
+        procs.append(subprocess.Popen([sys.executable, str(WORKER), str(spec), str(outs[-1])],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    logs = [p.communicate(timeout=wait_s)[0].decode() for p in procs]
+    reports = []
+    for rank, (proc, out, log) in enumerate(zip(procs, outs, logs)):
+        reports.append(json.loads(out.read_text()) if out.exists() else
+                       {"returncode": proc.returncode, "log": log[-3000:]})
+    return reports
+
+
+def test_two_ranks_equal_one_process_for_every_policy(tmp_path, checkpoints, single_process):
+    reports = launch(tmp_path, 2, checkpoints)
+    for rank, report in enumerate(reports):
+        assert "results" in report, f"rank {rank}: {report}"
+        for case, expected in single_process.items():
+            got = report["results"][case]
+            if case.endswith("weight_bytes"):  # every split here is even: exactly half
+                kv_replicated = case.startswith("mistral")
+                assert got * 2 == expected if not kv_replicated else expected / 2 < got
+            else:
+                assert got == expected, f"rank {rank}, {case}"
+    # DyRate pruned during decoding, differently per row: the equality covers the combined monitor.
+    kept = [row_kept for _, row_kept in single_process["llama-gqa/dyrate"]]
+    assert all(k[-1] < k[0] for k in kept) and len({tuple(k) for k in kept}) == len(kept)
+
+
+def test_four_ranks_with_replicated_kv_heads_equal_one_process(tmp_path, checkpoints,
+                                                               single_process):
+    reports = launch(tmp_path, 4, {"llama-gqa": checkpoints["llama-gqa"]})
+    for rank, report in enumerate(reports):
+        assert "results" in report, f"rank {rank}: {report}"
+        for policy_name in policies(4):
+            case = f"llama-gqa/{policy_name}"
+            assert report["results"][case] == single_process[case], f"rank {rank}, {case}"
+
+
+def test_a_lost_rank_ends_the_others_with_a_clear_error(tmp_path, checkpoints):
+    timeout_s = 30.0
+    reports = launch(tmp_path, 2, {"llama-gqa": checkpoints["llama-gqa"]}, timeout_s=timeout_s,
+                     exit_after=40, wait_s=120)
+    assert reports[1]["returncode"] == 3, reports[1]  # died at its 40th all-reduce
+    assert "another rank has failed or timed out" in reports[0]["error"], reports[0]
+    assert "rank 0 of 2" in reports[0]["error"]
+    assert reports[0]["seconds"] < timeout_s + 10
+
+
+def test_tp_without_a_process_group_says_how_to_launch(checkpoints, monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(RuntimeError, match="torchrun --nproc-per-node 2"):
+        Engine.from_pretrained(checkpoints["llama-gqa"], tp=2)
+    with pytest.raises(ValueError, match="tp must be >= 1"):
+        Engine.from_pretrained(checkpoints["llama-gqa"], tp=0)
+
+
+def test_head_counts_that_do_not_split_are_named(checkpoints):
+    dec = Engine.from_pretrained(checkpoints["llama-gqa"]).decoder  # 4 heads, 2 KV heads
+    with pytest.raises(ValueError, match="the 4 attention heads do not divide by 3"):
+        check_shardable(dec, 3)
+    dec.n_kv_heads = 3
+    with pytest.raises(ValueError, match="the 3 key/value heads neither divide by 2"):
+        check_shardable(dec, 2)
+    dec.n_kv_heads = 2
+    check_shardable(dec, 4)  # replicated KV heads: allowed
+    assert torch.equal(torch.tensor(dec.layers[0].up.shape), torch.tensor([96, 64]))

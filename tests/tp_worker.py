@@ -1,0 +1,83 @@
+"""One rank of a tensor-parallel run, as torchrun would start it (RANK, WORLD_SIZE, MASTER_ADDR,
+MASTER_PORT in the environment); test_tensor_parallel.py starts N of them.
+
+    python tests/tp_worker.py SPEC.json OUT.json
+
+SPEC: ``{"tp": N, "checkpoints": {name: path}, "timeout_s": s, "exit_after": k}``. Runs every
+policy of :func:`policies` on every checkpoint and writes, per case, each sequence's tokens and
+kept visual tokens per step, and the bytes of the decoder's weights this rank holds. With
+``exit_after``, rank 1 dies at its k-th all-reduce (a lost rank) and the others record the error.
+"""
+import json
+import os
+import sys
+import time
+
+import torch
+
+from dyrate_engine import DyRate, Engine, FastV, Schedule
+from dyrate_engine.models.tensor_parallel import TensorParallelError
+from dyrate_engine.predictor import RatePredictor
+
+sys.path.insert(0, os.path.dirname(__file__))
+from tiny_models import random_prompts  # noqa: E402
+
+
+def policies(n_heads: int) -> dict:
+    """The policies each checkpoint runs, by name; the predictor's weights are seeded, so every
+    process builds the same one."""
+    torch.manual_seed(2)  # on llama-gqa: rates that differ between rows and rise over the answer
+    predictor = RatePredictor(n_heads=n_heads, rates=(0.0, 0.25, 0.5, 0.75), step_scale=8.0)
+    torch.nn.init.normal_(predictor.linear.weight, std=3.0)
+    return {"dense": lambda: None, "fastv": lambda: FastV(prune_layer=2, ratio=0.5),
+            "schedule": lambda: Schedule([0.25, 0.5, 0.75], prune_layer=2),
+            "dyrate": lambda: DyRate(predictor, prune_layer=2)}
+
+
+def decoder_weight_bytes(engine) -> int:
+    """Bytes of the text decoder's layer weights and LM head on this rank."""
+    return sum(w.numel() * w.element_size() for w in engine.decoder.linear_weights())
+
+
+def run_cases(spec: dict) -> dict:
+    results = {}
+    for name, path in spec["checkpoints"].items():
+        engine = Engine.from_pretrained(path, tp=spec["tp"], tp_timeout_s=spec["timeout_s"])
+        ids, pixels = random_prompts(3, seed=4)
+        for policy_name, make in policies(engine.decoder.config.num_attention_heads).items():
+            out = engine.generate_ids(ids, pixels, policy=make(), max_new_tokens=10)
+            results[f"{name}/{policy_name}"] = [[r.token_ids, r.stats.kept_visual] for r in out]
+        results[f"{name}/weight_bytes"] = decoder_weight_bytes(engine)
+    return results
+
+
+def die_at(engine_parallel_call: int) -> None:
+    """Make rank 1 exit, without a word to the others, at its n-th all-reduce."""
+    from dyrate_engine.models.tensor_parallel import TensorParallel
+    original, calls = TensorParallel.all_reduce, [0]
+
+    def all_reduce(self, x):
+        calls[0] += 1
+        if calls[0] == engine_parallel_call:
+            os._exit(3)
+        return original(self, x)
+    TensorParallel.all_reduce = all_reduce
+
+
+def main(spec_file: str, out_file: str) -> None:
+    spec = json.loads(open(spec_file).read())
+    torch.set_num_threads(1)
+    rank = int(os.environ["RANK"])
+    if spec.get("exit_after") and rank == 1:
+        die_at(spec["exit_after"])
+    start = time.monotonic()
+    try:
+        report = {"results": run_cases(spec)}
+    except TensorParallelError as error:
+        report = {"error": str(error), "seconds": time.monotonic() - start}
+    with open(out_file, "w") as f:
+        json.dump(report, f)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
