@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 # The CPU build of torch that lies on the development machines' disk; any other version downloads GBs.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: test demo build venv cuda-check cmake-check wheel-check bench-ops soak sanitize properties clean
+.PHONY: test pytest cuda-check-beside demo build venv cuda-check cmake-check wheel-check bench-ops soak sanitize properties clean
 
 venv: $(VENV)/.ready
 $(VENV)/.ready: pyproject.toml
@@ -20,11 +20,18 @@ $(VENV)/.ready: pyproject.toml
 build: venv
 	$(PY) -m pip install -q --no-build-isolation -e ".[test]"
 
+# pytest keeps about one core of two busy, so the CUDA compile check runs beside it, one file at
+# a time (each one's output printed whole when it ends).
 test: build
-	$(PY) -m pytest -q
+	$(MAKE) -j2 --output-sync=target pytest cuda-check-beside
 	$(MAKE) wheel-check
 	$(MAKE) cmake-check
-	@if command -v nvcc >/dev/null 2>&1; then $(MAKE) cuda-check; \
+
+pytest:
+	$(PY) -m pytest -q
+
+cuda-check-beside:
+	@if command -v nvcc >/dev/null 2>&1; then JOBS=1 PYTHON=$(PY) bash scripts/cuda_check.sh; \
 	else echo "nvcc not found: CUDA compile check skipped"; fi
 
 # Captions the bundled example image with the demo model, dense and with its DyRate predictor.

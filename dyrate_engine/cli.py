@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .bench.cli import add_parser as add_bench_parser
 from .eval.command import add_parser as add_eval_parser
+from .models.tensor_parallel import DEFAULT_TIMEOUT_S
 from .models.video import DEFAULT_FPS
 from .policies.spec import POLICY_HELP
 from .serve.command import add_parser as add_serve_parser
@@ -17,20 +19,31 @@ def cmd_generate(args) -> int:
 
     from .engine import Engine
     from .models.images import open_image
+    from .models.tensor_parallel import TensorParallelError
     from .models.video import open_video
     from .policies import parse_policy
 
     if not args.image and not args.video:
         raise ValueError("give at least one --image or --video")
     policy = parse_policy(args.policy, new_tokens=args.max_new_tokens)
-    engine = Engine.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype))
     images = [open_image(path) for path in args.image or []]
     videos = [open_video(path, args.fps) for path in args.video or []] or None
-    result = engine.generate([images], [args.prompt], policy=policy, videos=[videos],
-                             max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                             top_k=args.top_k, top_p=args.top_p, seed=args.seed)[0]
-    print(result.text)
-    print(f"[{args.policy}] {result.stats.summary()}", file=sys.stderr)
+    try:
+        engine = Engine.from_pretrained(args.model, device=args.device,
+                                        dtype=getattr(torch, args.dtype), tp=args.tp,
+                                        tp_timeout_s=args.tp_timeout)
+        result = engine.generate([images], [args.prompt], policy=policy, videos=[videos],
+                                 max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                 top_k=args.top_k, top_p=args.top_p, seed=args.seed)[0]
+    except TensorParallelError as error:
+        print(f"dyrate: error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        if args.tp > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if args.tp == 1 or int(os.environ.get("RANK", 0)) == 0:  # every rank has the same answer
+        print(result.text)
+        print(f"[{args.policy}] {result.stats.summary()}", file=sys.stderr)
     return 0
 
 
@@ -55,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--device", default="cpu")
     gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    gen.add_argument("--tp", type=int, default=1,
+                     help="tensor-parallel ranks: run as torchrun --nproc-per-node N -m "
+                          "dyrate_engine.cli generate --tp N ... (rank 0 prints)")
+    gen.add_argument("--tp-timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                     help="seconds a rank waits for the others before all fail with an error")
     gen.set_defaults(run=cmd_generate)
     add_train_parser(sub)
     add_eval_parser(sub)

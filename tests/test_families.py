@@ -246,3 +246,30 @@ def test_a_training_batch_runs_the_vision_tower_once(tmp_path):
     finally:
         del engine.model.hf.model.get_image_features
     assert len(calls) == 1
+
+
+def test_one_ranks_shard_read_from_the_files_equals_the_whole_model(family, tmp_path):
+    """Tensor parallelism's loading path (a gloo group of one rank): the text layers read from the
+    safetensors files under the family's key names equal the ones transformers loaded."""
+    import torch.distributed as dist
+
+    from dyrate_engine.models import load_model
+    from dyrate_engine.models.sharding import shard_model
+    from dyrate_engine.models.tensor_parallel import init_tensor_parallel
+
+    engine, _ = family
+    path = engine.model.hf.name_or_path
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/group", rank=0, world_size=1)
+    try:
+        model = load_model(path, text_layers=False)
+        shard_model(model, path, init_tensor_parallel(1, "cpu"))
+        ids, vision = _encode(engine, "ragged batch")
+        got = Engine(model).generate_ids(ids, max_new_tokens=6, output_logits=True,
+                                         policy=Schedule([0.0, 0.5], prune_layer=1), **vision.tensors)
+    finally:
+        dist.destroy_process_group()
+    expected = engine.generate_ids(ids, max_new_tokens=6, output_logits=True,
+                                   policy=Schedule([0.0, 0.5], prune_layer=1), **vision.tensors)
+    for r, e in zip(got, expected):
+        assert r.token_ids == e.token_ids and r.stats.kept_visual == e.stats.kept_visual
+        torch.testing.assert_close(r.logits, e.logits, atol=0, rtol=0)

@@ -124,3 +124,25 @@ def test_head_counts_that_do_not_split_are_named(checkpoints):
     dec.n_kv_heads = 2
     check_shardable(dec, 4)  # replicated KV heads: allowed
     assert torch.equal(torch.tensor(dec.layers[0].up.shape), torch.tensor([96, 64]))
+
+
+def test_torchrun_generate_on_the_demo_prints_the_single_process_answer(tmp_path, capsys):
+    """The documented command, on the demo model (41-token vocabulary: the LM head's shards are
+    padded) with its DyRate predictor; rank 0 prints, rank 1 does not."""
+    from dyrate_engine.bundled import EXAMPLE_IMAGE
+    args = ["-m", "dyrate_engine.cli", "generate", "--model", "demo", "--image",
+            str(EXAMPLE_IMAGE), "--prompt", "describe the image", "--policy", "dyrate",
+            "--max-new-tokens", "12"]
+    from dyrate_engine.cli import main
+    assert main(args[2:]) == 0
+    single = capsys.readouterr().out.strip()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-port", str(port), *args, "--tp", "2"],
+        capture_output=True, text=True, timeout=180, cwd=tmp_path,
+        env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert single and run.stdout.splitlines().count(single) == 1

@@ -18,9 +18,7 @@ import torch
 from dyrate_engine import DyRate, Engine, FastV, Schedule
 from dyrate_engine.models.tensor_parallel import TensorParallelError
 from dyrate_engine.predictor import RatePredictor
-
-sys.path.insert(0, os.path.dirname(__file__))
-from tiny_models import random_prompts  # noqa: E402
+from tiny_models import random_prompts  # beside this file, so on the path of its script
 
 
 def policies(n_heads: int) -> dict:
@@ -35,8 +33,11 @@ def policies(n_heads: int) -> dict:
 
 
 def decoder_weight_bytes(engine) -> int:
-    """Bytes of the text decoder's layer weights and LM head on this rank."""
-    return sum(w.numel() * w.element_size() for w in engine.decoder.linear_weights())
+    """Bytes of the storages under the text decoder's layer weights and LM head on this rank
+    (storages, not views: a shard that is a view of the whole tensor keeps all of it)."""
+    storages = {w.untyped_storage().data_ptr(): w.untyped_storage().nbytes()
+                for w in engine.decoder.linear_weights()}
+    return sum(storages.values())
 
 
 def run_cases(spec: dict) -> dict:

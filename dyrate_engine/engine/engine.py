@@ -8,6 +8,7 @@ from typing import Iterator
 
 import torch
 
+from ..bundled import resolve_model
 from ..models import FAMILIES, VisionLanguageModel, load_model
 from ..models.sharding import shard_model
 from ..models.tensor_parallel import DEFAULT_TIMEOUT_S, init_tensor_parallel
@@ -74,8 +75,9 @@ class Engine:
             raise ValueError("compile=True is not supported with tp > 1 (the collectives run "
                              "eagerly)")
         parallel = init_tensor_parallel(tp, device, tp_timeout_s)
-        model = load_model(path, parallel.device, dtype, max_seq_len=max_seq_len)
-        shard_model(model, parallel)
+        model = load_model(path, parallel.device, dtype, max_seq_len=max_seq_len,
+                           text_layers=False)
+        shard_model(model, resolve_model(path), parallel)
         return cls(model, **options)
 
     @property

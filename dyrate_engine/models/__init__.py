@@ -21,11 +21,12 @@ FAMILIES: dict[str, type[VisionLanguageModel]] = {
                           Qwen2_5VLModel, Qwen3VLModel)}
 
 
-def load_model(path, device="cpu", dtype=None, *, max_seq_len: int | None = None
-               ) -> VisionLanguageModel:
+def load_model(path, device="cpu", dtype=None, *, max_seq_len: int | None = None,
+               text_layers: bool = True) -> VisionLanguageModel:
     """The checkpoint in the local directory ``path`` (or ``"demo"``, the bundled demo model)
     with the adapter of its family. ``dtype`` defaults to fp32; ``max_seq_len`` (prompt plus new
-    tokens) to the text model's ``max_position_embeddings``. Weights load from safetensors only."""
+    tokens) to the text model's ``max_position_embeddings``. Weights load from safetensors only.
+    ``text_layers=False`` leaves the text decoder's layers out (``sharding.shard_model``)."""
     path = resolve_model(path)
     config_file = path / "config.json"
     if not config_file.is_file():
@@ -40,7 +41,8 @@ def load_model(path, device="cpu", dtype=None, *, max_seq_len: int | None = None
         supported = ", ".join(repr(name) for name in FAMILIES)
         raise ValueError(f"{path} holds a {model_type!r} model; supported: {supported} (with a "
                          f"{', '.join(SUPPORTED_TEXT_MODELS)} text model)")
-    return family.load(path, config, device=device, dtype=dtype, max_seq_len=max_seq_len)
+    return family.load(path, config, device=device, dtype=dtype, max_seq_len=max_seq_len,
+                       text_layers=text_layers)
 
 
 __all__ = ["FAMILIES", "VisionLanguageModel", "VisualLayout", "VisualSpan", "LlavaModel",

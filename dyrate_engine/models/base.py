@@ -56,9 +56,11 @@ class VisionLanguageModel:
 
     @classmethod
     def load(cls, path: Path, config: dict, *, device="cpu", dtype=None,
-             max_seq_len: int | None = None) -> "VisionLanguageModel":
+             max_seq_len: int | None = None, text_layers: bool = True) -> "VisionLanguageModel":
         """The checkpoint in ``path`` (config and safetensors weights; processor files
-        optional), e.g. llava-hf/llava-1.5-7b-hf or a model saved with ``save_pretrained``."""
+        optional), e.g. llava-hf/llava-1.5-7b-hf or a model saved with ``save_pretrained``.
+        ``text_layers=False``: without the text decoder's layers (``sharding.shard_model``
+        reads a tensor-parallel rank's shard of them)."""
         import transformers
 
         text_type = (config.get("text_config") or {}).get("model_type", "llama")
@@ -66,8 +68,8 @@ class VisionLanguageModel:
             raise ValueError(f"{path} holds a {cls.family!r} model with a {text_type!r} text "
                              f"model; supported text models: {', '.join(SUPPORTED_TEXT_MODELS)}")
         # safetensors only: weight files are untrusted input and are never unpickled.
-        hf = load_weights(getattr(transformers, cls.hf_class), path,
-                          dtype or torch.float32).to(device).eval()
+        hf = load_weights(getattr(transformers, cls.hf_class), path, dtype or torch.float32,
+                          text_layers=text_layers).to(device).eval()
         return cls(hf, load_processor(path), max_seq_len=max_seq_len)
 
     @property

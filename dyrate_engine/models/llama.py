@@ -88,7 +88,8 @@ class LlamaDecoder:
         self.vocab_size = self.lm_head.shape[0]
         self.parallel = None  # a TensorParallel once sharded (sharding.py): its layers all-reduce
         self.packed = PackedWeights()  # filled by the engine for a decode's row count
-        windows = _sliding_windows(text_config)
+        self.intermediate_size = text_config.intermediate_size
+        windows = sliding_windows(text_config)
         self.layers = [_layer_weights(layer, windows[i])
                        for i, layer in enumerate(language_model.layers)]
         self.dtype = self.embed_tokens.dtype
@@ -169,7 +170,8 @@ class LlamaDecoder:
         return logits.float()
 
 
-def _sliding_windows(cfg) -> list[int | None]:
+def sliding_windows(cfg) -> list[int | None]:
+    """Each layer's sliding attention window (None: full attention)."""
     window = getattr(cfg, "sliding_window", None)
     if cfg.model_type.startswith("qwen2"):  # Qwen2 and its VL text models name each layer's kind
         types = getattr(cfg, "layer_types", None) or ["full_attention"] * cfg.num_hidden_layers

@@ -4,6 +4,7 @@ tensor or one of another shape is a clear error naming the file or the tensor, n
 runs on randomly initialised weights."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -27,12 +28,21 @@ def check_weight_files(path: Path) -> list[Path]:
     return files
 
 
-def load_weights(hf_class, path: Path, dtype: torch.dtype):
+def load_weights(hf_class, path: Path, dtype: torch.dtype, *, text_layers: bool = True):
     """``hf_class.from_pretrained(path)`` with safetensors only; a ValueError when a tensor the
-    model needs is missing from the files or has another shape than the config makes it."""
+    model needs is missing from the files or has another shape than the config makes it.
+    ``text_layers=False`` leaves the text model's layers out (never read; the config still
+    counts them), for a tensor-parallel rank that reads only its shard of them."""
     check_weight_files(path)
-    model, info = hf_class.from_pretrained(path, dtype=dtype, use_safetensors=True,
-                                           output_loading_info=True, ignore_mismatched_sizes=True)
+    config = None if text_layers else _without_text_layers(hf_class, path)
+    with _quiet_transformers(not text_layers):  # the skipped layers would be listed as unused
+        model, info = hf_class.from_pretrained(
+            path, config=config, dtype=dtype, use_safetensors=True, output_loading_info=True,
+            ignore_mismatched_sizes=True)
+    if config is not None:
+        text = model.config.text_config
+        text.num_hidden_layers, text.layer_types = config.dyrate_text_layers
+        del config.dyrate_text_layers
     problems = [f"tensor {name!r} is {list(got)} in the checkpoint but {list(want)} in the model "
                 f"its config.json describes" for name, got, want in info["mismatched_keys"]]
     problems += [f"tensor {name!r} is missing" for name in sorted(info["missing_keys"])]
@@ -41,3 +51,28 @@ def load_weights(hf_class, path: Path, dtype: torch.dtype):
         raise ValueError(f"{path}: the weights do not match the model: "
                          f"{'; '.join(problems[:3])}{more}")
     return model
+
+
+def _without_text_layers(hf_class, path: Path):
+    """The checkpoint's config with a text model of no layers; the real count (and the layers'
+    kinds) kept aside in ``dyrate_text_layers``."""
+    config = hf_class.config_class.from_pretrained(path)
+    text = config.text_config
+    config.dyrate_text_layers = (text.num_hidden_layers, getattr(text, "layer_types", None))
+    text.num_hidden_layers = 0
+    if getattr(text, "layer_types", None) is not None:
+        text.layer_types = []
+    return config
+
+
+@contextmanager
+def _quiet_transformers(quiet: bool):
+    from transformers.utils import logging
+
+    level = logging.get_verbosity()
+    if quiet:
+        logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
