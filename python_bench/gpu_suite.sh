@@ -82,6 +82,12 @@ assert not bad, f'CUDA kernels missing, the references would be measured: {bad}'
     stage e2e 240 "${BENCH[@]}" e2e --preset llava-1.5-7b --batch 1,8,32,64 \
         --policies hf dense schedule:3:0.75 dyrate --out "$OUT"
     stage ops 60 "${BENCH[@]}" ops --device cuda --batch 1,8,32 --json "$OUT/ops_cuda.json"
+    if (( $(nvidia-smi -L 2>/dev/null | wc -l) >= 2 )); then
+        stage tp2 180 env PY="$PY" bash python_bench/tp_check.sh "$OUT/tp"
+    else
+        echo "tp2: fewer than 2 GPUs, skipped (on 2+: python_bench/tp_check.sh DIR)" \
+            | tee -a "$OUT/status.txt"
+    fi
     if command -v compute-sanitizer >/dev/null; then
         OP_TESTS=(tests/test_attention_scores.py tests/test_select_keep.py tests/test_compact_kv.py
                   tests/test_decode_attention.py)

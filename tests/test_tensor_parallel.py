@@ -45,12 +45,12 @@ def single_process(checkpoints):
     return results
 
 
-def launch(tmp_path, tp: int, checkpoints: dict, timeout_s=60.0, exit_after=None,
+def launch(tmp_path, tp: int, checkpoints: dict, timeout_s=60.0, fail_at=None,
            wait_s=240) -> list[dict]:
     """Run ``tp`` worker processes; each one's report, in rank order."""
     spec = tmp_path / f"spec{tp}.json"
     spec.write_text(json.dumps({"tp": tp, "checkpoints": checkpoints, "timeout_s": timeout_s,
-                                "exit_after": exit_after}))
+                                "fail_at": fail_at}))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -98,11 +98,19 @@ def test_four_ranks_with_replicated_kv_heads_equal_one_process(tmp_path, checkpo
 def test_a_lost_rank_ends_the_others_with_a_clear_error(tmp_path, checkpoints):
     timeout_s = 30.0
     reports = launch(tmp_path, 2, {"llama-gqa": checkpoints["llama-gqa"]}, timeout_s=timeout_s,
-                     exit_after=40, wait_s=120)
+                     fail_at=[40, "exit"], wait_s=120)
     assert reports[1]["returncode"] == 3, reports[1]  # died at its 40th all-reduce
     assert "another rank has failed or timed out" in reports[0]["error"], reports[0]
     assert "rank 0 of 2" in reports[0]["error"]
-    assert reports[0]["seconds"] < timeout_s + 10
+    assert reports[0]["seconds"] < timeout_s  # the broken connection, not the timeout
+
+
+def test_a_stalled_rank_ends_the_others_at_the_timeout(tmp_path, checkpoints):
+    timeout_s = 4.0
+    reports = launch(tmp_path, 2, {"llama-gqa": checkpoints["llama-gqa"]}, timeout_s=timeout_s,
+                     fail_at=[40, "stall", 3 * timeout_s], wait_s=120)
+    assert "another rank has failed or timed out" in reports[0]["error"], reports[0]
+    assert timeout_s <= reports[0]["seconds"] < timeout_s + 20
 
 
 def test_tp_without_a_process_group_says_how_to_launch(checkpoints, monkeypatch):

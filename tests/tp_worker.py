@@ -3,10 +3,10 @@ MASTER_PORT in the environment); test_tensor_parallel.py starts N of them.
 
     python tests/tp_worker.py SPEC.json OUT.json
 
-SPEC: ``{"tp": N, "checkpoints": {name: path}, "timeout_s": s, "exit_after": k}``. Runs every
-policy of :func:`policies` on every checkpoint and writes, per case, each sequence's tokens and
-kept visual tokens per step, and the bytes of the decoder's weights this rank holds. With
-``exit_after``, rank 1 dies at its k-th all-reduce (a lost rank) and the others record the error.
+SPEC: ``{"tp": N, "checkpoints": {name: path}, "timeout_s": s, "fail_at": [k, how, s]}``.
+Runs every policy of :func:`policies` on every checkpoint and writes, per case, each sequence's
+tokens and kept visual tokens per step, and the bytes of the decoder's weights this rank holds.
+With ``fail_at``, rank 1 dies or stalls at its k-th all-reduce and the others record the error.
 """
 import json
 import os
@@ -52,15 +52,18 @@ def run_cases(spec: dict) -> dict:
     return results
 
 
-def die_at(engine_parallel_call: int) -> None:
-    """Make rank 1 exit, without a word to the others, at its n-th all-reduce."""
+def fail_at(call: int, how: str, stall_s: float = 0.0) -> None:
+    """Make this rank, at its ``call``-th all-reduce, exit without a word to the others
+    (``"exit"``) or stop answering for ``stall_s`` seconds (``"stall"``)."""
     from dyrate_engine.models.tensor_parallel import TensorParallel
     original, calls = TensorParallel.all_reduce, [0]
 
     def all_reduce(self, x):
         calls[0] += 1
-        if calls[0] == engine_parallel_call:
+        if calls[0] == call and how == "exit":
             os._exit(3)
+        if calls[0] == call:
+            time.sleep(stall_s)
         return original(self, x)
     TensorParallel.all_reduce = all_reduce
 
@@ -69,8 +72,8 @@ def main(spec_file: str, out_file: str) -> None:
     spec = json.loads(open(spec_file).read())
     torch.set_num_threads(1)
     rank = int(os.environ["RANK"])
-    if spec.get("exit_after") and rank == 1:
-        die_at(spec["exit_after"])
+    if spec.get("fail_at") and rank == 1:
+        fail_at(*spec["fail_at"])
     start = time.monotonic()
     try:
         report = {"results": run_cases(spec)}

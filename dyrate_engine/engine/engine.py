@@ -66,7 +66,8 @@ class Engine:
         ``torchrun --nproc-per-node N``; NCCL on CUDA, each rank its ``LOCAL_RANK`` GPU, gloo on
         the CPU); every rank calls ``generate`` with the same inputs and gets the same results.
         A collective that waits ``tp_timeout_s`` for a failed or stuck rank raises
-        :class:`~dyrate_engine.models.tensor_parallel.TensorParallelError` on every live rank."""
+        :class:`~dyrate_engine.models.tensor_parallel.TensorParallelError` on every live rank.
+        CUDA graphs are off by default under ``tp > 1``."""
         if tp < 1:
             raise ValueError(f"tp must be >= 1, got {tp}")
         if tp == 1:
@@ -74,6 +75,7 @@ class Engine:
         if options.get("compile"):
             raise ValueError("compile=True is not supported with tp > 1 (the collectives run "
                              "eagerly)")
+        options.setdefault("cuda_graphs", False)  # capturing the collectives is not tested
         parallel = init_tensor_parallel(tp, device, tp_timeout_s)
         model = load_model(path, parallel.device, dtype, max_seq_len=max_seq_len,
                            text_layers=False)
