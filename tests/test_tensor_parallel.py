@@ -14,8 +14,8 @@ import torch
 
 from dyrate_engine import Engine
 from dyrate_engine.models.sharding import check_shardable
-from tiny_models import build_tiny_llava, random_prompts
-from tp_worker import decoder_weight_bytes, policies
+from tiny_models import build_tiny_llava
+from tp_worker import answers, policies
 
 WORKER = Path(__file__).with_name("tp_worker.py")
 BACKBONES = {  # H = 4 query heads each
@@ -36,12 +36,7 @@ def single_process(checkpoints):
     """Each case's results in this process (tp=1), as the workers report theirs."""
     results = {}
     for name, path in checkpoints.items():
-        engine = Engine.from_pretrained(path)
-        ids, pixels = random_prompts(3, seed=4)
-        for policy_name, make in policies(engine.decoder.n_heads).items():
-            out = engine.generate_ids(ids, pixels, policy=make(), max_new_tokens=10)
-            results[f"{name}/{policy_name}"] = [[r.token_ids, r.stats.kept_visual] for r in out]
-        results[f"{name}/weight_bytes"] = decoder_weight_bytes(engine)
+        results.update(answers(name, Engine.from_pretrained(path)))
     return results
 
 
@@ -90,7 +85,7 @@ def test_four_ranks_with_replicated_kv_heads_equal_one_process(tmp_path, checkpo
     reports = launch(tmp_path, 4, {"llama-gqa": checkpoints["llama-gqa"]})
     for rank, report in enumerate(reports):
         assert "results" in report, f"rank {rank}: {report}"
-        for policy_name in policies(4):
+        for policy_name in [*policies(4), "dyrate@static"]:
             case = f"llama-gqa/{policy_name}"
             assert report["results"][case] == single_process[case], f"rank {rank}, {case}"
 
@@ -108,7 +103,7 @@ def test_a_lost_rank_ends_the_others_with_a_clear_error(tmp_path, checkpoints):
 def test_a_stalled_rank_ends_the_others_at_the_timeout(tmp_path, checkpoints):
     timeout_s = 4.0
     reports = launch(tmp_path, 2, {"llama-gqa": checkpoints["llama-gqa"]}, timeout_s=timeout_s,
-                     fail_at=[40, "stall", 3 * timeout_s], wait_s=120)
+                     fail_at=[40, "stall", 2 * timeout_s], wait_s=120)
     assert "another rank has failed or timed out" in reports[0]["error"], reports[0]
     assert timeout_s <= reports[0]["seconds"] < timeout_s + 20
 

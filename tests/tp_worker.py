@@ -40,15 +40,27 @@ def decoder_weight_bytes(engine) -> int:
     return sum(storages.values())
 
 
+def answers(name: str, engine) -> dict:
+    """Each policy's tokens and kept visual tokens per step on a ragged batch of 3, by case name
+    (DyRate also on the static decode step, whose monitor is fused into the attention)."""
+    results = {}
+    ids, pixels = random_prompts(3, seed=4)
+    made = policies(engine.decoder.config.num_attention_heads)
+    runs = [(policy_name, engine) for policy_name in made]
+    runs.append(("dyrate@static", Engine(engine.model, decode_step="static")))
+    for case, runner in runs:
+        out = runner.generate_ids(ids, pixels, policy=made[case.split("@")[0]](),
+                                  max_new_tokens=10)
+        results[f"{name}/{case}"] = [[r.token_ids, r.stats.kept_visual] for r in out]
+    results[f"{name}/weight_bytes"] = decoder_weight_bytes(engine)
+    return results
+
+
 def run_cases(spec: dict) -> dict:
     results = {}
     for name, path in spec["checkpoints"].items():
         engine = Engine.from_pretrained(path, tp=spec["tp"], tp_timeout_s=spec["timeout_s"])
-        ids, pixels = random_prompts(3, seed=4)
-        for policy_name, make in policies(engine.decoder.config.num_attention_heads).items():
-            out = engine.generate_ids(ids, pixels, policy=make(), max_new_tokens=10)
-            results[f"{name}/{policy_name}"] = [[r.token_ids, r.stats.kept_visual] for r in out]
-        results[f"{name}/weight_bytes"] = decoder_weight_bytes(engine)
+        results.update(answers(name, engine))
     return results
 
 
