@@ -115,6 +115,29 @@ def test_cancel_frees_the_slot_at_the_next_step(engine):
     assert not scheduler.has_work and scheduler.running == 0
 
 
+def test_after_a_failed_step_reset_frees_every_slot_and_the_next_requests_run(engine,
+                                                                             monkeypatch):
+    """What the server's loop does when a step raises: fail everything, reset, keep serving."""
+    ids, pixels = random_prompts(3, seed=16)
+    scheduler = engine.scheduler(max_batch=2, prune_layer=K)
+    params = SamplingParams(max_new_tokens=6, ignore_eos=True)
+    submit = lambda i: scheduler.submit(Request(  # noqa: E731
+        ids[i], {"pixel_values": pixels[i:i + 1]}, Schedule([0.5], prune_layer=K), params))
+    handles = [submit(i) for i in range(3)]
+    scheduler.step()
+    with monkeypatch.context() as patch:
+        patch.setattr(scheduler, "_decode", lambda: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            scheduler.step()
+    scheduler.reset()
+    assert [h.status for h in handles] == ["failed", "failed", "cancelled"]
+    assert scheduler.running == 0 and not scheduler.has_work
+    again = submit(0)
+    scheduler.run_until_idle()
+    expected = alone(engine, ids[0], pixels[0], Schedule([0.5], prune_layer=K), params)
+    assert again.result().token_ids == expected.token_ids
+
+
 def test_bad_requests_fail_before_any_work(engine):
     ids, pixels = random_prompts(1, seed=14)
     vision = {"pixel_values": pixels}

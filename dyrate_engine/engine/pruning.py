@@ -35,9 +35,12 @@ class Selection:
 
 
 class PruningState:
+    #: The decoder's TensorParallel (None: one process); each rank's monitor sees only its heads.
+    parallel = None
+
     def __init__(self, policy: Policy, sequences, device, parallel=None):
         self.policy = policy
-        self.parallel = parallel  # the decoder's TensorParallel: the monitor sees only its heads
+        self.parallel = parallel
         layouts = [s.layout for s in sequences]
         n_visual = [layout.n_visual for layout in layouts]
         self.max_visual = max(n_visual)

@@ -133,6 +133,7 @@ class Scheduler:
             new += self._decode()
         return new
 
+    @torch.inference_mode()  # the slots' state was made in inference mode; it is edited here
     def reset(self) -> None:
         """Drop every request, running or waiting (after a failed step: nothing is trusted)."""
         with self._lock:

@@ -60,10 +60,11 @@ class TensorParallel:
     def _run(self, collective, *args, **kwargs) -> None:
         try:
             collective(*args, **kwargs)
-        except (RuntimeError, dist.DistBackendError) as error:
+        except RuntimeError as error:  # gloo's and NCCL's errors (DistBackendError) are these
+            first_line = (str(error).splitlines() or [type(error).__name__])[0]
             raise TensorParallelError(
                 f"tensor-parallel rank {self.rank} of {self.world}: a collective failed, so "
-                f"another rank has failed or timed out ({str(error).splitlines()[0]})") from error
+                f"another rank has failed or timed out ({first_line})") from error
 
 
 def init_tensor_parallel(tp: int, device, timeout_s: float = DEFAULT_TIMEOUT_S) -> TensorParallel:
