@@ -34,15 +34,14 @@ def load_weights(hf_class, path: Path, dtype: torch.dtype, *, text_layers: bool 
     ``text_layers=False`` leaves the text model's layers out (never read; the config still
     counts them), for a tensor-parallel rank that reads only its shard of them."""
     check_weight_files(path)
-    config = None if text_layers else _without_text_layers(hf_class, path)
+    config, real_layers = (None, None) if text_layers else _without_text_layers(hf_class, path)
     with _quiet_transformers(not text_layers):  # the skipped layers would be listed as unused
         model, info = hf_class.from_pretrained(
             path, config=config, dtype=dtype, use_safetensors=True, output_loading_info=True,
             ignore_mismatched_sizes=True)
-    if config is not None:
+    if real_layers is not None:  # the config tells the truth again; the model has no layers
         text = model.config.text_config
-        text.num_hidden_layers, text.layer_types = config.dyrate_text_layers
-        del config.dyrate_text_layers
+        text.num_hidden_layers, text.layer_types = real_layers
     problems = [f"tensor {name!r} is {list(got)} in the checkpoint but {list(want)} in the model "
                 f"its config.json describes" for name, got, want in info["mismatched_keys"]]
     problems += [f"tensor {name!r} is missing" for name in sorted(info["missing_keys"])]
@@ -54,15 +53,15 @@ def load_weights(hf_class, path: Path, dtype: torch.dtype, *, text_layers: bool 
 
 
 def _without_text_layers(hf_class, path: Path):
-    """The checkpoint's config with a text model of no layers; the real count (and the layers'
-    kinds) kept aside in ``dyrate_text_layers``."""
+    """The checkpoint's config with a text model of no layers, and the real ``(count, kinds)``
+    of its layers."""
     config = hf_class.config_class.from_pretrained(path)
     text = config.text_config
-    config.dyrate_text_layers = (text.num_hidden_layers, getattr(text, "layer_types", None))
+    real_layers = (text.num_hidden_layers, getattr(text, "layer_types", None))
     text.num_hidden_layers = 0
-    if getattr(text, "layer_types", None) is not None:
+    if real_layers[1] is not None:
         text.layer_types = []
-    return config
+    return config, real_layers
 
 
 @contextmanager
