@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from .bench.cli import add_parser as add_bench_parser
@@ -41,7 +40,8 @@ def cmd_generate(args) -> int:
     finally:
         if args.tp > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-    if args.tp == 1 or int(os.environ.get("RANK", 0)) == 0:  # every rank has the same answer
+    parallel = engine.decoder.parallel
+    if parallel is None or parallel.rank == 0:  # every rank has the same answer
         print(result.text)
         print(f"[{args.policy}] {result.stats.summary()}", file=sys.stderr)
     return 0

@@ -179,20 +179,25 @@ def sliding_windows(cfg) -> list[int | None]:
     return [window] * cfg.num_hidden_layers
 
 
+def fused_rows(parts):
+    """One matrix (and bias) of several ``(weight, bias)`` parts stacked by rows, and a view of
+    each part into it (biases all present or all None)."""
+    weight = torch.cat([w for w, _ in parts])
+    bias = None if parts[0][1] is None else torch.cat([b for _, b in parts])
+    views, start = [], 0
+    for w, _ in parts:
+        views.append(weight[start:start + w.shape[0]])
+        start += w.shape[0]
+    return weight, bias, views
+
+
 def _fuse(modules):
-    """One matrix (and bias) for several linears; each module's weight becomes a view of it, so
-    the fused copy costs no memory."""
-    weight = torch.cat([m.weight.detach() for m in modules])
-    bias = None
-    if modules[0].bias is not None:
-        bias = torch.cat([m.bias.detach() for m in modules])
-    start = 0
-    views = []
-    for m in modules:
-        view = weight[start:start + m.weight.shape[0]]
+    """:func:`fused_rows` of several linears; each module's weight becomes its view, so the
+    fused copy costs no memory."""
+    weight, bias, views = fused_rows([(m.weight.detach(), None if m.bias is None
+                                       else m.bias.detach()) for m in modules])
+    for m, view in zip(modules, views):
         m.weight.data = view
-        views.append(view)
-        start += view.shape[0]
     return weight, bias, views
 
 

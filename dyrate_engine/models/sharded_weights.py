@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .llama import LayerWeights
+from .llama import LayerWeights, fused_rows
 from .weights import check_weight_files
 
 # The text decoder's first layer, under whatever prefix the checkpoint uses (transformers' own,
@@ -44,6 +44,7 @@ class _Checkpoint:
             self._where.update({name: handle for name in handle.keys()})
         prefixes = [m.group(1) for m in map(_FIRST_TEXT_LAYER.match, self._where) if m]
         if len(prefixes) != 1:
+            self._files.close()
             raise ValueError(f"{path}: cannot find the text decoder's layers in the weights "
                              f"(layers.0.input_layernorm.weight under {prefixes or 'no'} prefix)")
         self.prefix = prefixes[0]
@@ -86,10 +87,10 @@ def _read_layer(ckpt: _Checkpoint, layer: str, plan: ShardPlan, window) -> Layer
         return ckpt.read(f"{name}.weight", cols=pick), bias
 
     attn, mlp = layer + "self_attn.", layer + "mlp."
-    qkv, qkv_bias, (q, k, v) = _fused([rows(attn + "q_proj", plan.q_rows),
+    qkv, qkv_bias, (q, k, v) = fused_rows([rows(attn + "q_proj", plan.q_rows),
                                        rows(attn + "k_proj", plan.kv_rows),
                                        rows(attn + "v_proj", plan.kv_rows)])
-    gate_up, gate_up_bias, (_, up) = _fused([rows(mlp + "gate_proj", plan.channels),
+    gate_up, gate_up_bias, (_, up) = fused_rows([rows(mlp + "gate_proj", plan.channels),
                                              rows(mlp + "up_proj", plan.channels)])
     (o, o_bias), (down, down_bias) = cols(attn + "o_proj"), cols(mlp + "down_proj")
     norm = lambda name: ckpt.read(name) if ckpt.has(name) else None  # noqa: E731
@@ -99,14 +100,3 @@ def _read_layer(ckpt: _Checkpoint, layer: str, plan: ShardPlan, window) -> Layer
         post_norm=ckpt.read(layer + "post_attention_layernorm.weight"), up=up, down=down,
         o_bias=o_bias, down_bias=down_bias, sliding_window=window,
         q_norm=norm(attn + "q_norm.weight"), k_norm=norm(attn + "k_norm.weight"))
-
-
-def _fused(parts):
-    """One matrix (and bias) of several ``(weight, bias)`` parts, and a view of each part."""
-    weight = torch.cat([w for w, _ in parts])
-    bias = None if parts[0][1] is None else torch.cat([b for _, b in parts])
-    views, start = [], 0
-    for w, _ in parts:
-        views.append(weight[start:start + w.shape[0]])
-        start += w.shape[0]
-    return weight, bias, views
