@@ -67,3 +67,69 @@ def test_write_split(tmp_path):
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert [r["answer"] for r in records] == [make_scene("val", i).caption() for i in range(3)]
     assert all((tmp_path / r["image"]).is_file() for r in records)
+
+
+def test_detail_answer_follows_from_the_scene():
+    """The detail task's answer: the caption first, then every cell, the rows and the totals,
+    each consistent with the drawn shapes; 100+ words; its own scene stream."""
+    from dyrate_engine.data.scenes import PLACES, SHAPES
+    for i in range(60):
+        scene = make_scene("val", i, "detail")
+        answer = scene.detail()
+        assert scene.answer() == answer and answer.startswith(scene.caption() + " the top left ")
+        assert 100 <= len(answer.split()) <= 130
+        cells = {s.cell: s for s in scene.shapes}
+        for cell, place in enumerate(PLACES):
+            said = f"the {place} has {cells[cell].described()} ." if cell in cells \
+                else f"the {place} is empty ."
+            assert said in answer
+        for row, name in enumerate(("top", "middle", "bottom")):
+            k = sum(s.cell // 3 == row for s in scene.shapes)
+            assert f"the {name} row has {['no', 'one', 'two', 'three'][k]} shape" in answer
+        for kind in SHAPES:
+            k = sum(s.kind == kind for s in scene.shapes)
+            word = ["no", "one", "two", "three"][k]
+            assert f"{word} {kind}{'' if k == 1 else 's'}" in answer.split(" : ")[-1]
+    assert make_scene("test", 0, "detail").shapes != make_scene("test", 0).shapes
+    with pytest.raises(ValueError, match="unknown task"):
+        make_scene("test", 0, "poem")
+
+
+def test_mixed_batches_train_on_the_one_padded_batch_objective():
+    """A training step over the two tasks' parts (each padded to its own width) gives the loss
+    and the (clipped) gradients of one batch padded to the widest answer."""
+    import contextlib
+
+    from transformers import LlavaForConditionalGeneration
+    from dyrate_engine.demo.train_vlm import _step, demo_config, scene_batch, task_parts
+
+    processor = build_processor()
+    encoder = SceneEncoder(processor, (IMAGE_SIZE // 8) ** 2)
+    scenes = scene_batch("train", 40, 5, 0.4)
+    assert [s.task for s in scenes] == ["detail"] * 2 + ["caption"] * 3
+    vocab = processor.tokenizer.get_vocab()
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(demo_config(len(vocab), vocab["<image>"], 2, 64))
+    whole = encoder.batch(scenes)
+    whole.pop("attention_mask")
+    loss = model(**whole).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    want = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    class Recorder:  # the optimiser's two calls; step() keeps the gradients it would apply
+        def zero_grad(self, set_to_none=True):
+            model.zero_grad(set_to_none=set_to_none)
+
+        def step(self):
+            self.grads = {n: p.grad.clone() for n, p in model.named_parameters()
+                          if p.grad is not None}
+
+    parts = task_parts(encoder, scenes)
+    assert len(parts) == 2 and parts[1]["input_ids"].shape[1] < whole["input_ids"].shape[1]
+    recorder = Recorder()
+    assert _step(model, recorder, parts, contextlib.nullcontext()) == pytest.approx(
+        float(loss.detach()), rel=1e-5)
+    assert recorder.grads.keys() == want.keys() and want
+    for name, grad in want.items():
+        torch.testing.assert_close(recorder.grads[name], grad, atol=1e-6, rtol=1e-4)

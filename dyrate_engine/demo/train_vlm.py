@@ -4,7 +4,8 @@ checkpoint with its processor.
     python -m dyrate_engine.demo.train_vlm --out dyrate_engine/demo/model --steps 1800 \
         --prune-layer 3 --drop-rates 0,0.25,0.5,0.6,0.75,0.9
 
-The whole model learns (vision tower, projector, text model) with the answer tokens as targets.
+The whole model learns (vision tower, projector, text model) with the answer tokens as targets, on
+a mix of the scenes' two tasks (``--detail-share`` of each batch is the long-answer task).
 ``--prune-layer`` puts the engine's prefill pruning in the loop (``token_drop``), each scene at a
 random rate, so that the model survives pruning as large pretrained VLMs do. The bundled model is
 the command above: one run from scratch, 62 minutes on the 2-core dev CPU (python_bench/RESULTS.md
@@ -30,6 +31,16 @@ from .token_drop import IGNORE, VisualTokenDrop
 
 # The pruning rates of the bundled model's training (one drawn per scene).
 DROP_RATES = (0.0, 0.25, 0.5, 0.6, 0.75, 0.9)
+# The share of each batch drawn from the long-answer ``detail`` task (the rest are captions).
+DETAIL_SHARE = 0.5
+
+
+def scene_batch(split: str, first: int, batch_size: int, detail_share: float) -> list:
+    """Scenes ``first .. first + batch_size - 1`` of ``split``: the first ``round(batch_size *
+    detail_share)`` from the detail task, the rest captions (each task has its own stream)."""
+    n_detail = round(batch_size * detail_share)
+    return [make_scene(split, first + i, "detail" if i < n_detail else "caption")
+            for i in range(batch_size)]
 
 
 def demo_config(vocab_size: int, image_token_id: int, text_layers: int = 8,
@@ -78,7 +89,7 @@ class SceneEncoder:
             self.tokenizer.eos_token_id]
 
     def batch(self, scenes):
-        rows = [(self.prompt_ids(s.prompt), self.answer_ids(s.caption())) for s in scenes]
+        rows = [(self.prompt_ids(s.prompt), self.answer_ids(s.answer())) for s in scenes]
         width = max(len(p) + len(a) for p, a in rows)
         ids = torch.full((len(rows), width), self.tokenizer.pad_token_id)
         labels = torch.full((len(rows), width), IGNORE)
@@ -99,11 +110,12 @@ def lr_at(step: int, total: int, peak: float, warmup: int = 100) -> float:
 
 
 @torch.no_grad()
-def validation_loss(model, encoder, n: int = 128, batch_size: int = 32) -> float:
+def validation_loss(model, encoder, n: int = 128, batch_size: int = 32,
+                    detail_share: float = DETAIL_SHARE) -> float:
     model.eval()
     losses = []
     for start in range(0, n, batch_size):
-        scenes = [make_scene("val", i) for i in range(start, min(n, start + batch_size))]
+        scenes = scene_batch("val", start, min(batch_size, n - start), detail_share)
         losses.append(float(model(**encoder.batch(scenes)).loss))
     model.train()
     return sum(losses) / len(losses)
@@ -123,26 +135,38 @@ def _model(processor, init: Path | None, text_layers: int, text_width: int):
     return model
 
 
-def _step(model, optimizer, inputs: dict, drop) -> float:
-    """One optimiser step on a batch; returns its loss."""
-    if isinstance(drop, VisualTokenDrop):
-        drop.set_batch(inputs["input_ids"], inputs["labels"], inputs["attention_mask"])
-    # Right padding under a causal mask: no real token sees a pad, and pads carry no label, so
-    # the padding mask changes nothing but keeps SDPA off its faster causal path (~7%/step).
-    inputs.pop("attention_mask")
-    with drop:
-        loss = model(**inputs).loss
+def _step(model, optimizer, parts: list[dict], drop) -> float:
+    """One optimiser step on a batch given as parts (one per task, so that short captions are
+    not padded to the long answers' width); returns the batch's loss: the mean over all its
+    answer tokens, as one padded batch would give."""
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    counts = [int((p["labels"] != IGNORE).sum()) for p in parts]
+    total = 0.0
+    for inputs, count in zip(parts, counts):
+        if isinstance(drop, VisualTokenDrop):
+            drop.set_batch(inputs["input_ids"], inputs["labels"], inputs["attention_mask"])
+        # Right padding under a causal mask: no real token sees a pad, and pads carry no label,
+        # so the padding mask changes nothing but keeps SDPA off its faster causal path.
+        inputs.pop("attention_mask")
+        with drop:
+            loss = model(**inputs).loss * (count / sum(counts))
+        loss.backward()
+        total += loss.item()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
-    return loss.item()
+    return total
+
+
+def task_parts(encoder: SceneEncoder, scenes: list) -> list[dict]:
+    """``encoder.batch`` of each task's scenes, in the order the tasks first appear."""
+    tasks = dict.fromkeys(s.task for s in scenes)
+    return [encoder.batch([s for s in scenes if s.task == task]) for task in tasks]
 
 
 def train(out: Path, steps: int, batch_size: int = 32, lr: float = 1.5e-3, seed: int = 0,
           text_layers: int = 8, init: Path | None = None, prune_layer: int | None = None,
           drop_rates=DROP_RATES, first_scene: int = 0,
-          text_width: int = 192) -> dict:
+          text_width: int = 192, detail_share: float = DETAIL_SHARE) -> dict:
     torch.manual_seed(seed)
     processor = build_processor()
     model = _model(processor, init, text_layers, text_width)
@@ -160,13 +184,12 @@ def train(out: Path, steps: int, batch_size: int = 32, lr: float = 1.5e-3, seed:
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, steps, lr, warmup=min(100, steps // 10))
-        scenes = [make_scene("train", first_scene + step * batch_size + i)
-                  for i in range(batch_size)]
-        loss = _step(model, optimizer, encoder.batch(scenes), drop)
+        scenes = scene_batch("train", first_scene + step * batch_size, batch_size, detail_share)
+        loss = _step(model, optimizer, task_parts(encoder, scenes), drop)
         bar.set_postfix(loss=f"{loss:.3f}")
         if (step + 1) % 250 == 0 or step + 1 == steps:
             log.append({"step": step + 1, "train_loss": loss,
-                        "val_loss": validation_loss(model, encoder),
+                        "val_loss": validation_loss(model, encoder, detail_share=detail_share),
                         "minutes": (time.perf_counter() - start) / 60})
             tqdm.write(json.dumps(log[-1]))
             model.save_pretrained(out)  # a usable checkpoint even if interrupted
@@ -177,6 +200,7 @@ def train(out: Path, steps: int, batch_size: int = 32, lr: float = 1.5e-3, seed:
     info = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
             "train_scenes": [first_scene, first_scene + steps * batch_size], "log": log,
             "init": str(init) if init else None, "prune_layer": prune_layer,
+            "detail_share": detail_share,
             "drop_rates": list(drop_rates) if prune_layer is not None else None,
             "command": " ".join(["python -m dyrate_engine.demo.train_vlm"] + sys.argv[1:])}
     info = {"stages": earlier_stages(init) + [info]}
@@ -218,6 +242,8 @@ def main(argv=None) -> None:
                         help=argparse.SUPPRESS)
     parser.add_argument("--drop-rates", default=",".join(map(str, DROP_RATES)),
                         help="rates drawn per scene with --prune-layer (comma-separated)")
+    parser.add_argument("--detail-share", type=float, default=DETAIL_SHARE,
+                        help="share of each batch from the long-answer detail task (0 to 1)")
     parser.add_argument("--first-scene", type=int, default=None,
                         help="index of the first training scene (default: after the init's)")
     args = parser.parse_args(argv)
@@ -225,8 +251,10 @@ def main(argv=None) -> None:
     # A second stage sees new scenes, not the first stage's again.
     first = args.first_scene if args.first_scene is not None else scenes_seen(args.init)
     rates = [float(r) for r in args.drop_rates.split(",")]
+    if not 0.0 <= args.detail_share <= 1.0:
+        parser.error(f"--detail-share must be within [0, 1], got {args.detail_share}")
     train(args.out, args.steps, args.batch_size, args.lr, args.seed, args.text_layers,
-          args.init, args.prune_layer, rates, first, args.text_width)
+          args.init, args.prune_layer, rates, first, args.text_width, args.detail_share)
 
 
 if __name__ == "__main__":
