@@ -5,9 +5,9 @@ every decode step and picks a pruning rate; fused ops score, select and compact 
 """
 from . import ops
 from .engine import Engine, GenerationResult, GenerationStats, SamplingParams, StreamEvent
-from .policies import Dense, DyRate, FastV, MonitorStats, Policy, Schedule
+from .policies import Dense, DyRate, FastV, MonitorStats, Policy, RandomKeep, Schedule
 
 __version__ = "0.1.0"
 __all__ = ["ops", "Engine", "GenerationResult", "GenerationStats", "SamplingParams",
-           "StreamEvent", "Policy", "MonitorStats", "Dense", "FastV", "Schedule", "DyRate",
-           "__version__"]
+           "StreamEvent", "Policy", "MonitorStats", "Dense", "FastV", "Schedule", "RandomKeep",
+           "DyRate", "__version__"]

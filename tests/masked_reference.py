@@ -51,7 +51,9 @@ def masked_generate(engine, ids, pixels, policy, max_new_tokens, batch_size, b, 
             rate = float(policy.rates(stats)[b])
             wanted = min(math.ceil((1 - rate) * n_vis - 1e-9), n_kept)
             if wanted < n_kept:
-                keep = ops.select_keep_reference(scores, present, torch.tensor([wanted]))
+                own = MonitorStats(step, scores, mass, torch.tensor([n_vis]), torch.tensor([n_kept]))
+                keep = ops.select_keep_reference(policy.ranking(own), present,
+                                                 torch.tensor([wanted]))
                 newly = present & ~keep
                 dropped[vis[newly[0]]] = True
                 present, n_kept = keep, wanted

@@ -55,9 +55,15 @@ def test_synthetic_split_loader():
         assert item.references == [scene.caption()] and item.prompt == scene.prompt
         assert item.load_image().size == scene.render().size
     assert len(load_eval_set("demo-val:7", limit=3)) == 3
+    detail = load_eval_set("demo-detail-val:3")
+    for i, item in enumerate(detail):
+        scene = make_scene("val", i, "detail")
+        assert item.references == [scene.detail()] and item.prompt == scene.prompt
+        assert item.key == f"detail-val/{i}" and len(item.references[0].split()) >= 100
 
 
-@pytest.mark.parametrize("spec", ["demo-nosuch", "demo-test:0", "demo-test:x", "missing.jsonl"])
+@pytest.mark.parametrize("spec", ["demo-nosuch", "demo-test:0", "demo-test:x", "missing.jsonl",
+                                  "demo-poem-test", "demo-detail-dev:3"])
 def test_bad_data_is_a_clear_error(spec):
     with pytest.raises((ValueError, FileNotFoundError), match="bad data"):
         load_eval_set(spec)
@@ -119,17 +125,50 @@ def test_harness_measures_pruning_and_writes_plots(tiny, tmp_path):
         assert path.stat().st_size > 1000
 
 
+def test_random_keep_and_pooling_rows(tiny):
+    """Random-keep keeps as many tokens as the schedule at its rate; pooling's FLOPs count
+    against dense decoding of the unpooled prompt, so it equals the analytical saving of the
+    shorter prompt in every layer."""
+    from dyrate_engine.eval.harness import dense_flops_of, pooled_entry
+    from dyrate_engine.models import PooledGrid
+
+    engine = Engine.from_pretrained(tiny / "model")
+    items = load_eval_set(str(tiny / "set.jsonl"))
+    kw = dict(max_new_tokens=4, batch_size=2, progress=False)
+    dense = run_policy(engine, items, eval_policy(parse_policy("dense")), **kw)
+    random_row = run_policy(engine, items, eval_policy(parse_policy("random:3:0.5:1")), **kw)
+    pool = run_policy(engine, items, pooled_entry(2), **kw)
+    assert random_row.family == "random" and random_row.mean_kept_visual == 8
+    assert pool.family == "pool" and pool.label == "pool(2x2)"
+    assert pool.mean_visual == 16 and pool.mean_kept_visual == 4
+    # the dense FLOPs of the unpooled prompt, recomputed from the cache lengths, are the
+    # engine's own dense count for a dense run (extra 0) and exceed the pooled run's FLOPs
+    results = engine.generate([it.load_image() for it in items], [it.prompt for it in items],
+                              max_new_tokens=4)
+    for r in results:
+        assert dense_flops_of(engine.decoder, r.stats) == sum(r.stats.dense_flops)
+    pooled = Engine(PooledGrid(engine.model, 2))
+    short = pooled.generate([it.load_image() for it in items], [it.prompt for it in items],
+                            max_new_tokens=4)
+    want = 1 - sum(sum(r.stats.flops) for r in short) / sum(
+        dense_flops_of(engine.decoder, r.stats, 12) for r in short)
+    assert pool.flops_reduction == pytest.approx(want) and 0 < want < 1
+    assert dense.flops_reduction == 0
+
+
 def test_cli_eval_end_to_end(tiny, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["eval", "--model", str(tiny / "model"), "--data", str(tiny / "set.jsonl"),
                  "--policy", "schedule:3:0.5", "--sweep", "--sweep-rates", "0.75",
-                 "--sweep-ratios", "0.5", "--max-new-tokens", "3", "--batch-size", "2",
+                 "--sweep-ratios", "0.5", "--sweep-random", "0.75", "--random-seeds", "0,1",
+                 "--sweep-pool", "2", "--max-new-tokens", "3", "--batch-size", "2",
                  "--no-progress", "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     report = json.loads((out / "results.json").read_text())
     labels = [p["label"] for p in report["policies"]]
-    assert labels == ["dense", "schedule(K=3,0.5)", "schedule(K=3,0.75)", "fastv(K=2,R=0.5)"]
+    assert labels == ["dense", "schedule(K=3,0.5)", "schedule(K=3,0.75)", "fastv(K=2,R=0.5)",
+                      "random(K=3,0.75,seed=0)", "random(K=3,0.75,seed=1)", "pool(2x2)"]
     assert all(label in printed for label in labels) and "CIDEr" in printed
     assert report["images"] == 3 and report["attention_shares"]["monitor_layer"] == 2
     for name in ("pareto.png", "attention_shares.png"):

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dyrate_engine import DyRate, Engine, FastV, Schedule, ops
+from dyrate_engine import DyRate, Engine, FastV, RandomKeep, Schedule, ops
 from dyrate_engine.models import flops
 from masked_reference import masked_generate
 from tiny_models import build_tiny_llava, multi_image_prompts, random_prompts
@@ -16,6 +16,7 @@ POLICIES = {
     "schedule-late": lambda: Schedule([0.0, 0.0, 0.0, 0.4, 0.7], prune_layer=3),
     "fastv": lambda: FastV(prune_layer=2, ratio=0.5),
     "fastv-k1": lambda: FastV(prune_layer=1, ratio=0.75),
+    "random-rising": lambda: RandomKeep([0.25, 0.5, 0.5, 0.8], prune_layer=2, seed=3),
 }
 
 
@@ -110,7 +111,8 @@ def test_dense_with_monitor_records_type_shares_and_equals_dense(engine):
     assert plain[0].stats.type_mass[0] == []  # no monitor, no cost
 
 
-@pytest.mark.parametrize("name", ["schedule-0.75", "schedule-non-monotone", "fastv", "dyrate"])
+@pytest.mark.parametrize("name", ["schedule-0.75", "schedule-non-monotone", "fastv", "dyrate",
+                                  "random-rising"])
 def test_several_images_per_prompt_equal_masked_reference(engine, name):
     """Visual tokens in several runs with text between them: pruning at the prefill and while
     decoding equals the masked reference, in a ragged batch of 1, 3 and 2 images."""

@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from dyrate_engine import DyRate, Engine, FastV, Schedule
+from dyrate_engine import DyRate, Engine, FastV, RandomKeep, Schedule
 from dyrate_engine.engine.sampling import SamplingParams
 from dyrate_engine.engine.handles import QueueFull, Request
 from dyrate_engine.predictor import RatePredictor
@@ -26,7 +26,7 @@ def policies(n_heads):
     predictor = RatePredictor(n_heads).eval()
     return [None, Schedule([0.5], prune_layer=K), FastV(K, ratio=0.75),
             Schedule([0.0, 0.25, 0.5, 0.75], prune_layer=K),  # monitors every decode step
-            DyRate(predictor, prune_layer=K)]
+            DyRate(predictor, prune_layer=K), RandomKeep([0.25, 0.5, 0.75], prune_layer=K)]
 
 
 def alone(engine, ids, pixels, policy, params):

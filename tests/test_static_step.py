@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from dyrate_engine import Dense, DyRate, Engine, FastV, Schedule, ops
+from dyrate_engine import Dense, DyRate, Engine, FastV, RandomKeep, Schedule, ops
 from dyrate_engine.engine.stats import StatsRecorder
 from dyrate_engine.predictor import RatePredictor
 from tiny_models import build_tiny_llava, multi_image_prompts, random_prompts
@@ -22,6 +22,7 @@ POLICIES = {
     "schedule": lambda: Schedule([0.0, 0.5, 0.25, 0.9, 0.6, 1.0], prune_layer=2),
     "dyrate-table": lambda: DyRate(lambda stats: TABLE[:len(stats.n_visual), stats.step],
                                    prune_layer=3),
+    "random": lambda: RandomKeep([0.25, 0.5, 0.5, 0.8], prune_layer=2, seed=2),
 }
 
 

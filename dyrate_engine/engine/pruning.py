@@ -23,7 +23,7 @@ from .cache import PRUNED, KVCache
 class MonitorOutput:
     """What the monitor found at one step, and what the policy asked for."""
 
-    vis_scores: torch.Tensor  # fp32 [B, max_visual]: the ranking that select_keep reads
+    ranking: torch.Tensor  # fp32 [B, max_visual]: the policy's ranking, what select_keep reads
     n_keep: torch.Tensor  # int64 [B] (device): the policy's counts, never above the current ones
     counts: list[int]  # the same counts on the host
 
@@ -61,9 +61,10 @@ class PruningState:
         """Scores and type masses of the newest token ``q [B, H, hd]`` at the monitor layer,
         whose keys are the first ``lengths`` slots of ``k_cache``, and the policy's counts."""
         found = self._combined(self._scores(q, k_cache, lengths))
-        wanted, summary = self._ask_policy(step, found, torch.tensor(self.n_kept, device=q.device))
+        ranking, wanted, summary = self._ask_policy(step, found,
+                                                    torch.tensor(self.n_kept, device=q.device))
         # One read for the host's needs: the counts (to size and skip work) and the statistics.
-        return MonitorOutput(found[0], wanted, self._read_summary(summary.tolist()))
+        return MonitorOutput(ranking, wanted, self._read_summary(summary.tolist()))
 
     def _scores(self, q, k_cache, lengths):
         return ops.attention_scores(
@@ -76,13 +77,15 @@ class PruningState:
         return found if self.parallel is None else self.parallel.combine_monitor(*found)
 
     def _ask_policy(self, step, found, n_kept):
-        """The policy's counts ``[B]`` (never above ``n_kept``) and the step's summary ``[B, 6]``
-        float64: kept count, rate, the 4 head-mean type masses."""
+        """The policy's ranking ``[B, max_visual]``, its counts ``[B]`` (never above
+        ``n_kept``) and the step's summary ``[B, 6]`` float64: kept count, rate, the 4
+        head-mean type masses."""
         vis_scores, type_mass = found
-        rates = self.policy.rates(MonitorStats(step, vis_scores, type_mass, self.n_visual, n_kept))
+        stats = MonitorStats(step, vis_scores, type_mass, self.n_visual, n_kept)
+        rates = self.policy.rates(stats)
         wanted = torch.minimum(n_keep_for(rates, self.n_visual), n_kept)
-        return wanted, torch.cat([wanted.double()[:, None], rates.double()[:, None],
-                                  type_mass.double().mean(1)], dim=1)
+        return self.policy.ranking(stats), wanted, torch.cat(
+            [wanted.double()[:, None], rates.double()[:, None], type_mass.double().mean(1)], dim=1)
 
     def _read_summary(self, rows: list[list[float]]) -> list[int]:
         """Keep a summary's statistics (as read on the host); returns its counts."""
@@ -98,7 +101,7 @@ class PruningState:
         """The keep mask for the asked counts, or None when no count changes (nothing to launch)."""
         if found.counts == self.n_kept:
             return None
-        keep = ops.select_keep(found.vis_scores, self.present, found.n_keep, validate=False)
+        keep = ops.select_keep(found.ranking, self.present, found.n_keep, validate=False)
         return Selection(keep, found.counts)
 
     def compact(self, cache: KVCache, selection: Selection) -> None:
@@ -140,8 +143,8 @@ class PruningState:
         if found is None:
             found = self._scores(q, cache.kv[cache.prune_layer - 1, 0], cache.lengths[0] + 1)
         found = self._combined(found)
-        wanted, summary = self._ask_policy(step, found, self.present.sum(1))
-        keep = ops.select_keep(found[0], self.present, wanted, validate=False)
+        ranking, wanted, summary = self._ask_policy(step, found, self.present.sum(1))
+        keep = ops.select_keep(ranking, self.present, wanted, validate=False)
         ops.compact_kv_(cache.pruned_kv, cache.lengths[PRUNED], self.vis_start, self.present,
                         keep, vis_slots=self.vis_slots, validate=False)
         return summary

@@ -36,17 +36,27 @@ class RowPolicies(Policy):
     def monitors_decode(self) -> bool:
         return any(self.asked(b) for b in range(len(self.policies)))
 
+    def _row(self, stats: MonitorStats, b: int) -> MonitorStats:
+        n = self.widths[b]
+        return MonitorStats(self.steps[b], stats.vis_scores[b:b + 1, :n], stats.type_mass[b:b + 1],
+                            stats.n_visual[b:b + 1], stats.n_kept[b:b + 1])
+
     def rates(self, stats: MonitorStats) -> torch.Tensor:
         """Rate 0 (keep what is kept) for the rows not asked."""
         rates = torch.zeros(len(self.policies), device=stats.n_visual.device)
         for b in range(len(self.policies)):
             if self.asked(b):
-                n = self.widths[b]
-                row = MonitorStats(self.steps[b], stats.vis_scores[b:b + 1, :n],
-                                   stats.type_mass[b:b + 1], stats.n_visual[b:b + 1],
-                                   stats.n_kept[b:b + 1])
-                rates[b] = self.policies[b].rates(row)[0]
+                rates[b] = self.policies[b].rates(self._row(stats, b))[0]
         return rates
+
+    def ranking(self, stats: MonitorStats) -> torch.Tensor:
+        """Each asked row's own policy's ranking (the others keep every token they hold, so
+        their ranking is not read)."""
+        ranking = stats.vis_scores.clone()
+        for b in range(len(self.policies)):
+            if self.asked(b):
+                ranking[b, :self.widths[b]] = self.policies[b].ranking(self._row(stats, b))[0]
+        return ranking
 
 
 class SlotPruning(PruningState):

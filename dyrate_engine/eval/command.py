@@ -9,6 +9,8 @@ from ..policies.spec import POLICY_HELP
 from .data import COCO_PROMPT
 
 RATES = "0.25,0.5,0.75,0.9"
+# New tokens per answer by default: captions end within 48, the detail task's answers within 128.
+NEW_TOKENS = {"caption": 48, "detail": 160}
 
 
 def add_parser(sub) -> None:
@@ -20,9 +22,10 @@ def add_parser(sub) -> None:
                     "Dense decoding is always evaluated as the reference.")
     p.add_argument("--model", default="demo", help="checkpoint directory, or 'demo'")
     data = p.add_mutually_exclusive_group()
-    data.add_argument("--data", help="demo-test[:N] / demo-val[:N] (the synthetic split, default "
-                                     "N 200; the default set), or a JSONL of {image, prompt, "
-                                     "answer} (paths relative to it)")
+    data.add_argument("--data", help="demo-test[:N] / demo-val[:N] (the synthetic captions, "
+                                     "default N 200; the default set), demo-detail-test[:N] (the "
+                                     "long answers), or a JSONL of {image, prompt, answer} "
+                                     "(paths relative to it)")
     data.add_argument("--coco", metavar="ANNOTATIONS",
                       help="COCO-style captions JSON (COCO, Flickr30K, NoCaps)")
     p.add_argument("--images", help="image folder for --coco")
@@ -35,9 +38,16 @@ def add_parser(sub) -> None:
     p.add_argument("--sweep-layer", type=int, default=3, help="Schedule's K in --sweep")
     p.add_argument("--sweep-ratios", default=RATES, help="FastV ratios of --sweep")
     p.add_argument("--sweep-fastv-layer", type=int, default=2, help="FastV's K in --sweep")
+    p.add_argument("--sweep-random", metavar="RATES",
+                   help="add random-keep at these rates, K=--sweep-layer (comma list)")
+    p.add_argument("--random-seeds", default="0", help="seeds of --sweep-random (comma list)")
+    p.add_argument("--sweep-pool", metavar="SIDES",
+                   help="add spatial pooling of each image's patch grid to SIDE x SIDE tokens "
+                        "before the LLM (comma list; LLaVA-1.5 models)")
     p.add_argument("--dyrate", action="append", default=[], metavar="DIR",
                    help="a trained predictor directory (e.g. one per lambda); repeatable")
-    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="default 48, 160 for the demo's detail task")
     p.add_argument("--batch-size", type=int, default=16, help="requests per generate call")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
     p.add_argument("--out", default="dyrate-eval", help="output folder (JSON and PNG plots)")
@@ -57,11 +67,18 @@ def _rates(text: str, option: str) -> list[float]:
         raise ValueError(f"{option} must be a comma list of numbers, got {text!r}") from None
 
 
+def _ints(text: str, option: str) -> list[int]:
+    try:
+        return [int(r) for r in text.split(",") if r.strip()]
+    except ValueError:
+        raise ValueError(f"{option} must be a comma list of integers, got {text!r}") from None
+
+
 def build_policies(args) -> list:
-    """The ``EvalPolicy`` list of the arguments: dense first, then --policy, the sweep, --dyrate;
-    repeated labels get a ``#n`` suffix."""
-    from ..policies import Dense, DyRate, FastV, Schedule, parse_policy
-    from .harness import eval_policy
+    """The ``EvalPolicy`` list of the arguments: dense first, then --policy, the sweep,
+    random-keep, --dyrate, pooling; repeated labels get a ``#n`` suffix."""
+    from ..policies import Dense, DyRate, FastV, RandomKeep, Schedule, parse_policy
+    from .harness import eval_policy, pooled_entry
 
     policies = [parse_policy(spec, new_tokens=args.max_new_tokens) for spec in args.policy]
     if args.sweep or not (policies or args.dyrate):
@@ -69,12 +86,16 @@ def build_policies(args) -> list:
                      for r in _rates(args.sweep_rates, "--sweep-rates")]
         policies += [FastV(args.sweep_fastv_layer, ratio=r)
                      for r in _rates(args.sweep_ratios, "--sweep-ratios")]
+    if args.sweep_random:
+        policies += [RandomKeep([r], args.sweep_layer, seed=seed)
+                     for seed in _ints(args.random_seeds, "--random-seeds")
+                     for r in _rates(args.sweep_random, "--sweep-random")]
     policies += [DyRate.from_pretrained(d) for d in args.dyrate]
     if not any(type(p) is Dense and p.prune_layer is None for p in policies):
         policies.insert(0, Dense())
     entries, seen = [], {}
-    for p in policies:
-        entry = eval_policy(p)
+    pooled = [pooled_entry(side) for side in _ints(args.sweep_pool or "", "--sweep-pool")]
+    for entry in [eval_policy(p) for p in policies] + pooled:
         seen[entry.label] = seen.get(entry.label, 0) + 1
         if seen[entry.label] > 1:
             entry.label = f"{entry.label}#{seen[entry.label]}"
@@ -87,10 +108,14 @@ def run(args) -> int:
     import torch
 
     from ..engine import Engine
+    from ..models.pooled import PooledGrid
     from ..policies import Dense
     from . import harness, plots
-    from .data import load_eval_set
+    from .data import load_eval_set, parse_demo_spec
 
+    if args.max_new_tokens is None:
+        demo = parse_demo_spec(args.data) if args.data else None
+        args.max_new_tokens = NEW_TOKENS[demo[2] if demo else "caption"]
     for option in ("max_new_tokens", "batch_size"):
         if getattr(args, option) < 1:
             raise ValueError(f"--{option.replace('_', '-')} must be >= 1")
@@ -106,6 +131,9 @@ def run(args) -> int:
     checks += [] if args.no_attention else [Dense(prune_layer=args.monitor_layer + 1)]
     for policy in checks:  # fail before any generation, not after the first policies ran
         engine.check_policy(policy)
+    for entry in entries:
+        if entry.pool_side is not None:
+            PooledGrid(engine.model, entry.pool_side)
 
     common = dict(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                   progress=not args.no_progress)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.records import load_coco, load_jsonl
-from ..data.scenes import SPLIT_SEEDS, make_scene
+from ..data.scenes import SPLIT_SEEDS, TASKS, make_scene
 from ..models.images import open_image
 
 # LLaVA-1.5's caption prompt for COCO / Flickr30K / NoCaps (as lmms-eval asks it).
@@ -38,31 +38,36 @@ def _load(image):
     return open_image(image) if isinstance(image, (str, Path)) else image
 
 
-def parse_demo_spec(spec: str) -> tuple[str, int] | None:
-    """``(split, count)`` for ``demo-SPLIT`` or ``demo-SPLIT:N`` (e.g. ``demo-test:50``), or None
-    when ``spec`` does not name the synthetic set. ``count`` defaults to 200."""
+def parse_demo_spec(spec: str) -> tuple[str, int, str] | None:
+    """``(split, count, task)`` for ``demo-[TASK-]SPLIT[:N]`` (e.g. ``demo-test:50``, the
+    captions, or ``demo-detail-test:50``, the long answers), or None when ``spec`` does not name
+    the synthetic set. ``count`` defaults to 200."""
     if not spec.startswith("demo-"):
         return None
-    split, _, count = spec[len("demo-"):].partition(":")
-    if split not in SPLIT_SEEDS:
-        raise ValueError(f"bad data {spec!r}: unknown synthetic split {split!r}; expected "
-                         f"demo-{{{','.join(sorted(SPLIT_SEEDS))}}}[:N]")
+    name, _, count = spec[len("demo-"):].partition(":")
+    task, _, split = name.rpartition("-")
+    task = task or "caption"
+    if split not in SPLIT_SEEDS or task not in TASKS:
+        raise ValueError(f"bad data {spec!r}: expected demo-[TASK-]SPLIT[:N] with SPLIT one of "
+                         f"{', '.join(sorted(SPLIT_SEEDS))} and TASK one of "
+                         f"{', '.join(t for t in TASKS if t != 'caption')} (captions without)")
     try:
         n = int(count) if count else DEMO_DEFAULT_COUNT
     except ValueError:
         n = -1
     if n < 1:
         raise ValueError(f"bad data {spec!r}: the count after ':' must be a positive integer")
-    return split, n
+    return split, n, task
 
 
-def synthetic_items(split: str, count: int) -> list[EvalItem]:
-    """Scenes ``0 .. count-1`` of the synthetic ``split``, rendered in memory; one reference each
-    (the scene's caption, the only correct one)."""
+def synthetic_items(split: str, count: int, task: str = "caption") -> list[EvalItem]:
+    """Scenes ``0 .. count-1`` of the synthetic ``split`` for ``task``, rendered in memory; one
+    reference each (the scene's answer, the only correct one)."""
     items = []
     for i in range(count):
-        scene = make_scene(split, i)
-        items.append(EvalItem(f"{split}/{i}", scene.render(), scene.prompt, [scene.caption()]))
+        scene = make_scene(split, i, task)
+        key = f"{split}/{i}" if task == "caption" else f"{task}-{split}/{i}"
+        items.append(EvalItem(key, scene.render(), scene.prompt, [scene.answer()]))
     return items
 
 
@@ -94,7 +99,7 @@ def load_eval_set(data: str | None = None, *, coco: str | None = None, images: s
                   prompt: str = COCO_PROMPT, limit: int | None = None) -> list[EvalItem]:
     """The items of an evaluation set, checked before any model work.
 
-    ``data``: ``demo-SPLIT[:N]`` (the synthetic split, default N = 200) or a JSONL file of
+    ``data``: ``demo-[TASK-]SPLIT[:N]`` (the synthetic split, default N = 200) or a JSONL file of
     ``{image, prompt, answer}`` records (image paths relative to the file). ``coco``: COCO-style
     caption annotations, with ``images`` the image folder and ``prompt`` the question asked of
     every image. ``limit`` keeps the first ``limit`` images. Raises ValueError or
@@ -116,8 +121,8 @@ def load_eval_set(data: str | None = None, *, coco: str | None = None, images: s
     else:
         demo = parse_demo_spec(data)
         if demo is not None:
-            split, count = demo
-            return synthetic_items(split, min(count, limit or count))
+            split, count, task = demo
+            return synthetic_items(split, min(count, limit or count), task)
         if not Path(data).is_file():
             raise FileNotFoundError(f"bad data {data!r}: no such file, and not demo-SPLIT[:N]")
         items = group_records(load_jsonl(data))

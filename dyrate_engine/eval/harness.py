@@ -7,21 +7,33 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
-from ..policies import Dense, DyRate, FastV, Policy, Schedule
+from ..engine import Engine
+from ..models import flops
+from ..models.pooled import PooledGrid
+from ..policies import Dense, DyRate, FastV, Policy, RandomKeep, Schedule
 from .data import EvalItem
 from .metrics import caption_scores
 
 TOKEN_TYPES = ("system", "image", "instruction", "response")
-_FAMILIES = ((DyRate, "dyrate"), (FastV, "fastv"), (Schedule, "schedule"), (Dense, "dense"))
+_FAMILIES = ((DyRate, "dyrate"), (FastV, "fastv"), (RandomKeep, "random"), (Schedule, "schedule"),
+             (Dense, "dense"))
 
 
 @dataclass
 class EvalPolicy:
-    """A policy to evaluate, its row label and its family (one line in the Pareto plot)."""
+    """A policy to evaluate, its row label and its family (one line in the Pareto plot).
+    ``pool_side``: run it on the model with every image average-pooled to a ``side x side``
+    grid before the LLM (the spatial-pooling baseline, ``models.pooled``)."""
 
     label: str
     family: str
     policy: Policy
+    pool_side: int | None = None
+
+
+def pooled_entry(side: int) -> EvalPolicy:
+    """The spatial-pooling baseline at ``side x side`` tokens per image, dense otherwise."""
+    return EvalPolicy(f"pool({side}x{side})", "pool", Dense(), side)
 
 
 def eval_policy(policy: Policy, label: str | None = None) -> EvalPolicy:
@@ -86,15 +98,34 @@ def generate_all(engine, items: list[EvalItem], policy: Policy, *, max_new_token
     return results, wall
 
 
+def dense_flops_of(decoder, stats, extra_tokens: int = 0) -> int:
+    """The FLOPs dense decoding spends on a request's steps with ``extra_tokens`` more tokens in
+    every layer (the visual tokens pooled away before the LLM); ``stats.dense_flops`` when 0."""
+    L = decoder.n_layers
+    total = 0
+    for step, (dense, _) in enumerate(stats.cache_lengths):
+        count = flops.prefill_flops if step == 0 else flops.decode_flops
+        total += count(decoder, [dense + extra_tokens] * L)
+    return total
+
+
 def run_policy(engine, items: list[EvalItem], entry: EvalPolicy, *, max_new_tokens: int = 48,
                batch_size: int = 16, progress: bool = True) -> PolicyResult:
-    """Caption every item under ``entry.policy`` and aggregate (see :class:`PolicyResult`)."""
-    results, wall = generate_all(engine, items, entry.policy, max_new_tokens=max_new_tokens,
+    """Answer every item under ``entry`` and aggregate (see :class:`PolicyResult`); a pooled
+    entry's FLOPs reduction counts against dense decoding of the unpooled prompt."""
+    runner = engine
+    if entry.pool_side is not None:
+        runner = Engine(PooledGrid(engine.model, entry.pool_side), prepack=False,
+                        decode_step=engine.options.step, attention=engine.options.attention)
+    results, wall = generate_all(runner, items, entry.policy, max_new_tokens=max_new_tokens,
                                  batch_size=batch_size, desc=entry.label, progress=progress)
     texts = {it.key: (r.text or "").strip() for it, r in zip(items, results)}
     scores = caption_scores(texts, {it.key: it.references for it in items})
     stats = [r.stats for r in results]
-    dense = sum(sum(s.dense_flops) for s in stats)
+    pooled_away = [0 if entry.pool_side is None else runner.model.pooled_away(s.n_visual)
+                   for s in stats]
+    dense = sum(dense_flops_of(engine.decoder, s, extra) if extra else sum(s.dense_flops)
+                for s, extra in zip(stats, pooled_away))
     kept = [k for s in stats for k in s.kept_visual]
     new_tokens = sum(len(r.token_ids) for r in results)
     return PolicyResult(
@@ -102,7 +133,7 @@ def run_policy(engine, items: list[EvalItem], entry: EvalPolicy, *, max_new_toke
         exact_match=scores["exact_match"],
         flops_reduction=1 - sum(sum(s.flops) for s in stats) / dense if dense else 0.0,
         mean_kept_visual=sum(kept) / len(kept) if kept else 0.0,
-        mean_visual=sum(s.n_visual for s in stats) / len(stats),
+        mean_visual=sum(s.n_visual + extra for s, extra in zip(stats, pooled_away)) / len(stats),
         tokens_per_s=new_tokens / wall if wall > 0 else 0.0, new_tokens=new_tokens,
         wall_s=wall, images=len(items),
         outputs={k: {"text": texts[k], **scores["per_item"][k]} for k in texts})

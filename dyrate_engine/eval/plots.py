@@ -10,7 +10,9 @@ from .harness import TOKEN_TYPES, PolicyResult
 _STYLES = {"dense": dict(marker="*", markersize=14, color="black"),
            "fastv": dict(marker="s", linestyle="--", color="tab:orange"),
            "schedule": dict(marker="o", linestyle="-", color="tab:blue"),
-           "dyrate": dict(marker="D", linestyle="-", color="tab:red")}
+           "dyrate": dict(marker="D", linestyle="-", color="tab:red"),
+           "random": dict(marker="x", linestyle=":", color="tab:grey"),
+           "pool": dict(marker="v", linestyle="-.", color="tab:green")}
 
 
 def pyplot():

@@ -13,6 +13,7 @@ from .layout import VisualLayout, VisualSpan
 from .llama import SUPPORTED_TEXT_MODELS
 from .llava import LlavaModel
 from .llava_next import LlavaNextModel, LlavaOnevisionModel
+from .pooled import PooledGrid
 from .qwen_vl import Qwen2_5VLModel, Qwen2VLModel, Qwen3VLModel
 
 #: The families by config.json ``model_type``.
@@ -46,5 +47,5 @@ def load_model(path, device="cpu", dtype=None, *, max_seq_len: int | None = None
 
 
 __all__ = ["FAMILIES", "VisionLanguageModel", "VisualLayout", "VisualSpan", "LlavaModel",
-           "LlavaNextModel", "LlavaOnevisionModel", "Qwen2VLModel", "Qwen2_5VLModel",
+           "PooledGrid", "LlavaNextModel", "LlavaOnevisionModel", "Qwen2VLModel", "Qwen2_5VLModel",
            "Qwen3VLModel", "load_model"]

@@ -86,6 +86,11 @@ class Policy:
         """Pruning rate in [0, 1] per sequence, fp32 ``[B]``, on the stats' device; no host sync."""
         raise NotImplementedError
 
+    def ranking(self, stats: MonitorStats) -> torch.Tensor:
+        """The scores ``[B, Nv]`` by which the kept visual tokens are chosen (the highest stay):
+        by default the monitor's attention, as FastV and DyRate rank them."""
+        return stats.vis_scores
+
 
 class Dense(Policy):
     """No pruning: every token stays in every layer. With ``prune_layer`` set, the monitor still
