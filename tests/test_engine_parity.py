@@ -60,3 +60,32 @@ def test_several_images_per_prompt_equal_transformers(checkpoint, images, decode
     for r, tokens, logits, n in zip(results, expected_tokens, expected_logits, images):
         assert r.token_ids == tokens and r.stats.n_visual == n * 16
         torch.testing.assert_close(r.logits, logits, atol=1e-4, rtol=0)
+
+
+def test_prefill_skips_the_last_layers_other_rows(checkpoint, monkeypatch):
+    """The last layer's prefill computes the last token's output only: the same logits (to
+    rounding) and tokens as computing every row, and the cache the decode reads is the same."""
+    import functools
+
+    from dyrate_engine.engine import prefill as prefill_module
+    from dyrate_engine.engine import runner
+
+    engine, _ = checkpoint
+    ids, pixels = random_prompts(3, seed=6)
+    shapes = []
+
+    def recording(*args, **kwargs):
+        h, q = runner.prefill_layers(*args, **kwargs)
+        shapes.append((args[5], h.shape[1]))
+        return h, q
+
+    monkeypatch.setattr(prefill_module, "prefill_layers", recording)
+    short = engine.generate_ids(ids, pixels, max_new_tokens=6, output_logits=True)
+    last = [rows for layers, rows in shapes if engine.decoder.n_layers - 1 in layers]
+    assert last == [1, 1, 1]
+    monkeypatch.setattr(prefill_module, "prefill_layers",
+                        functools.partial(runner.prefill_layers, last_row_only=False))
+    full = engine.generate_ids(ids, pixels, max_new_tokens=6, output_logits=True)
+    for a, b in zip(short, full):
+        assert a.token_ids == b.token_ids
+        torch.testing.assert_close(a.logits, b.logits, atol=1e-5, rtol=0)

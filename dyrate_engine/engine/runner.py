@@ -11,12 +11,16 @@ from .cache import KVCache
 
 
 def prefill_layers(dec: LlamaDecoder, cache: KVCache, b: int, h: torch.Tensor,
-                   positions: torch.Tensor, layers: range, additions: dict | None = None):
+                   positions: torch.Tensor, layers: range, additions: dict | None = None,
+                   last_row_only: bool = True):
     """Run ``layers`` on the prompt of sequence ``b`` (``h [1, T, d]`` at ``positions [1, T]``,
     or ``[3, 1, T]`` under M-RoPE; after prefill pruning the kept tokens' original positions),
     writing its cache from slot 0. ``additions`` ``{layer: (index [n], values [n, d])}`` are
     added to the hidden states at ``index`` after that layer (DeepStack). Returns the hidden
-    states and the last layer's query."""
+    states and the last layer's query. With ``last_row_only``, the model's last layer computes
+    the keys and values of every token but the output of the last token only (``h [1, 1, d]``):
+    nothing reads the other rows, and their attention, output projection and MLP are about a
+    twelfth of a 12-layer prefill."""
     q = None
     cos, sin = dec.rope(positions)
     for i in layers:
@@ -25,10 +29,16 @@ def prefill_layers(dec: LlamaDecoder, cache: KVCache, b: int, h: torch.Tensor,
         T = k.shape[2]
         cache.kv[i, 0, b, :, :T] = k[0]
         cache.kv[i, 1, b, :, :T] = v[0]
-        if layer.sliding_window is None:  # SDPA's causal path skips the masked blocks: ~2x
+        mask = None
+        if layer.sliding_window is not None:
+            mask = _causal_mask(positions.reshape(-1, T)[0], layer.sliding_window)
+        if last_row_only and i == dec.n_layers - 1 and not (additions and i in additions):
+            q, h = q[:, :, -1:], h[:, -1:]  # the last query sees every key: no causal mask
+            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None
+                                                  else mask[-1:], enable_gqa=True)
+        elif mask is None:  # SDPA's causal path skips the masked blocks: ~2x
             attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         else:
-            mask = _causal_mask(positions.reshape(-1, T)[0], layer.sliding_window)
             attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
         h = dec.finish_layer(layer, h, attn)
         if additions and i in additions:
