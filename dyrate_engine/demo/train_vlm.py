@@ -8,8 +8,10 @@ The whole model learns (vision tower, projector, text model) with the answer tok
 a mix of the scenes' two tasks (``--detail-share`` of each batch is the long-answer task).
 ``--prune-layer`` puts the engine's prefill pruning in the loop (``token_drop``), each scene at a
 random rate, so that the model survives pruning as large pretrained VLMs do. The bundled model is
-the command above: one run from scratch, 62 minutes on the 2-core dev CPU (python_bench/RESULTS.md
-has the record). ``--init`` continues from a checkpoint with new scenes (a second stage).
+the command above with ``--detail-share 0`` (captions only): one run from scratch, 62 minutes on
+the 2-core dev CPU (python_bench/RESULTS.md has the record). ``--init`` continues from a checkpoint with new scenes (a second stage).
+``--resume`` continues a run cut short from its last checkpoint (every 250 steps), ending with
+the weights the uninterrupted run would have.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from ..data.scenes import IMAGE_SIZE, make_scene
 from ..deprecation import DeprecatedFlag
 from .processor import PATCH, build_processor, chat_prompt, pixel_values
 from .token_drop import IGNORE, VisualTokenDrop
+from .train_state import clear_state, load_state, read_progress, save_state
 
 # The pruning rates of the bundled model's training (one drawn per scene).
 DROP_RATES = (0.0, 0.25, 0.5, 0.6, 0.75, 0.9)
@@ -166,43 +169,57 @@ def task_parts(encoder: SceneEncoder, scenes: list) -> list[dict]:
 def train(out: Path, steps: int, batch_size: int = 32, lr: float = 1.5e-3, seed: int = 0,
           text_layers: int = 8, init: Path | None = None, prune_layer: int | None = None,
           drop_rates=DROP_RATES, first_scene: int = 0,
-          text_width: int = 192, detail_share: float = DETAIL_SHARE) -> dict:
+          text_width: int = 192, detail_share: float = DETAIL_SHARE, *, resume: bool = False,
+          save_every: int = 250) -> dict:
+    """Train and save to ``out`` every ``save_every`` steps (weights and the run's state);
+    ``resume`` continues the run saved in ``out`` (same arguments) from its last checkpoint."""
+    run = dict(steps=steps, batch_size=batch_size, lr=lr, seed=seed, text_layers=text_layers,
+               init=str(init) if init else None, prune_layer=prune_layer,
+               drop_rates=[float(r) for r in drop_rates], first_scene=first_scene,
+               text_width=text_width, detail_share=detail_share)
     torch.manual_seed(seed)
     processor = build_processor()
-    model = _model(processor, init, text_layers, text_width)
+    model = _model(processor, out if resume else init, text_layers, text_width)
+    generator = torch.Generator().manual_seed(seed)
     drop = contextlib.nullcontext()
     if prune_layer is not None:
         drop = VisualTokenDrop(model, prune_layer, drop_rates, model.config.image_token_id,
-                               torch.Generator().manual_seed(seed))
+                               generator)
     encoder = SceneEncoder(processor, (IMAGE_SIZE // PATCH) ** 2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01,
                                   betas=(0.9, 0.98))
+    done, log = load_state(out, model, optimizer, generator, run) if resume else (0, [])
     model.train()
-    log = []
-    start = time.perf_counter()
-    bar = tqdm(range(steps), desc="demo VLM", unit="step")
+    start = time.perf_counter() - (log[-1]["minutes"] * 60 if log else 0.0)
+    bar = tqdm(range(done, steps), desc="demo VLM", unit="step", initial=done, total=steps)
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, steps, lr, warmup=min(100, steps // 10))
         scenes = scene_batch("train", first_scene + step * batch_size, batch_size, detail_share)
         loss = _step(model, optimizer, task_parts(encoder, scenes), drop)
         bar.set_postfix(loss=f"{loss:.3f}")
-        if (step + 1) % 250 == 0 or step + 1 == steps:
+        if (step + 1) % save_every == 0 or step + 1 == steps:
             log.append({"step": step + 1, "train_loss": loss,
                         "val_loss": validation_loss(model, encoder, detail_share=detail_share),
                         "minutes": (time.perf_counter() - start) / 60})
             tqdm.write(json.dumps(log[-1]))
-            model.save_pretrained(out)  # a usable checkpoint even if interrupted
+            model.save_pretrained(out)  # a usable checkpoint, and a resumable run
             processor.save_pretrained(out)
+            save_state(out, model, optimizer, generator, step + 1, log, run)
+    return _finish(out, model, processor, run, log, init)
+
+
+def _finish(out: Path, model, processor, run: dict, log: list, init: Path | None) -> dict:
     model.generation_config.eos_token_id = model.config.text_config.eos_token_id
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    info = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
-            "train_scenes": [first_scene, first_scene + steps * batch_size], "log": log,
-            "init": str(init) if init else None, "prune_layer": prune_layer,
-            "detail_share": detail_share,
-            "drop_rates": list(drop_rates) if prune_layer is not None else None,
-            "command": " ".join(["python -m dyrate_engine.demo.train_vlm"] + sys.argv[1:])}
+    clear_state(out)
+    first = run["first_scene"]
+    info = {**run, "train_scenes": [first, first + run["steps"] * run["batch_size"]],
+            "log": log, "command": " ".join(["python -m dyrate_engine.demo.train_vlm"]
+                                            + sys.argv[1:])}
+    if run["prune_layer"] is None:
+        info["drop_rates"] = None
     info = {"stages": earlier_stages(init) + [info]}
     (out / "training.json").write_text(json.dumps(info, indent=1))
     return info
@@ -244,10 +261,18 @@ def main(argv=None) -> None:
                         help="rates drawn per scene with --prune-layer (comma-separated)")
     parser.add_argument("--detail-share", type=float, default=DETAIL_SHARE,
                         help="share of each batch from the long-answer detail task (0 to 1)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run saved in --out from its last checkpoint, with "
+                             "that run's arguments (the others given here are not used)")
     parser.add_argument("--first-scene", type=int, default=None,
                         help="index of the first training scene (default: after the init's)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.resume:
+        run = read_progress(args.out)["run"]
+        init = Path(run.pop("init")) if run["init"] else None
+        train(args.out, init=init, resume=True, **run)
+        return
     # A second stage sees new scenes, not the first stage's again.
     first = args.first_scene if args.first_scene is not None else scenes_seen(args.init)
     rates = [float(r) for r in args.drop_rates.split(",")]
