@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from dyrate_engine.demo import train_vlm
-from dyrate_engine.demo.train_state import PROGRESS_FILE, STATE_FILE
+from dyrate_engine.demo.train_state import STATE_FILE, read_progress
 
 RUN = dict(steps=4, batch_size=2, text_layers=2, text_width=64, prune_layer=1,
            drop_rates=(0.0, 0.5, 0.9), detail_share=0.5, save_every=2)
@@ -29,12 +29,14 @@ def test_a_resumed_run_ends_as_the_uninterrupted_one(tmp_path, monkeypatch):
     monkeypatch.setattr(train_vlm, "_step", failing)
     with pytest.raises(KeyboardInterrupt):
         train_vlm.train(cut, **RUN)
-    assert (cut / STATE_FILE).is_file()
-    assert json.loads((cut / PROGRESS_FILE).read_text())["completed_steps"] == 2
+    assert read_progress(cut)["completed_steps"] == 2
     monkeypatch.setattr(train_vlm, "_step", real)
-    with pytest.raises(ValueError, match="other arguments"):
+    with pytest.raises(ValueError, match=r"other arguments: lr 0.0015 \(now 0.001\)"):
         train_vlm.train(cut, **{**RUN, "lr": 1e-3}, resume=True)
+    resumed = []
+    monkeypatch.setattr(train_vlm, "_step", lambda *args: resumed.append(1) or real(*args))
     train_vlm.train(cut, **RUN, resume=True)
+    assert len(resumed) == 2  # steps 3 and 4 only: not a rerun from the start
 
     a, b = load_file(whole / "model.safetensors"), load_file(cut / "model.safetensors")
     assert a.keys() == b.keys()
@@ -44,9 +46,61 @@ def test_a_resumed_run_ends_as_the_uninterrupted_one(tmp_path, monkeypatch):
     assert [(e["step"], e["train_loss"], e["val_loss"]) for e in logs[0]] == \
         [(e["step"], e["train_loss"], e["val_loss"]) for e in logs[1]]
     for d in (whole, cut):
-        assert not (d / STATE_FILE).exists() and not (d / PROGRESS_FILE).exists()
+        assert not (d / STATE_FILE).exists()
 
 
-def test_resume_without_a_saved_run_is_a_clear_error(tmp_path):
+def test_the_state_holds_the_weights_so_newer_weights_beside_it_do_not_matter(tmp_path,
+                                                                             monkeypatch):
+    """A process killed after writing the weights but before the state: the resumed run starts
+    from the state's own weights and still ends as the uninterrupted run."""
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    whole.mkdir(), cut.mkdir()
+    run = {**RUN, "steps": 3, "save_every": 1}
+    train_vlm.train(whole, **run)
+    real, calls = train_vlm._step, []
+
+    def failing(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(train_vlm, "_step", failing)
+    with pytest.raises(KeyboardInterrupt):
+        train_vlm.train(cut, **run)
+    monkeypatch.setattr(train_vlm, "_step", real)
+    weights = load_file(cut / "model.safetensors")  # as if step 2's weights had been written
+    from safetensors.torch import save_file
+    save_file({k: v + 1.0 for k, v in weights.items()}, cut / "model.safetensors",
+              metadata={"format": "pt"})
+    train_vlm.train(cut, **run, resume=True)
+    a, b = load_file(whole / "model.safetensors"), load_file(cut / "model.safetensors")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+
+
+def test_resume_without_a_saved_run_or_with_other_flags_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="no resumable run"):
         train_vlm.main(["--out", str(tmp_path), "--resume"])
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    real = train_vlm._step
+    calls = []
+
+    def failing(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    train_vlm._step = failing
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_vlm.train(cut, **RUN)
+    finally:
+        train_vlm._step = real
+    with pytest.raises(SystemExit):
+        train_vlm.main(["--out", str(cut), "--resume", "--steps", "9", "--lr", "0.1"])
+    assert "differ from it: lr, steps" in capsys.readouterr().err
+    train_vlm.main(["--out", str(cut), "--resume", "--steps", "4"])  # the saved value: fine
+    assert json.loads((cut / "training.json").read_text())["stages"][0]["log"][-1]["step"] == 4

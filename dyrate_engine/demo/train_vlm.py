@@ -134,6 +134,12 @@ def _model(processor, init: Path | None, text_layers: int, text_width: int):
             demo_config(len(vocab), vocab["<image>"], text_layers, text_width))
     else:
         model = LlavaForConditionalGeneration.from_pretrained(init, dtype=torch.float32)
+        size = model.config.text_config.vocab_size
+        if (size, model.config.image_token_id) != (len(vocab), vocab["<image>"]):
+            raise ValueError(f"{init} was trained with another vocabulary ({size} ids, <image> "
+                             f"{model.config.image_token_id}) than the scenes' words now make "
+                             f"({len(vocab)} ids, <image> {vocab['<image>']}): train from "
+                             f"scratch")
     model.config._attn_implementation = "sdpa"
     return model
 
@@ -270,8 +276,16 @@ def main(argv=None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.resume:
         run = read_progress(args.out)["run"]
-        init = Path(run.pop("init")) if run["init"] else None
-        train(args.out, init=init, resume=True, **run)
+        given = {key: getattr(args, key) for key in run if key not in ("init", "first_scene")
+                 and getattr(args, key) != parser.get_default(key)}
+        if "drop_rates" in given:
+            given["drop_rates"] = [float(r) for r in given["drop_rates"].split(",")]
+        differ = sorted(key for key, value in given.items() if value != run[key])
+        if differ:
+            parser.error(f"--resume continues the saved run with its own arguments; these "
+                         f"differ from it: {', '.join(differ)}")
+        init = run.pop("init")
+        train(args.out, init=Path(init) if init else None, resume=True, **run)
         return
     # A second stage sees new scenes, not the first stage's again.
     first = args.first_scene if args.first_scene is not None else scenes_seen(args.init)
