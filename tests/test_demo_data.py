@@ -86,10 +86,10 @@ def test_detail_answer_follows_from_the_scene():
         for row, name in enumerate(("top", "middle", "bottom")):
             k = sum(s.cell // 3 == row for s in scene.shapes)
             assert f"the {name} row has {['no', 'one', 'two', 'three'][k]} shape" in answer
-        for kind in SHAPES:
-            k = sum(s.kind == kind for s in scene.shapes)
-            word = ["no", "one", "two", "three"][k]
-            assert f"{word} {kind}{'' if k == 1 else 's'}" in answer.split(" : ")[-1]
+        words = ["no", "one", "two", "three"]
+        totals = [f"{words[k]} {kind}{'' if k == 1 else 's'}"
+                  for kind in SHAPES for k in [sum(s.kind == kind for s in scene.shapes)]]
+        assert answer.endswith(" : " + " , ".join(totals) + " .")
     assert make_scene("test", 0, "detail").shapes != make_scene("test", 0).shapes
     with pytest.raises(ValueError, match="unknown task"):
         make_scene("test", 0, "poem")

@@ -41,8 +41,9 @@ def test_spelling_and_bad_seed():
     assert isinstance(policy, RandomKeep) and policy.seed == 7 and policy.prune_layer == 2
     assert policy.rate_list == [0.25, 0.75] and policy.name == "random(K=2,0.25,0.75,seed=7)"
     assert parse_policy("random:3:0.5").seed == 0
-    with pytest.raises(ValueError, match="seed"):
-        RandomKeep([0.5], seed=-1)
+    for bad in (-1, True, 2**32, 1.0):
+        with pytest.raises(ValueError, match="seed"):
+            RandomKeep([0.5], seed=bad)
     with pytest.raises(ValueError, match="bad policy"):
         parse_policy("random:3:0.5:x")
 
@@ -56,16 +57,21 @@ def test_engine_keeps_what_the_ranking_puts_first(tmp_path, monkeypatch):
     ids, pixels = random_prompts(2, seed=5)
     seen = []
     real = ops.select_keep
-    monkeypatch.setattr(ops, "select_keep", lambda s, p, n, **kw: seen.append(
-        (s, p, n)) or real(s, p, n, **kw))
+    def recording(s, p, n, **kw):
+        keep = real(s, p, n, **kw)
+        seen.append((s, p, n, keep))
+        return keep
+
+    monkeypatch.setattr(ops, "select_keep", recording)
     policy = RandomKeep([0.5], prune_layer=2, seed=1)
     random_run = engine.generate_ids(ids, pixels, policy=policy, max_new_tokens=6,
                                      output_logits=True)
-    scores, present, n_keep = seen[0]
+    scores, present, n_keep, keep = seen[0]
     want = uniform_hash(torch.arange(scores.shape[1]), 1)
     for b in range(2):
         assert torch.equal(scores[b], want)
         assert int(n_keep[b]) == 8  # ceil(0.5 * 16)
+        assert keep[b].nonzero()[:, 0].tolist() == sorted(want.topk(8).indices.tolist())
     monkeypatch.setattr(ops, "select_keep", real)
     attention_run = engine.generate_ids(ids, pixels, policy=Schedule([0.5], prune_layer=2),
                                         max_new_tokens=6, output_logits=True)

@@ -46,6 +46,15 @@ class Engine:
         if isinstance(self.options.prepack, tuple):
             self._pack_at_load(self.options.prepack)
 
+    def with_model(self, model: VisionLanguageModel) -> "Engine":
+        """An engine over ``model``, another view of this engine's weights (e.g.
+        ``models.PooledGrid``), with this engine's decode options and its packed weights."""
+        if model.decoder is not self.model.decoder:
+            raise ValueError("with_model takes a view of this engine's model (the same decoder)")
+        other = object.__new__(Engine)
+        other.model, other.options = model, self.options
+        return other
+
     def _pack_at_load(self, batch_sizes: tuple[int, ...]) -> None:
         dec = self.model.decoder
         if dec.device.type != "cpu" or dec.dtype != torch.float32:

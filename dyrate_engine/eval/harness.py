@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
-from ..engine import Engine
 from ..models import flops
 from ..models.pooled import PooledGrid
 from ..policies import Dense, DyRate, FastV, Policy, RandomKeep, Schedule
@@ -114,9 +113,9 @@ def run_policy(engine, items: list[EvalItem], entry: EvalPolicy, *, max_new_toke
     """Answer every item under ``entry`` and aggregate (see :class:`PolicyResult`); a pooled
     entry's FLOPs reduction counts against dense decoding of the unpooled prompt."""
     runner = engine
-    if entry.pool_side is not None:
-        runner = Engine(PooledGrid(engine.model, entry.pool_side), prepack=False,
-                        decode_step=engine.options.step, attention=engine.options.attention)
+    if entry.pool_side is not None:  # the same weights, packing and decode step: only the
+        runner = engine.with_model(PooledGrid(engine.model, entry.pool_side))  # prompt differs
+        warm_up(runner, items)
     results, wall = generate_all(runner, items, entry.policy, max_new_tokens=max_new_tokens,
                                  batch_size=batch_size, desc=entry.label, progress=progress)
     texts = {it.key: (r.text or "").strip() for it, r in zip(items, results)}

@@ -38,8 +38,8 @@ class RandomKeep(Schedule):
 
     def __init__(self, rates, prune_layer: int | None = None, *, seed: int = 0):
         super().__init__(rates, prune_layer)
-        if not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"RandomKeep: seed must be an integer >= 0, got {seed!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            raise ValueError(f"RandomKeep: seed must be an integer in [0, 2^32), got {seed!r}")
         self.seed = seed
         self.name = self.name.replace("schedule(", "random(", 1)[:-1] + f",seed={seed})"
 
