@@ -202,3 +202,14 @@ def test_records_with_several_images(tiny, tmp_path):
     [example] = encode(engine.model, load_jsonl(tiny / "pairs.jsonl"))
     assert example.pixel_values.shape[0] == 2
     assert collate([example], engine.model).layouts[0].n_images == 2
+
+
+def test_cli_eval_refuses_prompts_the_tokenizer_cannot_spell(tiny, tmp_path, capsys):
+    """A word-level model asked in words it never learned (e.g. a demo model trained before the
+    detail task) gets a clear error before any generation, not unknown-token answers."""
+    record = {"image": str(tiny / "0.png"), "prompt": "Describe the zebra.", "answer": "x"}
+    (tmp_path / "odd.jsonl").write_text(json.dumps(record) + "\n")
+    code = main(["eval", "--model", str(tiny / "model"), "--data", str(tmp_path / "odd.jsonl"),
+                 "--policy", "dense", "--no-progress", "--out", str(tmp_path / "out")])
+    assert code == 2 and "does not know some words" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

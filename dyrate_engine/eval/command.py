@@ -74,6 +74,18 @@ def _ints(text: str, option: str) -> list[int]:
         raise ValueError(f"{option} must be a comma list of integers, got {text!r}") from None
 
 
+def _check_words(tokenizer, items, model) -> None:
+    """Refuse a set whose prompts hold words the model's tokenizer cannot spell (a word-level
+    tokenizer's unknown token, e.g. a demo model trained before the detail task existed)."""
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    if unknown is None:
+        return
+    for prompt in dict.fromkeys(it.prompt for it in items):
+        if unknown in tokenizer(prompt, add_special_tokens=False)["input_ids"]:
+            raise ValueError(f"{model}'s tokenizer does not know some words of the prompt "
+                             f"{prompt!r}: the model was not trained for this set")
+
+
 def build_policies(args) -> list:
     """The ``EvalPolicy`` list of the arguments: dense first, then --policy, the sweep,
     random-keep, --dyrate, pooling; repeated labels get a ``#n`` suffix."""
@@ -127,6 +139,7 @@ def run(args) -> int:
     engine = Engine.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype))
     if engine.model.processor is None:
         raise ValueError(f"{args.model} has no processor files: the harness needs its tokenizer")
+    _check_words(engine.model.tokenizer, items, args.model)
     checks = [e.policy for e in entries]
     checks += [] if args.no_attention else [Dense(prune_layer=args.monitor_layer + 1)]
     for policy in checks:  # fail before any generation, not after the first policies ran
