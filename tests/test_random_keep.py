@@ -76,3 +76,9 @@ def test_engine_keeps_what_the_ranking_puts_first(tmp_path, monkeypatch):
     attention_run = engine.generate_ids(ids, pixels, policy=Schedule([0.5], prune_layer=2),
                                         max_new_tokens=6, output_logits=True)
     assert any(not torch.equal(r.logits, a.logits) for r, a in zip(random_run, attention_run))
+
+
+def test_a_ramp_is_named_by_its_ends_not_every_rate():
+    ramp = parse_policy("ramp:3:0.5:0.9:40")
+    assert ramp.name == "ramp(K=3,0.5->0.9@40)" and len(ramp.rate_list) == 41
+    assert ramp.rate_list[0] == 0.5 and abs(ramp.rate_list[-1] - 0.9) < 1e-12

@@ -22,7 +22,10 @@ def ramp(prune_layer: int, start: float, end: float, steps: int) -> Schedule:
     ``steps``, so that visual tokens drop while decoding."""
     if steps < 1:
         raise ValueError(f"ramp: STEPS must be >= 1, got {steps}")
-    return Schedule([start + (end - start) * t / steps for t in range(steps + 1)], prune_layer)
+    schedule = Schedule([start + (end - start) * t / steps for t in range(steps + 1)],
+                        prune_layer)
+    schedule.name = f"ramp(K={prune_layer},{start:g}->{end:g}@{steps})"  # not every step's rate
+    return schedule
 
 
 def parse_policy(spec: str, *, new_tokens: int | None = None) -> Policy:
