@@ -13,20 +13,26 @@ RUN = dict(steps=4, batch_size=2, text_layers=2, text_width=64, prune_layer=1,
            drop_rates=(0.0, 0.5, 0.9), detail_share=0.5, save_every=2)
 
 
+def interrupted_at(call: int, real):
+    """``_step`` that raises at its ``call``-th call (a kill after the checkpoint before it)."""
+    calls = []
+
+    def failing(*args):
+        calls.append(1)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    return failing
+
+
 def test_a_resumed_run_ends_as_the_uninterrupted_one(tmp_path, monkeypatch):
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     whole.mkdir(), cut.mkdir()
     train_vlm.train(whole, **RUN)
 
-    real, calls = train_vlm._step, []
-
-    def failing(*args):
-        calls.append(1)
-        if len(calls) == 3:  # after the checkpoint of step 2
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(train_vlm, "_step", failing)
+    real = train_vlm._step
+    monkeypatch.setattr(train_vlm, "_step", interrupted_at(3, real))  # after step 2's checkpoint
     with pytest.raises(KeyboardInterrupt):
         train_vlm.train(cut, **RUN)
     assert read_progress(cut)["completed_steps"] == 2
@@ -57,15 +63,8 @@ def test_the_state_holds_the_weights_so_newer_weights_beside_it_do_not_matter(tm
     whole.mkdir(), cut.mkdir()
     run = {**RUN, "steps": 3, "save_every": 1}
     train_vlm.train(whole, **run)
-    real, calls = train_vlm._step, []
-
-    def failing(*args):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(train_vlm, "_step", failing)
+    real = train_vlm._step
+    monkeypatch.setattr(train_vlm, "_step", interrupted_at(2, real))
     with pytest.raises(KeyboardInterrupt):
         train_vlm.train(cut, **run)
     monkeypatch.setattr(train_vlm, "_step", real)
@@ -85,15 +84,7 @@ def test_resume_without_a_saved_run_or_with_other_flags_is_a_clear_error(tmp_pat
     cut = tmp_path / "cut"
     cut.mkdir()
     real = train_vlm._step
-    calls = []
-
-    def failing(*args):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args)
-
-    train_vlm._step = failing
+    train_vlm._step = interrupted_at(3, real)
     try:
         with pytest.raises(KeyboardInterrupt):
             train_vlm.train(cut, **RUN)

@@ -52,10 +52,13 @@ class RowPolicies(Policy):
     def ranking(self, stats: MonitorStats) -> torch.Tensor:
         """Each asked row's own policy's ranking (the others keep every token they hold, so
         their ranking is not read)."""
+        own = [b for b in range(len(self.policies)) if self.asked(b)
+               and type(self.policies[b]).ranking is not Policy.ranking]
+        if not own:  # every asked row ranks by the attention: no copy in the step
+            return stats.vis_scores
         ranking = stats.vis_scores.clone()
-        for b in range(len(self.policies)):
-            if self.asked(b):
-                ranking[b, :self.widths[b]] = self.policies[b].ranking(self._row(stats, b))[0]
+        for b in own:
+            ranking[b, :self.widths[b]] = self.policies[b].ranking(self._row(stats, b))[0]
         return ranking
 
 
