@@ -10,7 +10,7 @@ from dyrate_engine.cli import main
 from dyrate_engine.policies import parse_policy
 from dyrate_engine.data.scenes import make_scene
 from dyrate_engine.eval import caption_scores, eval_policy, load_eval_set, run_policy, tokenize
-from dyrate_engine.eval.harness import attention_shares
+from dyrate_engine.eval.harness import attention_shares, mean_by_step
 from dyrate_engine.eval.plots import attention_plot, pareto_plot
 
 from tiny_models import IMAGE_SIZE, build_tiny_llava, build_tiny_processor
@@ -109,12 +109,18 @@ def test_harness_measures_pruning_and_writes_plots(tiny, tmp_path):
     for pruned in (schedule, fastv):
         assert pruned.flops_reduction > 0 and pruned.mean_kept_visual < dense.mean_kept_visual
     assert fastv.mean_kept_visual == 4 and schedule.mean_kept_visual == 8
+    assert set(schedule.kept_visual_by_step) == {8} and set(dense.kept_visual_by_step) == {16}
+    assert 1 <= len(schedule.kept_visual_by_step) <= 4
     assert [r.family for r in rows] == ["dense", "schedule", "fastv"]
     assert set(dense.outputs) == {it.key for it in items} and dense.tokens_per_s > 0
     # A request's answer does not depend on its batch.
     alone = run_policy(engine, items, eval_policy(parse_policy("schedule:3:0.5")),
                        **{**kw, "batch_size": 1})
     assert alone.outputs == schedule.outputs
+    # A rising rate shows in the kept tokens per step: 12, 8, then 4 of 16.
+    ramp = run_policy(engine, items, eval_policy(parse_policy("ramp:3:0.25:0.75:2")), **kw)
+    steps = len(ramp.kept_visual_by_step)
+    assert steps >= 1 and ramp.kept_visual_by_step == [12, 8, 4, 4][:steps]
 
     shares = attention_shares(engine, items, 1, **kw)
     assert shares["requests"][0] == len(items) and shares["monitor_layer"] == 1
@@ -123,6 +129,11 @@ def test_harness_measures_pruning_and_writes_plots(tiny, tmp_path):
     assert shares["shares"]["response"][0] == 0  # the prefill's last token is in the prompt
     for path in (pareto_plot(rows, tmp_path / "p.png"), attention_plot(shares, tmp_path / "a.png")):
         assert path.stat().st_size > 1000
+
+
+def test_mean_by_step_averages_over_the_requests_still_answering():
+    assert mean_by_step([[1, 2, 3], [3], [5, 4]]) == [3, 3, 3]
+    assert mean_by_step([]) == []
 
 
 def test_random_keep_and_pooling_rows(tiny):

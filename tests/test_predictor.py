@@ -128,12 +128,14 @@ def test_cli_train_predictor_exports_an_artifact_the_engine_runs(tmp_path, capsy
     assert main(["train-predictor", "--data", str(tmp_path / "data.jsonl"),
                  "--out", str(tmp_path / "a"), *common]) == 0
     assert main(["train-predictor", "--coco", str(tmp_path / "coco.json"), "--images",
-                 str(tmp_path), "--out", str(tmp_path / "b"), *common]) == 0
+                 str(tmp_path), "--out", str(tmp_path / "b"), "--step-scale", "128",
+                 *common]) == 0
     out = capsys.readouterr().out
     assert '"held_out"' in out
     for artifact in ("a", "b"):
         meta = json.loads((tmp_path / artifact / "predictor.json").read_text())
         assert meta["rates"] == [0.0, 0.5] and meta["prune_layer"] == 2
+        assert meta["features"]["step_scale"] == {"a": 32.0, "b": 128.0}[artifact]
         assert meta["training"]["examples"] == 5 and meta["training"]["held_out"] == 1
         policy = parse_policy(f"dyrate:{tmp_path / artifact}")
         [result] = Engine.from_pretrained(model).generate(
@@ -142,6 +144,8 @@ def test_cli_train_predictor_exports_an_artifact_the_engine_runs(tmp_path, capsy
         assert set(result.stats.rates) <= {0.0, 0.5}
     assert main(["train-predictor", "--coco", str(tmp_path / "coco.json"), "--out", "x",
                  *common]) == 2  # --coco without --images
+    assert main(["train-predictor", "--data", str(tmp_path / "data.jsonl"), "--out", "x",
+                 "--step-scale", "0", *common]) == 2
 
 
 def test_dyrate_policy_rates_are_the_predictors_on_the_monitor_stats():

@@ -67,6 +67,9 @@ class PolicyResult:
     new_tokens: int
     wall_s: float
     images: int
+    # Mean visual tokens kept at each step (0 = the prefill) over the requests still answering:
+    # where a per-step rate shows whether it rises over the answer.
+    kept_visual_by_step: list = field(default_factory=list)
     outputs: dict = field(default_factory=dict)  # key -> {"text", "cider", "exact"}
 
     def to_dict(self) -> dict:
@@ -135,6 +138,7 @@ def run_policy(engine, items: list[EvalItem], entry: EvalPolicy, *, max_new_toke
         mean_visual=sum(s.n_visual + extra for s, extra in zip(stats, pooled_away)) / len(stats),
         tokens_per_s=new_tokens / wall if wall > 0 else 0.0, new_tokens=new_tokens,
         wall_s=wall, images=len(items),
+        kept_visual_by_step=mean_by_step([s.kept_visual for s in stats]),
         outputs={k: {"text": texts[k], **scores["per_item"][k]} for k in texts})
 
 
@@ -148,18 +152,21 @@ def attention_shares(engine, items: list[EvalItem], monitor_layer: int = 2, *,
     results, _ = generate_all(engine, items, Dense(prune_layer=monitor_layer + 1),
                               max_new_tokens=max_new_tokens, batch_size=batch_size,
                               desc=f"attention (layer {monitor_layer})", progress=progress)
-    sums: list[list[float]] = []
-    counts: list[int] = []
-    for r in results:
-        for step, mass in enumerate(r.stats.type_mass):
-            if step == len(sums):
-                sums.append([0.0] * len(TOKEN_TYPES))
-                counts.append(0)
-            sums[step] = [a + b for a, b in zip(sums[step], mass)]
-            counts[step] += 1
-    return {"monitor_layer": monitor_layer, "steps": list(range(len(sums))), "requests": counts,
-            "shares": {name: [row[i] / n for row, n in zip(sums, counts)]
+    masses = [r.stats.type_mass for r in results]
+    counts = [sum(len(m) > step for m in masses) for step in range(max(map(len, masses), default=0))]
+    return {"monitor_layer": monitor_layer, "steps": list(range(len(counts))), "requests": counts,
+            "shares": {name: mean_by_step([[row[i] for row in m] for m in masses])
                        for i, name in enumerate(TOKEN_TYPES)}}
+
+
+def mean_by_step(per_request: list[list[float]]) -> list[float]:
+    """The mean at each step over the requests that reached it (answers differ in length)."""
+    steps = max(map(len, per_request), default=0)
+    out = []
+    for step in range(steps):
+        values = [seq[step] for seq in per_request if len(seq) > step]
+        out.append(sum(values) / len(values))
+    return out
 
 
 def warm_up(engine, items: list[EvalItem]) -> None:

@@ -27,6 +27,10 @@ class FeatureSpec:
     n_heads: int
     step_scale: float = 32.0
 
+    def __post_init__(self):
+        if not self.step_scale > 0:  # also refuses NaN
+            raise ValueError(f"step_scale must be > 0, got {self.step_scale}")
+
     @property
     def size(self) -> int:
         return self.n_heads * 4 + 1

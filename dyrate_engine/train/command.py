@@ -34,6 +34,9 @@ def add_parser(sub) -> None:
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--tau-start", type=float, default=1.0)
     p.add_argument("--tau-end", type=float, default=0.2)
+    p.add_argument("--step-scale", type=float, default=32.0,
+                   help="decode step at which the predictor's progress feature saturates (1.0); "
+                        "about the answer length lets the rate rise over the whole answer")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-examples", type=int, default=None, help="use at most N records")
     p.add_argument("--val-fraction", type=float, default=0.1, help="held out for the report")
@@ -57,6 +60,8 @@ def run(args) -> int:
 
     if args.coco and not args.images:
         raise ValueError("--coco needs --images (the image folder)")
+    if not args.step_scale > 0:
+        raise ValueError(f"--step-scale must be > 0, got {args.step_scale}")
     records = load_jsonl(args.data) if args.data else load_coco(args.coco, args.images,
                                                                 args.prompt)
     random.Random(args.seed).shuffle(records)
@@ -71,7 +76,8 @@ def run(args) -> int:
                       prune_layer=args.prune_layer,
                       lam=args.lam, flops_budget=args.flops_budget, steps=args.steps,
                       batch_size=args.batch_size, lr=args.lr, tau_start=args.tau_start,
-                      tau_end=args.tau_end, seed=args.seed, unfreeze_lr=args.unfreeze_lr,
+                      tau_end=args.tau_end, step_scale=args.step_scale, seed=args.seed,
+                      unfreeze_lr=args.unfreeze_lr,
                       ranking=args.ranking,
                       unfreeze_layers=tuple(int(i) for i in args.unfreeze_layers.split(",") if i))
     predictor = train_predictor(model, train, cfg)
