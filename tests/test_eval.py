@@ -224,3 +224,17 @@ def test_cli_eval_refuses_prompts_the_tokenizer_cannot_spell(tiny, tmp_path, cap
                  "--policy", "dense", "--no-progress", "--out", str(tmp_path / "out")])
     assert code == 2 and "does not know some words" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_dyrate_labels_tell_trained_predictors_apart():
+    from dyrate_engine.policies import DyRate
+    from dyrate_engine.predictor import RatePredictor
+
+    def label(**config):
+        policy = DyRate(RatePredictor(2), 2)
+        policy.meta = {"training": {"lam": 0.5, "config": config}}
+        return eval_policy(policy).label
+
+    assert label() == "dyrate(K=2,lam=0.5)" == label(lr=1e-2, seed=0, flops_budget=None)
+    assert label(flops_budget=0.7, seed=2) == "dyrate(K=2,lam=0.5,budget=0.7,seed=2)"
+    assert label(lr=2e-4) == "dyrate(K=2,lam=0.5,lr=0.0002)"

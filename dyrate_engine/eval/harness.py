@@ -37,15 +37,28 @@ def pooled_entry(side: int) -> EvalPolicy:
 
 def eval_policy(policy: Policy, label: str | None = None) -> EvalPolicy:
     """Wrap ``policy`` with its family (dense / fastv / schedule / dyrate, else its class name)
-    and a label (default: ``policy.name``, with the training lambda for a loaded DyRate)."""
+    and a label (default: ``policy.name``; a loaded DyRate's adds its training lambda, and its
+    FLOPs budget, learning rate and seed where they are not the defaults)."""
     family = next((name for cls, name in _FAMILIES if isinstance(policy, cls)),
                   type(policy).__name__.lower())
     if label is None:
         label = policy.name
-        lam = ((getattr(policy, "meta", None) or {}).get("training") or {}).get("lam")
-        if family == "dyrate" and lam is not None:
-            label = f"{label[:-1]},lam={lam:g})"
+        training = (getattr(policy, "meta", None) or {}).get("training") or {}
+        if family == "dyrate" and training.get("lam") is not None:
+            label = f"{label[:-1]},{_training_label(training)})"
     return EvalPolicy(label, family, policy)
+
+
+def _training_label(training: dict) -> str:
+    config = training.get("config") or {}
+    parts = [f"lam={training['lam']:g}"]
+    if config.get("flops_budget") is not None:
+        parts.append(f"budget={config['flops_budget']:g}")
+    if config.get("lr", 1e-2) != 1e-2:
+        parts.append(f"lr={config['lr']:g}")
+    if config.get("seed", 0) != 0:
+        parts.append(f"seed={config['seed']}")
+    return ",".join(parts)
 
 
 @dataclass
