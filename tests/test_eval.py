@@ -11,7 +11,7 @@ from dyrate_engine.policies import parse_policy
 from dyrate_engine.data.scenes import make_scene
 from dyrate_engine.eval import caption_scores, eval_policy, load_eval_set, run_policy, tokenize
 from dyrate_engine.eval.harness import attention_shares, mean_by_step
-from dyrate_engine.eval.plots import attention_plot, pareto_plot
+from dyrate_engine.eval.plots import attention_plot, kept_plot, pareto_plot
 
 from tiny_models import IMAGE_SIZE, build_tiny_llava, build_tiny_processor
 
@@ -127,8 +127,10 @@ def test_harness_measures_pruning_and_writes_plots(tiny, tmp_path):
     for step in shares["steps"]:
         assert sum(shares["shares"][t][step] for t in shares["shares"]) == pytest.approx(1, 1e-4)
     assert shares["shares"]["response"][0] == 0  # the prefill's last token is in the prompt
-    for path in (pareto_plot(rows, tmp_path / "p.png"), attention_plot(shares, tmp_path / "a.png")):
+    for path in (pareto_plot(rows, tmp_path / "p.png"), attention_plot(shares, tmp_path / "a.png"),
+                 kept_plot([*rows, ramp], tmp_path / "k.png")):
         assert path.stat().st_size > 1000
+    assert kept_plot([fastv], tmp_path / "none.png") is None  # nothing that changes per step
 
 
 def test_mean_by_step_averages_over_the_requests_still_answering():
@@ -185,7 +187,7 @@ def test_cli_eval_end_to_end(tiny, tmp_path, capsys):
                       "random(K=3,0.75,seed=0)", "random(K=3,0.75,seed=1)", "pool(2x2)"]
     assert all(label in printed for label in labels) and "CIDEr" in printed
     assert report["images"] == 3 and report["attention_shares"]["monitor_layer"] == 2
-    for name in ("pareto.png", "attention_shares.png"):
+    for name in ("pareto.png", "attention_shares.png", "kept_by_step.png"):
         assert (out / name).stat().st_size > 1000
 
 

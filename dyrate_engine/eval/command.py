@@ -169,7 +169,8 @@ def run(args) -> int:
               "date": datetime.datetime.now().isoformat(timespec="seconds"),
               "policies": [r.to_dict() for r in rows], "attention_shares": shares}
     (out / "results.json").write_text(json.dumps(report, indent=1))
-    written = [out / "results.json", plots.pareto_plot(rows, out / "pareto.png")]
+    written = [out / "results.json", plots.pareto_plot(rows, out / "pareto.png"),
+               plots.kept_plot(rows, out / "kept_by_step.png")]
     if shares is not None:
         written.append(plots.attention_plot(shares, out / "attention_shares.png"))
     print("wrote " + ", ".join(str(p) for p in written if p is not None))

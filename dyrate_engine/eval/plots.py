@@ -1,6 +1,6 @@
 """PNG plots of the quality harness (matplotlib, Agg backend): quality vs FLOPs reduction for every
 policy family (the Pareto picture), and dense decoding's attention share per token type vs decode
-step (DyRate's Fig. 2 on the evaluated model)."""
+step (DyRate's Fig. 2 on the evaluated model), and the visual tokens kept per step."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -79,6 +79,28 @@ def attention_plot(shares: dict, path, min_requests: float = 0.25) -> Path | Non
     ax.set_title(f"Dense decoding: attention of the newest token, layer {shares['monitor_layer']}")
     ax.grid(alpha=0.3)
     ax.legend()
+    return _save(fig, plt, path)
+
+
+def kept_plot(rows: list[PolicyResult], path, min_steps: int = 2) -> Path | None:
+    """Mean visual tokens kept vs decode step for the policies whose count can change while
+    decoding (schedules, ramps, DyRate) and dense; one line each, over the steps of the longest
+    answer. Returns the written path, or None without matplotlib (or with nothing to draw)."""
+    shown = [r for r in rows if r.family in ("dense", "schedule", "dyrate")
+             and len(r.kept_visual_by_step) >= min_steps]
+    plt = pyplot() if shown else None
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for r in shown:
+        style = _STYLES[r.family]
+        ax.plot(r.kept_visual_by_step, label=r.label, color=style["color"],
+                linestyle=style.get("linestyle", "-"), linewidth=1)
+    ax.set_xlabel("decode step (0 = the prefill)")
+    ax.set_ylabel("visual tokens kept (mean over the answers)")
+    ax.set_title("Visual tokens kept while answering")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=5)
     return _save(fig, plt, path)
 
 
