@@ -121,6 +121,10 @@ def test_harness_measures_pruning_and_writes_plots(tiny, tmp_path):
     ramp = run_policy(engine, items, eval_policy(parse_policy("ramp:3:0.25:0.75:2")), **kw)
     steps = len(ramp.kept_visual_by_step)
     assert steps >= 1 and ramp.kept_visual_by_step == [12, 8, 4, 4][:steps]
+    # KV reads: none saved by dense; the ramp, past the schedule's 8 kept from step 2, reads less.
+    assert dense.kv_read_reduction == 0 < schedule.kv_read_reduction < 1
+    if steps >= 3:
+        assert ramp.kv_read_reduction > schedule.kv_read_reduction
 
     shares = attention_shares(engine, items, 1, **kw)
     assert shares["requests"][0] == len(items) and shares["monitor_layer"] == 1
@@ -187,7 +191,7 @@ def test_cli_eval_end_to_end(tiny, tmp_path, capsys):
                       "random(K=3,0.75,seed=0)", "random(K=3,0.75,seed=1)", "pool(2x2)"]
     assert all(label in printed for label in labels) and "CIDEr" in printed
     assert report["images"] == 3 and report["attention_shares"]["monitor_layer"] == 2
-    for name in ("pareto.png", "attention_shares.png", "kept_by_step.png"):
+    for name in ("pareto.png", "pareto_kv.png", "attention_shares.png", "kept_by_step.png"):
         assert (out / name).stat().st_size > 1000
 
 
@@ -240,3 +244,4 @@ def test_dyrate_labels_tell_trained_predictors_apart():
     assert label() == "dyrate(K=2,lam=0.5)" == label(lr=1e-2, seed=0, flops_budget=None)
     assert label(flops_budget=0.7, seed=2) == "dyrate(K=2,lam=0.5,budget=0.7,seed=2)"
     assert label(lr=2e-4) == "dyrate(K=2,lam=0.5,lr=0.0002)"
+    assert label(cost="kv", flops_budget=0.6) == "dyrate(K=2,lam=0.5,budget=0.6,cost=kv)"

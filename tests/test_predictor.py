@@ -129,6 +129,7 @@ def test_cli_train_predictor_exports_an_artifact_the_engine_runs(tmp_path, capsy
                  "--out", str(tmp_path / "a"), *common]) == 0
     assert main(["train-predictor", "--coco", str(tmp_path / "coco.json"), "--images",
                  str(tmp_path), "--out", str(tmp_path / "b"), "--step-scale", "128",
+                 "--cost", "kv", "--budget", "0.9",
                  *common]) == 0
     out = capsys.readouterr().out
     assert '"held_out"' in out
@@ -136,6 +137,9 @@ def test_cli_train_predictor_exports_an_artifact_the_engine_runs(tmp_path, capsy
         meta = json.loads((tmp_path / artifact / "predictor.json").read_text())
         assert meta["rates"] == [0.0, 0.5] and meta["prune_layer"] == 2
         assert meta["features"]["step_scale"] == {"a": 32.0, "b": 128.0}[artifact]
+        config = meta["training"]["config"]
+        assert (config["cost"], config["flops_budget"]) == {"a": ("flops", None),
+                                                            "b": ("kv", 0.9)}[artifact]
         assert meta["training"]["examples"] == 5 and meta["training"]["held_out"] == 1
         policy = parse_policy(f"dyrate:{tmp_path / artifact}")
         [result] = Engine.from_pretrained(model).generate(

@@ -166,3 +166,30 @@ def test_prefill_ranking_loss_is_the_engine_loss_for_a_constant_rate(engine, rat
         _, per_step = masked_loss(engine.model, pinned, collate(examples, engine.model), cfg,
                                  tau=None)
     assert per_step["ce"] != pytest.approx(metrics["ce"], abs=1e-4)
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.75])
+def test_cost_tables_count_what_the_engine_spends(engine, rate):
+    """Each answer row's cost under a rate equals the engine's own count of that step under
+    Schedule([rate]): its FLOPs, or the keys and values it reads (none for the prefill)."""
+    from dyrate_engine.train.costs import cost_table
+
+    ids, pixels = random_prompts(3, seed=17)
+    results = engine.generate_ids(ids, pixels, policy=Schedule([rate], prune_layer=K),
+                                  max_new_tokens=6, ignore_eos=True)
+    batch = collate([Example(i, torch.tensor(r.token_ids), p)
+                     for i, p, r in zip(ids, pixels, results)], engine.model)
+    rates, L = (0.0, rate), engine.decoder.n_layers
+    flops, flops_dense = cost_table("flops", engine.decoder, batch, K, rates)
+    kv, kv_dense = cost_table("kv", engine.decoder, batch, K, rates)
+    for b, r in enumerate(results):
+        P = int(batch.prompt_len[b])
+        rows = slice(P - 1, P - 1 + len(r.token_ids))
+        assert flops[b, rows, 1].tolist() == r.stats.flops
+        assert flops_dense[b, rows].tolist() == r.stats.dense_flops
+        read = [0] + [K * dense + (L - K) * kept for dense, kept in r.stats.cache_lengths[1:]]
+        assert kv[b, rows, 1].tolist() == read and kv[b, P - 1].tolist() == [0, 0]
+        assert kv_dense[b, rows].tolist() == [0] + [L * d for d, _ in r.stats.cache_lengths[1:]]
+        assert kv[b].sum() == kv[b, rows].sum()  # nothing outside the answer rows
+    with pytest.raises(ValueError, match="cost must be one of"):
+        cost_table("time", engine.decoder, batch, K, rates)

@@ -170,6 +170,7 @@ def run(args) -> int:
               "policies": [r.to_dict() for r in rows], "attention_shares": shares}
     (out / "results.json").write_text(json.dumps(report, indent=1))
     written = [out / "results.json", plots.pareto_plot(rows, out / "pareto.png"),
+               plots.pareto_plot(rows, out / "pareto_kv.png", saving="kv_read_reduction"),
                plots.kept_plot(rows, out / "kept_by_step.png")]
     if shares is not None:
         written.append(plots.attention_plot(shares, out / "attention_shares.png"))

@@ -56,6 +56,8 @@ def _training_label(training: dict) -> str:
         parts.append(f"budget={config['flops_budget']:g}")
     if config.get("lr", 1e-2) != 1e-2:
         parts.append(f"lr={config['lr']:g}")
+    if config.get("cost", "flops") != "flops":
+        parts.append(f"cost={config['cost']}")
     if config.get("seed", 0) != 0:
         parts.append(f"seed={config['seed']}")
     return ",".join(parts)
@@ -74,6 +76,7 @@ class PolicyResult:
     bleu4: float
     exact_match: float
     flops_reduction: float
+    kv_read_reduction: float
     mean_kept_visual: float
     mean_visual: float
     tokens_per_s: float
@@ -124,6 +127,16 @@ def dense_flops_of(decoder, stats, extra_tokens: int = 0) -> int:
     return total
 
 
+def kv_reads_of(decoder, stats, prune_layer: int | None, extra_tokens: int = 0) -> tuple[int, int]:
+    """Keys and values a request's decode steps read (in tokens, over every layer), and what
+    dense decoding of it reads with ``extra_tokens`` more tokens in every layer."""
+    L = decoder.n_layers
+    K = L if prune_layer is None else prune_layer
+    steps = stats.cache_lengths[1:]
+    return (sum(K * dense + (L - K) * kept for dense, kept in steps),
+            sum(L * (dense + extra_tokens) for dense, _ in steps))
+
+
 def run_policy(engine, items: list[EvalItem], entry: EvalPolicy, *, max_new_tokens: int = 48,
                batch_size: int = 16, progress: bool = True) -> PolicyResult:
     """Answer every item under ``entry`` and aggregate (see :class:`PolicyResult`); a pooled
@@ -142,11 +155,15 @@ def run_policy(engine, items: list[EvalItem], entry: EvalPolicy, *, max_new_toke
     dense = sum(dense_flops_of(engine.decoder, s, extra) if extra else sum(s.dense_flops)
                 for s, extra in zip(stats, pooled_away))
     kept = [k for s in stats for k in s.kept_visual]
+    reads = [kv_reads_of(engine.decoder, s, entry.policy.prune_layer, extra)
+             for s, extra in zip(stats, pooled_away)]
+    kv_dense = sum(d for _, d in reads)
     new_tokens = sum(len(r.token_ids) for r in results)
     return PolicyResult(
         label=entry.label, family=entry.family, cider=scores["cider"], bleu4=scores["bleu4"],
         exact_match=scores["exact_match"],
         flops_reduction=1 - sum(sum(s.flops) for s in stats) / dense if dense else 0.0,
+        kv_read_reduction=1 - sum(r for r, _ in reads) / kv_dense if kv_dense else 0.0,
         mean_kept_visual=sum(kept) / len(kept) if kept else 0.0,
         mean_visual=sum(s.n_visual + extra for s, extra in zip(stats, pooled_away)) / len(stats),
         tokens_per_s=new_tokens / wall if wall > 0 else 0.0, new_tokens=new_tokens,
@@ -189,9 +206,11 @@ def warm_up(engine, items: list[EvalItem]) -> None:
 
 def format_table(rows: list[PolicyResult]) -> str:
     """The results as a fixed-width text table, one row per policy."""
-    header = ("policy", "CIDEr", "BLEU-4", "exact", "FLOPs red.", "kept visual", "tok/s")
+    header = ("policy", "CIDEr", "BLEU-4", "exact", "FLOPs red.", "KV read red.", "kept visual",
+              "tok/s")
     lines = [(r.label, f"{r.cider:.3f}", f"{r.bleu4:.3f}", f"{r.exact_match:.1%}",
-              f"{r.flops_reduction:.1%}", f"{r.mean_kept_visual:.1f}/{r.mean_visual:g}",
+              f"{r.flops_reduction:.1%}", f"{r.kv_read_reduction:.1%}",
+              f"{r.mean_kept_visual:.1f}/{r.mean_visual:g}",
               f"{r.tokens_per_s:.1f}") for r in rows]
     widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
     fmt = lambda row: "  ".join(  # noqa: E731

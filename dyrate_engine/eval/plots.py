@@ -27,10 +27,12 @@ def pyplot():
     return plt
 
 
-def pareto_plot(rows: list[PolicyResult], path, metric: str = "cider") -> Path | None:
-    """Quality (``metric``: an attribute of :class:`PolicyResult`) vs FLOPs reduction: one line
-    per family through its points in order of reduction, dense as a reference point and a dotted
-    horizontal line. Returns the written path, or None without matplotlib."""
+def pareto_plot(rows: list[PolicyResult], path, metric: str = "cider",
+                saving: str = "flops_reduction") -> Path | None:
+    """Quality (``metric``: an attribute of :class:`PolicyResult`) vs a saving (``saving``: the
+    FLOPs reduction, or ``"kv_read_reduction"``): one line per family through its points in
+    order of the saving, dense as a reference point and a dotted horizontal line. Returns the
+    written path, or None without matplotlib."""
     plt = pyplot()
     if plt is None:
         return None
@@ -39,8 +41,8 @@ def pareto_plot(rows: list[PolicyResult], path, metric: str = "cider") -> Path |
     for r in rows:
         families.setdefault(r.family, []).append(r)
     for family, members in families.items():
-        members = sorted(members, key=lambda r: r.flops_reduction)
-        x = [100 * r.flops_reduction for r in members]
+        members = sorted(members, key=lambda r: getattr(r, saving))
+        x = [100 * getattr(r, saving) for r in members]
         y = [getattr(r, metric) for r in members]
         style = dict(_STYLES.get(family, dict(marker="^", linestyle=":")))
         if family == "dense":
@@ -51,7 +53,9 @@ def pareto_plot(rows: list[PolicyResult], path, metric: str = "cider") -> Path |
             if family != "dense":  # the parameters, e.g. "K=3,0.5" of "schedule(K=3,0.5)"
                 tag = r.label[r.label.find("(") + 1:].rstrip(")") if "(" in r.label else r.label
                 ax.annotate(tag, (xi, yi), fontsize=6, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel("FLOPs reduction vs dense (%)")
+    ax.set_xlabel({"flops_reduction": "FLOPs reduction vs dense (%)",
+                   "kv_read_reduction": "KV read by the decode steps, reduction vs dense (%)"}
+                  .get(saving, saving))
     ax.set_ylabel({"cider": "CIDEr", "bleu4": "BLEU-4", "exact_match": "exact match"}.get(
         metric, metric))
     ax.set_title("Quality vs compute, per policy family")

@@ -13,10 +13,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..deprecation import renamed_keyword
-from ..models import flops
 from ..models.base import VisionLanguageModel
-from ..policies.base import n_keep_for
 from ..predictor import DEFAULT_RATES, RatePredictor, rate_features
+from .costs import COSTS, cost_table, flops_table
 from .examples import Example, TeacherBatch, adapter, collate
 from .masked_forward import (answer_rows, deepstack, embed, keep_masks, monitor_pass,
                              pruned_pass, step_rows)
@@ -24,13 +23,16 @@ from .masked_forward import (answer_rows, deepstack, embed, keep_masks, monitor_
 
 @dataclass
 class TrainConfig:
-    """``lam``: weight of the expected FLOPs ratio (the quality/compute knob). With
-    ``flops_budget`` set, only the part of the expected ratio above the budget is penalised."""
+    """``lam``: weight of the expected cost ratio (the quality/compute knob); ``cost``: what is
+    counted, the FLOPs of the whole generation or the KV read by the decode steps
+    (``train.costs``). With ``flops_budget`` set, only the part of the expected ratio above the
+    budget is penalised."""
 
     rates: tuple = DEFAULT_RATES
     prune_layer: int = 3  # K, the first pruned layer; the monitor layer is K-1
     lam: float = 1.0
     flops_budget: float | None = None
+    cost: str = "flops"
     steps: int = 300
     batch_size: int = 8
     lr: float = 1e-2
@@ -82,27 +84,6 @@ def step_index(batch: TeacherBatch, T: int) -> torch.Tensor:
     return (t - (batch.prompt_len[:, None] - 1)).clamp(min=0)
 
 
-def flops_table(dec, batch: TeacherBatch, K: int, rates) -> tuple[torch.Tensor, torch.Tensor]:
-    """FLOPs of each answer row's step under each candidate rate ``[B, T, R]`` and dense
-    ``[B, T]`` (zero outside the answer rows), from ``models.flops``: row ``P-1`` is the prefill
-    with layers >= K on the kept tokens, row ``P-1+s`` decode step ``s`` with the kept keys."""
-    B, T = batch.input_ids.shape
-    L = dec.n_layers
-    table = torch.zeros(B, T, len(rates), dtype=torch.float64)
-    for b in range(B):
-        P, n_visual, A = (int(x[b]) for x in (batch.prompt_len, batch.n_visual, batch.answer_len))
-        dropped = [n_visual - int(n)
-                   for n in n_keep_for(torch.tensor(rates), torch.tensor(n_visual))]
-        for s in range(A):
-            for r, d in enumerate(dropped):
-                if s == 0:
-                    table[b, P - 1, r] = flops.prefill_flops(dec, [P] * K + [P - d] * (L - K))
-                else:
-                    table[b, P - 1 + s, r] = flops.decode_flops(dec, [P + s] * K
-                                                                + [P + s - d] * (L - K))
-    return table.to(batch.input_ids.device), table[..., 0].to(batch.input_ids.device)
-
-
 def predictor_logits(model: VisionLanguageModel, predictor: RatePredictor, batch: TeacherBatch,
                      K: int):
     """Hidden states after the monitor layer, rate logits ``[B, T, R]`` and the visual scores."""
@@ -140,16 +121,17 @@ def masked_loss(model: VisionLanguageModel, predictor, batch: TeacherBatch, cfg:
     answer = answer_rows(batch, T)
     targets = batch.input_ids.roll(-1, dims=1)
     ce = F.cross_entropy(lm_logits[answer].float(), targets[answer])
-    table, dense = flops_table(dec, batch, K, cfg.rates)
-    # Training penalises the expected FLOPs under the predicted distribution; evaluation
-    # reports the FLOPs of the hard choices actually made.
+    table, dense = cost_table(cfg.cost, dec, batch, K, cfg.rates)
+    # Training penalises the expected cost under the predicted distribution; evaluation
+    # reports the cost of the hard choices actually made.
     weights = soft if tau is not None else y
     expected = (weights.double() * table).sum() / dense.sum()
     penalty = expected if cfg.flops_budget is None else F.relu(expected - cfg.flops_budget)
     loss = ce + cfg.lam * penalty.float()
     rate_values = torch.tensor(cfg.rates, device=logits.device)
     hard = rate_values[logits.argmax(-1)][answer]
-    metrics = {"loss": float(loss.detach()), "ce": float(ce.detach()), "flops": float(expected.detach()),
+    metrics = {"loss": float(loss.detach()), "ce": float(ce.detach()),
+               cfg.cost: float(expected.detach()),
                "rate": float((soft.detach() @ rate_values)[answer].mean()),
                "hard_rate": float(hard.mean())}
     return loss, metrics
@@ -199,6 +181,8 @@ def train_predictor(model: VisionLanguageModel, examples: list[Example], cfg: Tr
                          f"{cfg.prune_layer}")
     if not examples:
         raise ValueError("no training examples")
+    if cfg.cost not in COSTS:
+        raise ValueError(f"cost must be one of {COSTS}, got {cfg.cost!r}")
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     if predictor is None:
@@ -225,7 +209,7 @@ def train_predictor(model: VisionLanguageModel, examples: list[Example], cfg: Tr
             optimizer.step()
             cfg.history.append({"step": step, **metrics})
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", rate=f"{metrics['rate']:.2f}",
-                            flops=f"{metrics['flops']:.2f}")
+                            **{cfg.cost: f"{metrics[cfg.cost]:.2f}"})
     for p in unfrozen:
         p.requires_grad_(False)
     return predictor.eval()
