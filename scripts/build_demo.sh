@@ -19,14 +19,17 @@ DEMO=dyrate_engine/demo
 STEPS=${STEPS:-1800}
 DROP_RATES=${DROP_RATES:-0,0.25,0.5,0.6,0.75,0.9}
 RATES=${RATES:-"0,0.25,0.5,0.6,0.65,0.7,0.75,0.9"}
-# The predictors: NAME=FLAGS. The rising-rate recipe (temperature 1.0 -> 0.1, a FLOPs budget,
-# the step feature spread over 128 steps) at three seeds, the same at learning rate 2e-4, and a
-# plain lambda without a budget.
-PREDICTORS=${PREDICTORS:-"budget70_s0=--lam=1,--flops-budget=0.70,--seed=0
-budget70_s1=--lam=1,--flops-budget=0.70,--seed=1
-budget70_s2=--lam=1,--flops-budget=0.70,--seed=2
-budget70_lr2e-4_s0=--lam=1,--flops-budget=0.70,--lr=2e-4,--seed=0
-lam0.05_s0=--lam=0.05,--seed=0"}
+# The predictors: NAME=FLAGS. The rising-rate recipe (temperature 1.0 -> 0.1, a budget on the
+# cost, the step feature spread over 128 steps) at three seeds with each cost: the generation's
+# FLOPs, and the KV the decode steps read (train/costs.py says why both); and the FLOPs one at
+# learning rate 2e-4.
+PREDICTORS=${PREDICTORS:-"budget70_s0=--lam=1,--budget=0.70,--seed=0
+budget70_s1=--lam=1,--budget=0.70,--seed=1
+budget70_s2=--lam=1,--budget=0.70,--seed=2
+kv70_s0=--cost=kv,--lam=1,--budget=0.70,--seed=0
+kv70_s1=--cost=kv,--lam=1,--budget=0.70,--seed=1
+kv70_s2=--cost=kv,--lam=1,--budget=0.70,--seed=2
+budget70_lr2e-4_s0=--lam=1,--budget=0.70,--lr=2e-4,--seed=0"}
 mkdir -p "$WORK"
 export OMP_WAIT_POLICY=PASSIVE  # degrade gently if anything else shares the 2 cores
 
@@ -92,8 +95,8 @@ KEPT=$($PY scripts/pick_predictor.py "$WORK/detail-val/results.json" "$WORK/val/
        "${NAMES[@]/#/$WORK/predictor_}")
 echo "kept predictor: $KEPT"
 rm -rf "$DEMO/model" "$DEMO/predictor"
-cp -r "$MODEL" "$DEMO/model"
-cp -r "$KEPT" "$DEMO/predictor"
+cp -rL "$MODEL" "$DEMO/model"
+cp -rL "$KEPT" "$DEMO/predictor"
 
 # 6. The test-split sweeps of RESULTS.md, one per task, with every family.
 BASELINES="--sweep-random 0.5,0.75,0.9 --random-seeds 0,1,2 --sweep-pool 9,8,6,4"
