@@ -1,34 +1,40 @@
 """Which trained predictor the demo bundles, from `dyrate eval` results on validation splits only.
 
-Usage: python scripts/pick_predictor.py RESULTS.json [RESULTS.json ...] -- PREDICTOR_DIR [...]
+Usage: python scripts/pick_predictor.py [--saving flops_reduction|kv_read_reduction]
+           RESULTS.json [RESULTS.json ...] -- PREDICTOR_DIR [...]
 (the ``--`` may be left out when every results file ends in ``.json``). Prints the directory of
-the predictor that saves the most FLOPs, summed over the results files, among those that hold
-99% of dense CIDEr on every one; when none does, the one with the highest mean CIDEr relative to
-dense. A predictor's row is found by the label ``dyrate eval`` gives it."""
+the predictor with the largest saving (default the FLOPs reduction), summed over the results
+files, among those that hold 99% of dense CIDEr on every one; when none does, the one with the
+highest mean CIDEr relative to dense. A predictor's row is the one ``dyrate eval`` loaded from
+its directory (labels may repeat)."""
 from __future__ import annotations
 
 import json
 import sys
-
-from dyrate_engine.eval import eval_policy
-from dyrate_engine.policies import DyRate
+from pathlib import Path
 
 HELD = 0.99
+SAVINGS = ("flops_reduction", "kv_read_reduction")
 
 
-def pick(results: list[dict], predictors: list[str]) -> str:
+def pick(results: list[dict], predictors: list[str], saving: str = "flops_reduction") -> str:
     """The chosen directory of ``predictors`` given the ``results.json`` contents."""
+    if saving not in SAVINGS:
+        raise ValueError(f"saving must be one of {SAVINGS}, got {saving!r}")
     scored = []
     for directory in predictors:
-        label = eval_policy(DyRate.from_pretrained(directory)).label
+        source = str(Path(directory).resolve())
         held, saved, quality = True, 0.0, 0.0
         for report in results:
-            rows = {row["label"]: row for row in report["policies"]}
-            if label not in rows:
-                raise SystemExit(f"{directory}: no row {label!r} in {report['data']}'s results")
-            dense, mine = rows["dense"], rows[label]
+            rows = [row for row in report["policies"]
+                    if row.get("source") and str(Path(row["source"]).resolve()) == source]
+            if len(rows) != 1:
+                raise SystemExit(f"{directory}: {len(rows)} rows loaded from it in "
+                                 f"{report['data']}'s results, not 1")
+            dense = next(row for row in report["policies"] if row["family"] == "dense")
+            mine = rows[0]
             held &= mine["cider"] >= HELD * dense["cider"]
-            saved += mine["flops_reduction"]
+            saved += mine[saving]
             quality += mine["cider"] / dense["cider"] / len(results)
         scored.append((held, saved, quality, directory))
     held = [s for s in scored if s[0]]
@@ -37,16 +43,22 @@ def pick(results: list[dict], predictors: list[str]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if "--" in argv:
-        cut = argv.index("--")
-        files, predictors = argv[:cut], argv[cut + 1:]
+    saving, rest = "flops_reduction", list(argv)
+    if rest[:1] == ["--saving"] and len(rest) > 1:
+        saving, rest = rest[1], rest[2:]
+    if "--" in rest:
+        cut = rest.index("--")
+        files, predictors = rest[:cut], rest[cut + 1:]
     else:
-        files = [a for a in argv if a.endswith(".json")]
-        predictors = [a for a in argv if not a.endswith(".json")]
+        files = [a for a in rest if a.endswith(".json")]
+        predictors = [a for a in rest if not a.endswith(".json")]
     if not files or not predictors:
         raise SystemExit(__doc__)
-    results = [json.loads(open(path).read()) for path in files]
-    print(pick(results, predictors))
+    results = [json.loads(Path(path).read_text()) for path in files]
+    try:
+        print(pick(results, predictors, saving))
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
     return 0
 
 

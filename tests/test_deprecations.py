@@ -144,3 +144,20 @@ def test_cli_layer_flag_is_an_alias_of_prune_layer(capsys):
                                       "o"])
     assert args.prune_layer == 3
 
+
+
+def test_train_config_flops_budget_is_the_budget(capsys, recwarn):
+    import dataclasses
+
+    with pytest.warns(DeprecationWarning, match="TrainConfig\\(flops_budget=...\\)"):
+        cfg = TrainConfig(flops_budget=0.7)
+    assert cfg.budget == 0.7 and TrainConfig().budget is None
+    with pytest.warns(DeprecationWarning, match="read budget"):
+        assert cfg.flops_budget == 0.7
+    assert "flops_budget" not in dataclasses.asdict(cfg)
+    with pytest.raises(TypeError, match="both flops_budget="):
+        TrainConfig(flops_budget=0.7, budget=0.6)
+    args = build_parser().parse_args(["train-predictor", "--model", "m", "--data", "d", "--out",
+                                      "o", "--flops-budget", "0.6"])
+    assert args.budget == 0.6
+    assert "--flops-budget is deprecated; use --budget" in capsys.readouterr().err

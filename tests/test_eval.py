@@ -241,7 +241,8 @@ def test_dyrate_labels_tell_trained_predictors_apart():
         policy.meta = {"training": {"lam": 0.5, "config": config}}
         return eval_policy(policy).label
 
-    assert label() == "dyrate(K=2,lam=0.5)" == label(lr=1e-2, seed=0, flops_budget=None)
-    assert label(flops_budget=0.7, seed=2) == "dyrate(K=2,lam=0.5,budget=0.7,seed=2)"
+    assert label() == "dyrate(K=2,lam=0.5)" == label(lr=1e-2, seed=0, budget=None)
+    assert label(budget=0.7, seed=2) == "dyrate(K=2,lam=0.5,budget=0.7,seed=2)"
+    assert label(flops_budget=0.7) == "dyrate(K=2,lam=0.5,budget=0.7)"  # an older artifact
     assert label(lr=2e-4) == "dyrate(K=2,lam=0.5,lr=0.0002)"
-    assert label(cost="kv", flops_budget=0.6) == "dyrate(K=2,lam=0.5,budget=0.6,cost=kv)"
+    assert label(cost="kv", budget=0.6) == "dyrate(K=2,lam=0.5,budget=0.6,cost=kv)"

@@ -138,7 +138,7 @@ def test_cli_train_predictor_exports_an_artifact_the_engine_runs(tmp_path, capsy
         assert meta["rates"] == [0.0, 0.5] and meta["prune_layer"] == 2
         assert meta["features"]["step_scale"] == {"a": 32.0, "b": 128.0}[artifact]
         config = meta["training"]["config"]
-        assert (config["cost"], config["flops_budget"]) == {"a": ("flops", None),
+        assert (config["cost"], config["budget"]) == {"a": ("flops", None),
                                                             "b": ("kv", 0.9)}[artifact]
         assert meta["training"]["examples"] == 5 and meta["training"]["held_out"] == 1
         policy = parse_policy(f"dyrate:{tmp_path / artifact}")

@@ -28,6 +28,7 @@ class EvalPolicy:
     family: str
     policy: Policy
     pool_side: int | None = None
+    source: str = ""  # the predictor directory of a loaded DyRate (labels may repeat)
 
 
 def pooled_entry(side: int) -> EvalPolicy:
@@ -46,14 +47,15 @@ def eval_policy(policy: Policy, label: str | None = None) -> EvalPolicy:
         training = (getattr(policy, "meta", None) or {}).get("training") or {}
         if family == "dyrate" and training.get("lam") is not None:
             label = f"{label[:-1]},{_training_label(training)})"
-    return EvalPolicy(label, family, policy)
+    return EvalPolicy(label, family, policy, source=getattr(policy, "source", None) or "")
 
 
 def _training_label(training: dict) -> str:
     config = training.get("config") or {}
     parts = [f"lam={training['lam']:g}"]
-    if config.get("flops_budget") is not None:
-        parts.append(f"budget={config['flops_budget']:g}")
+    budget = config.get("budget", config.get("flops_budget"))  # the name before the KV cost
+    if budget is not None:
+        parts.append(f"budget={budget:g}")
     if config.get("lr", 1e-2) != 1e-2:
         parts.append(f"lr={config['lr']:g}")
     if config.get("cost", "flops") != "flops":
@@ -86,6 +88,7 @@ class PolicyResult:
     # Mean visual tokens kept at each step (0 = the prefill) over the requests still answering:
     # where a per-step rate shows whether it rises over the answer.
     kept_visual_by_step: list = field(default_factory=list)
+    source: str = ""  # the predictor directory of a loaded DyRate
     outputs: dict = field(default_factory=dict)  # key -> {"text", "cider", "exact"}
 
     def to_dict(self) -> dict:
@@ -168,7 +171,7 @@ def run_policy(engine, items: list[EvalItem], entry: EvalPolicy, *, max_new_toke
         mean_visual=sum(s.n_visual + extra for s, extra in zip(stats, pooled_away)) / len(stats),
         tokens_per_s=new_tokens / wall if wall > 0 else 0.0, new_tokens=new_tokens,
         wall_s=wall, images=len(items),
-        kept_visual_by_step=mean_by_step([s.kept_visual for s in stats]),
+        kept_visual_by_step=mean_by_step([s.kept_visual for s in stats]), source=entry.source,
         outputs={k: {"text": texts[k], **scores["per_item"][k]} for k in texts})
 
 

@@ -28,6 +28,7 @@ class DyRate(Policy):
         self.predictor = predictor
         self.prune_layer = prune_layer
         self.meta = meta  # predictor.json of a loaded artifact, checked against the model
+        self.source: str | None = None  # its directory, set by from_pretrained
         self.name = f"dyrate(K={prune_layer})"
 
     @classmethod
@@ -36,8 +37,11 @@ class DyRate(Policy):
         or ``"demo"`` for the predictor trained for the bundled demo model. K is the layer it
         was trained with; the engine checks the model's layer and head counts against it
         before any work."""
-        predictor, meta = load_predictor(resolve_predictor(path))
-        return cls(predictor, prune_layer=meta["prune_layer"], meta=meta)
+        directory = resolve_predictor(path)
+        predictor, meta = load_predictor(directory)
+        policy = cls(predictor, prune_layer=meta["prune_layer"], meta=meta)
+        policy.source = str(directory)
+        return policy
 
     def check_model(self, text_config) -> None:
         if self.meta is not None:

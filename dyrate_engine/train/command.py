@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..data import DEFAULT_PROMPT
 from ..deprecation import DeprecatedFlag
+from .costs import COSTS
 
 
 def add_parser(sub) -> None:
@@ -23,11 +24,13 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="output directory of the artifact")
     p.add_argument("--lam", type=float, default=1.0,
                    help="weight of the expected cost ratio (higher: more pruning)")
-    p.add_argument("--cost", choices=["flops", "kv"], default="flops",
+    p.add_argument("--cost", choices=COSTS, default="flops",
                    help="what the penalty counts: the FLOPs of the whole generation, or the "
                         "keys and values the decode steps read (where a per-step rate pays)")
-    p.add_argument("--budget", "--flops-budget", dest="flops_budget", type=float, default=None,
+    p.add_argument("--budget", type=float, default=None,
                    help="penalise only the expected cost ratio above this (e.g. 0.67)")
+    p.add_argument("--flops-budget", dest="budget", type=float, action=DeprecatedFlag,
+                   help=argparse.SUPPRESS)
     p.add_argument("--prune-layer", type=int, default=3, help="K, the first pruned layer")
     p.add_argument("--layer", dest="prune_layer", type=int, action=DeprecatedFlag,
                    help=argparse.SUPPRESS)
@@ -77,7 +80,7 @@ def run(args) -> int:
     val, train = examples[:n_val], examples[n_val:]
     cfg = TrainConfig(rates=tuple(float(r) for r in args.rates.split(",")),
                       prune_layer=args.prune_layer,
-                      lam=args.lam, flops_budget=args.flops_budget, cost=args.cost,
+                      lam=args.lam, budget=args.budget, cost=args.cost,
                       steps=args.steps,
                       batch_size=args.batch_size, lr=args.lr, tau_start=args.tau_start,
                       tau_end=args.tau_end, step_scale=args.step_scale, seed=args.seed,

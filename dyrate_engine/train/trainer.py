@@ -25,13 +25,13 @@ from .masked_forward import (answer_rows, deepstack, embed, keep_masks, monitor_
 class TrainConfig:
     """``lam``: weight of the expected cost ratio (the quality/compute knob); ``cost``: what is
     counted, the FLOPs of the whole generation or the KV read by the decode steps
-    (``train.costs``). With ``flops_budget`` set, only the part of the expected ratio above the
-    budget is penalised."""
+    (``train.costs``). With ``budget`` set, only the part of the expected ratio above it is
+    penalised (the budget form of the penalty)."""
 
     rates: tuple = DEFAULT_RATES
     prune_layer: int = 3  # K, the first pruned layer; the monitor layer is K-1
     lam: float = 1.0
-    flops_budget: float | None = None
+    budget: float | None = None
     cost: str = "flops"
     steps: int = 300
     batch_size: int = 8
@@ -64,17 +64,27 @@ def _deprecated_layer(cfg: TrainConfig) -> int:
 _dataclass_init = TrainConfig.__init__
 
 
-def _init_taking_layer(self, *args, layer=None, **kwargs):
-    # The deprecated layer= is taken here rather than as an init-only field, so that
-    # dataclasses.replace and asdict see prune_layer only.
+def _deprecated_flops_budget(cfg: TrainConfig) -> float | None:
+    warnings.warn("TrainConfig.flops_budget is deprecated; read budget", DeprecationWarning,
+                  stacklevel=2)
+    return cfg.budget
+
+
+def _init_taking_layer(self, *args, layer=None, flops_budget=None, **kwargs):
+    # The deprecated layer= and flops_budget= are taken here rather than as init-only fields,
+    # so that dataclasses.replace and asdict see the new names only.
     if layer is not None or "prune_layer" in kwargs:
         kwargs["prune_layer"] = renamed_keyword("TrainConfig", "layer", "prune_layer", layer,
                                                 kwargs.get("prune_layer"), default=3)
+    if flops_budget is not None:
+        kwargs["budget"] = renamed_keyword("TrainConfig", "flops_budget", "budget", flops_budget,
+                                           kwargs.get("budget"))
     _dataclass_init(self, *args, **kwargs)
 
 
-# Set after the dataclass is built: read access under the old name, and its keyword.
+# Set after the dataclass is built: read access under the old names, and their keywords.
 TrainConfig.layer = property(_deprecated_layer)
+TrainConfig.flops_budget = property(_deprecated_flops_budget)
 TrainConfig.__init__ = _init_taking_layer
 
 
@@ -125,8 +135,9 @@ def masked_loss(model: VisionLanguageModel, predictor, batch: TeacherBatch, cfg:
     # Training penalises the expected cost under the predicted distribution; evaluation
     # reports the cost of the hard choices actually made.
     weights = soft if tau is not None else y
-    expected = (weights.double() * table).sum() / dense.sum()
-    penalty = expected if cfg.flops_budget is None else F.relu(expected - cfg.flops_budget)
+    # clamp: under "kv" a batch of one-token answers reads nothing, and 0 / 0 would be NaN
+    expected = (weights.double() * table).sum() / dense.sum().clamp_min(1)
+    penalty = expected if cfg.budget is None else F.relu(expected - cfg.budget)
     loss = ce + cfg.lam * penalty.float()
     rate_values = torch.tensor(cfg.rates, device=logits.device)
     hard = rate_values[logits.argmax(-1)][answer]
