@@ -219,7 +219,6 @@ def _finish(out: Path, model, processor, run: dict, log: list, init: Path | None
     model.generation_config.eos_token_id = model.config.text_config.eos_token_id
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    clear_state(out)
     first = run["first_scene"]
     info = {**run, "train_scenes": [first, first + run["steps"] * run["batch_size"]],
             "log": log, "command": " ".join(["python -m dyrate_engine.demo.train_vlm"]
@@ -228,6 +227,7 @@ def _finish(out: Path, model, processor, run: dict, log: list, init: Path | None
         info["drop_rates"] = None
     info = {"stages": earlier_stages(init) + [info]}
     (out / "training.json").write_text(json.dumps(info, indent=1))
+    clear_state(out)  # last: a run killed before this point still resumes (and ends here)
     return info
 
 

@@ -16,10 +16,11 @@ NEW_TOKENS = {"caption": 48, "detail": 160}
 def add_parser(sub) -> None:
     """Register ``eval`` on the ``dyrate`` command's subparsers."""
     p = sub.add_parser(
-        "eval", help="caption quality vs FLOPs of pruning policies (CIDEr, BLEU-4, plots)",
+        "eval", help="caption quality vs compute of pruning policies (CIDEr, BLEU-4, plots)",
         description="Caption every image of a set under each policy (greedy), then print a table "
-                    "and write results.json, pareto.png and attention_shares.png to --out. "
-                    "Dense decoding is always evaluated as the reference.")
+                    "and write results.json, pareto.png (quality vs FLOPs saved), pareto_kv.png "
+                    "(vs KV read by decoding), kept_by_step.png and attention_shares.png to "
+                    "--out. Dense decoding is always evaluated as the reference.")
     p.add_argument("--model", default="demo", help="checkpoint directory, or 'demo'")
     data = p.add_mutually_exclusive_group()
     data.add_argument("--data", help="demo-test[:N] / demo-val[:N] (the synthetic captions, "

@@ -1,6 +1,6 @@
 """The quality harness: run pruning policies over an evaluation set with the engine, in batches,
-and aggregate per policy the caption metrics, the FLOPs reduction against dense decoding, the
-visual tokens kept and the throughput; plus, for dense decoding with a monitor layer, the mean
+and aggregate per policy the caption metrics, the FLOPs and KV-read reductions against dense
+decoding, the visual tokens kept (in all and per step) and the throughput; plus, for dense decoding with a monitor layer, the mean
 attention share of each token type per decode step (DyRate's Fig. 2)."""
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def pooled_entry(side: int) -> EvalPolicy:
 def eval_policy(policy: Policy, label: str | None = None) -> EvalPolicy:
     """Wrap ``policy`` with its family (dense / fastv / schedule / dyrate, else its class name)
     and a label (default: ``policy.name``; a loaded DyRate's adds its training lambda, and its
-    FLOPs budget, learning rate and seed where they are not the defaults)."""
+    budget, cost, learning rate and seed where they are not the defaults)."""
     family = next((name for cls, name in _FAMILIES if isinstance(policy, cls)),
                   type(policy).__name__.lower())
     if label is None:
@@ -70,7 +70,10 @@ class PolicyResult:
     """Aggregates of one policy over the set. ``flops_reduction`` is 1 - sum(flops) /
     sum(dense_flops) over every request and step (prefill included); ``mean_kept_visual`` the
     mean over every step of every request of the visual tokens left in the pruned layers;
-    ``tokens_per_s`` the new tokens of all requests over the wall time of the generate calls."""
+    ``kv_read_reduction`` 1 - the keys and values the decode steps read (the prefill excluded)
+    over what dense decoding of the same prompt reads (a pooled row's dense side has its pooled
+    tokens back): where pruning while decoding saves a bandwidth-bound step's time
+    (``train.costs``); ``tokens_per_s`` the new tokens of all requests over the wall time of the generate calls."""
 
     label: str
     family: str

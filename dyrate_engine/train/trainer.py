@@ -229,7 +229,8 @@ def train_predictor(model: VisionLanguageModel, examples: list[Example], cfg: Tr
 @torch.no_grad()
 def evaluate(model: VisionLanguageModel, predictor, examples: list[Example], cfg: TrainConfig,
              batch_size: int = 16) -> dict:
-    """Hard-choice (argmax) metrics on held-out examples: cross-entropy, mean rate, FLOPs ratio."""
+    """Hard-choice (argmax) metrics on held-out examples: cross-entropy, mean rate, and the cost
+    ratio under its name (``"flops"`` or ``"kv"``, ``cfg.cost``)."""
     model = adapter(model)
     totals, n = {}, 0
     for start in range(0, len(examples), batch_size):
