@@ -172,6 +172,7 @@ def test_prefill_ranking_loss_is_the_engine_loss_for_a_constant_rate(engine, rat
 def test_cost_tables_count_what_the_engine_spends(engine, rate):
     """Each answer row's cost under a rate equals the engine's own count of that step under
     Schedule([rate]): its FLOPs, or the keys and values it reads (none for the prefill)."""
+    from dyrate_engine.eval.harness import kv_reads_of
     from dyrate_engine.train.costs import cost_table
 
     ids, pixels = random_prompts(3, seed=17)
@@ -191,5 +192,6 @@ def test_cost_tables_count_what_the_engine_spends(engine, rate):
         assert kv[b, rows, 1].tolist() == read and kv[b, P - 1].tolist() == [0, 0]
         assert kv_dense[b, rows].tolist() == [0] + [L * d for d, _ in r.stats.cache_lengths[1:]]
         assert kv[b].sum() == kv[b, rows].sum()  # nothing outside the answer rows
+        assert kv_reads_of(engine.decoder, r.stats, K) == (kv[b, :, 1].sum(), kv_dense[b].sum())
     with pytest.raises(ValueError, match="cost must be one of"):
         cost_table("time", engine.decoder, batch, K, rates)
