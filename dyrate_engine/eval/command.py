@@ -123,7 +123,7 @@ def run(args) -> int:
     from ..engine import Engine
     from ..models.pooled import PooledGrid
     from ..policies import Dense
-    from . import harness, plots
+    from . import harness
     from .data import load_eval_set, parse_demo_spec
 
     if args.max_new_tokens is None:
@@ -170,10 +170,18 @@ def run(args) -> int:
               "date": datetime.datetime.now().isoformat(timespec="seconds"),
               "policies": [r.to_dict() for r in rows], "attention_shares": shares}
     (out / "results.json").write_text(json.dumps(report, indent=1))
-    written = [out / "results.json", plots.pareto_plot(rows, out / "pareto.png"),
+    written = [out / "results.json", *_plots(rows, shares, out)]
+    print("wrote " + ", ".join(str(p) for p in written if p is not None))
+    return 0
+
+
+def _plots(rows, shares, out: Path) -> list:
+    """The run's PNGs in ``out`` (None for a plot not drawn)."""
+    from . import plots
+
+    written = [plots.pareto_plot(rows, out / "pareto.png"),
                plots.pareto_plot(rows, out / "pareto_kv.png", saving="kv_read_reduction"),
                plots.kept_plot(rows, out / "kept_by_step.png")]
     if shares is not None:
         written.append(plots.attention_plot(shares, out / "attention_shares.png"))
-    print("wrote " + ", ".join(str(p) for p in written if p is not None))
-    return 0
+    return written
