@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from ..engine.static_step import MIN_PACKED_ROWS
+from ..models.flops import kv_read_tokens
 from ..ops.packed_linear import MKL_PACKING
 
 from .contenders import Contender, make_contenders
@@ -45,7 +46,7 @@ def _kv_steps(c: Contender, run: Run, hf, batch, n_layers, prompt_lens, width):
     K = c.prune_layer
 
     def read(i):  # lengths after step i = keys step i attended (its own token included)
-        return sum((K * s.cache_lengths[i][0] + (n_layers - K) * s.cache_lengths[i][1]) * per_token
+        return sum(kv_read_tokens(n_layers, K, *s.cache_lengths[i]) * per_token
                    for s in (r.stats for r in run.results))
     allocated = n_layers * per_token * batch * (max(prompt_lens) + n)
     return [read(i) for i in range(1, n)], allocated, read(n - 1)

@@ -139,7 +139,7 @@ def kv_reads_of(decoder, stats, prune_layer: int | None, extra_tokens: int = 0) 
     L = decoder.n_layers
     K = L if prune_layer is None else prune_layer
     steps = stats.cache_lengths[1:]
-    return (sum(K * dense + (L - K) * kept for dense, kept in steps),
+    return (sum(flops.kv_read_tokens(L, K, dense, kept) for dense, kept in steps),
             sum(L * (dense + extra_tokens) for dense, _ in steps))
 
 

@@ -33,6 +33,12 @@ def prefill_flops(dec: LlamaDecoder, n_tokens_per_layer: list[int]) -> int:
                for n in n_tokens_per_layer) + lm_head_flops(dec)
 
 
+def kv_read_tokens(n_layers: int, prune_layer: int, dense_keys: int, kept_keys: int) -> int:
+    """Keys (and as many values) one decode step reads over every layer, counted in tokens:
+    ``dense_keys`` in each layer before ``prune_layer``, ``kept_keys`` in each from it on."""
+    return prune_layer * dense_keys + (n_layers - prune_layer) * kept_keys
+
+
 def decode_flops(dec: LlamaDecoder, keys_per_layer: list[int]) -> int:
     """One decode token; layer ``l`` attends over ``keys_per_layer[l]`` keys (its own included)."""
     per_token = linear_flops_per_token(dec)

@@ -36,7 +36,8 @@ def cost_table(cost: str, dec, batch: TeacherBatch, K: int, rates
         for s in range(A):
             for r, d in enumerate(dropped):
                 if cost == "kv":  # keys read by step s (its own included); the prefill reads none
-                    table[b, P - 1 + s, r] = 0 if s == 0 else K * (P + s) + (L - K) * (P + s - d)
+                    table[b, P - 1 + s, r] = 0 if s == 0 else flops.kv_read_tokens(
+                        L, K, P + s, P + s - d)
                 elif s == 0:
                     table[b, P - 1, r] = flops.prefill_flops(dec, [P] * K + [P - d] * (L - K))
                 else:
