@@ -155,4 +155,28 @@ inline void check_decode_attention(const at::Tensor& q, const at::Tensor& k_cach
   check_index_vector(lengths, "lengths", B, q);
 }
 
+// causal_attention: q [B, H, T, D]; k, v [B, Hkv, S, D] alike with S >= T, of q's dtype and
+// device (any strides, head dim contiguous); H a multiple of Hkv.
+inline void check_causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  TORCH_CHECK(q.dim() == 4, "dyrate.causal_attention: q must be [B, H, T, D], got ", q.sizes());
+  check_float_dtype(q, "q");
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
+  for (const at::Tensor* t : {&k, &v}) {
+    TORCH_CHECK(t->dim() == 4 && t->size(0) == B && t->size(3) == D && t->sizes() == k.sizes(),
+                "dyrate.causal_attention: k and v must be [", B, ", Hkv, S, ", D,
+                "] alike, got ", k.sizes(), " and ", v.sizes());
+    TORCH_CHECK(t->scalar_type() == q.scalar_type() && t->device() == q.device(),
+                "dyrate.causal_attention: k and v must have q's dtype and device (",
+                q.scalar_type(), ", ", q.device(), "), got ", t->scalar_type(), " on ",
+                t->device());
+    TORCH_CHECK(t->stride(3) == 1, "dyrate.causal_attention: k and v need a contiguous head dim");
+  }
+  TORCH_CHECK(D > 0 && q.stride(3) == 1,
+              "dyrate.causal_attention: q needs a contiguous, non-empty head dim");
+  TORCH_CHECK(k.size(1) > 0 && H % k.size(1) == 0, "dyrate.causal_attention: query heads (", H,
+              ") must be a multiple of key heads (", k.size(1), ")");
+  TORCH_CHECK(k.size(2) >= T, "dyrate.causal_attention: ", T,
+              " queries need at least as many keys, got ", k.size(2));
+}
+
 }  // namespace dyrate

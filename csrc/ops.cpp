@@ -38,4 +38,7 @@ TORCH_LIBRARY(dyrate, m) {
   m.def("add_rms_norm(Tensor x, Tensor residual, Tensor weight, float eps) -> (Tensor, Tensor)");
   m.def("silu_mul(Tensor gate_up) -> Tensor");
   m.def("rope(Tensor x, Tensor cos, Tensor sin) -> Tensor");
+  // A prompt's causal self-attention for the prefill (cpu/causal_attention.cpp): query t of T
+  // sees keys [0, t + S - T] of S (GQA as decode_attention).
+  m.def("causal_attention(Tensor q, Tensor k, Tensor v, float? scale) -> Tensor");
 }

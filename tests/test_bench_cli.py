@@ -158,9 +158,12 @@ def test_ops_at_tiny_sizes(tmp_path):
         [(op, b) for op in ("attention_scores", "select_keep", "compact_kv_", "decode_attention")
          for b in (1, 2)]
         + [(op, b) for op in matrices for b in (1, 2) for _ in ("gate/up", "down")]
-        + [(op, b) for op in ("add_rms_norm", "silu_mul", "rope") for b in (1, 2)])
+        + [(op, b) for op in ("add_rms_norm", "silu_mul", "rope", "causal_attention")
+           for b in (1, 2)])
     for r in result["rows"]:
         assert r["ms"] > 0 and r["reference_ms"] > 0 and r["speedup"] > 0
+        assert (r["gflops"] > 0) == (r["op"] == "causal_attention")
+    assert result["matmul_gflops"] > 0
 
 
 def test_gpu_preset_refuses_the_cpu_and_bad_specs_fail_early(capsys):

@@ -11,7 +11,8 @@ import pytest
 from dyrate_engine import ops
 
 KERNEL_TESTS = ["test_decode_linear.py", "test_decoder_elementwise.py", "test_decode_attention.py",
-                "test_attention_scores.py", "test_select_keep.py"]  # compact_kv has no SIMD path
+                "test_attention_scores.py", "test_select_keep.py",
+                "test_causal_attention.py"]  # compact_kv has no SIMD path
 
 
 @pytest.mark.parametrize("isa", ["avx2", "scalar"])

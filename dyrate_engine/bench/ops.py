@@ -3,7 +3,8 @@
 Shapes of LLaVA-1.5-7B (32 heads of dim 128, 576 visual tokens after a 35-token system prompt, a
 700-slot cache, 29 pruned layers of 32). Each figure is the median of repeated runs after warm-up;
 the reference runs in the same process on the same inputs, and a plain large copy gives the
-bandwidth ceiling (bytes read + written per second).
+bandwidth ceiling (bytes read + written per second). ``causal_attention`` is bound by its GEMMs,
+not by memory: its row also gives GFLOP/s (the causal products) against an fp32 matmul's.
 
     dyrate bench ops --device cpu --batch 1,8 --json out/ops_cpu.json
 
@@ -20,7 +21,7 @@ import torch
 from .. import ops
 from ..ops.packed_linear import MKL_PACKING, PackedWeights
 from .report import machine_info, save_json
-from .timing import copy_bandwidth_gbs, median_ms
+from .timing import copy_bandwidth_gbs, matmul_gflops, median_ms
 
 LLAVA_7B = dict(heads=32, kv_heads=32, head_dim=128, n_visual=576, vis_start=35, prompt_len=640,
                 capacity=700, pruned_layers=29, hidden=4096, intermediate=11008)
@@ -29,7 +30,7 @@ SHAPES = {"llava-1.5-7b": LLAVA_7B,
                        capacity=60, pruned_layers=3, hidden=64, intermediate=176)}
 COPY_BYTES = {"llava-1.5-7b": 1 << 30, "tiny": 256 << 20}  # the copy-bandwidth measure's buffer
 # On CUDA the linears are F.linear (cuBLAS) and the decoder's elementwise ops its references.
-CPU_ONLY = ("decode_linear", "packed_linear", "decoder_elementwise")
+CPU_ONLY = ("decode_linear", "packed_linear", "decoder_elementwise", "causal_attention")
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Row:
     speedup: float
     gbs: float
     of_copy_bw: float
+    gflops: float = 0.0  # compute-bound ops only
 
 
 def make_inputs(batch, dtype, device, seed=0, shape=LLAVA_7B):
@@ -185,6 +187,24 @@ def bench_decoder_elementwise(x, args):
     return rows_out
 
 
+def bench_causal_attention(x, args):
+    """A prefill's causal self-attention: ``batch`` prompts of ``prompt_len`` tokens, against
+    SDPA's causal path (what the decoder ran before the kernel); bytes are q, k, v and the
+    output once, FLOPs the products the mask leaves."""
+    s, like, B = x["shape"], x["q"], x["q"].shape[0]
+    T, H, Hkv, D = s["prompt_len"], s["heads"], s["kv_heads"], s["head_dim"]
+    g = torch.Generator(device="cpu").manual_seed(3)
+    q = torch.randn(B, H, T, D, generator=g).to(like)
+    k, v = (torch.randn(B, Hkv, T, D, generator=g).to(like) for _ in range(2))
+    fused = lambda: torch.ops.dyrate.causal_attention(q, k, v, None)  # noqa: E731
+    reference = lambda: torch.nn.functional.scaled_dot_product_attention(  # noqa: E731
+        q, k, v, is_causal=True, enable_gqa=True)
+    row = _row("causal_attention", q, fused, reference, (2 * q.numel() + 2 * k.numel())
+               * like.element_size(), args)
+    row.gflops = 4 * B * H * D * (T * (T + 1) // 2) / (row.ms * 1e-3) / 1e9
+    return [row]
+
+
 def _row(name, t, fused, reference, nbytes, args, setup=None, batch=None):
     kw = dict(device=t.device, warmup=args.warmup, repeats=args.repeats, setup=setup)
     ms, spread = median_ms(fused, **kw)
@@ -204,8 +224,8 @@ def add_arguments(parser):
     parser.add_argument("--shape", default="llava-1.5-7b", choices=list(SHAPES))
     parser.add_argument("--dtype", nargs="+", default=["bfloat16", "float32"])
     parser.add_argument("--ops", nargs="+", default=None,
-                        help="default: all; decode_linear, packed_linear and "
-                             "decoder_elementwise only on CPU (on CUDA they are PyTorch's ops)")
+                        help="default: all; decode_linear, packed_linear, decoder_elementwise "
+                             "and causal_attention only on CPU (on CUDA they are PyTorch's ops)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -230,7 +250,8 @@ def run(args):
     benches = {"attention_scores": bench_attention_scores, "select_keep": bench_select_keep,
                "compact_kv_": bench_compact_kv, "decode_linear": bench_decode_linear,
                "decode_attention": bench_decode_attention, "packed_linear": bench_packed_linear,
-               "decoder_elementwise": bench_decoder_elementwise}
+               "decoder_elementwise": bench_decoder_elementwise,
+               "causal_attention": bench_causal_attention}
     names = args.ops or [n for n in benches
                          if device.type == "cpu" or n not in CPU_ONLY]
     rows = []
@@ -245,16 +266,21 @@ def run(args):
     copy_bw = max(copy_before, copy_bandwidth_gbs(device, COPY_BYTES[args.shape]))
     for r in rows:
         r.of_copy_bw = r.gbs / copy_bw
+    gemm = matmul_gflops(device) if any(r.gflops for r in rows) else None
     print(f"# {machine.get('gpu') or machine['cpu']}, {machine['threads']} threads, torch "
           f"{machine['torch']}, kernels: {machine['kernels']}, shape {args.shape}, commit "
-          f"{machine['commit']}, {machine['date']}; copy bandwidth {copy_bw:.1f} GB/s (read + write)")
+          f"{machine['commit']}, {machine['date']}; copy bandwidth {copy_bw:.1f} GB/s (read + write)"
+          + (f"; fp32 matmul {gemm:.0f} GFLOP/s" if gemm else ""))
     print(f"{'op':<17}{'dtype':<10}{'batch':>5}  {'ms':>9} {'±':>7} {'ref ms':>9} {'speedup':>8}"
           f" {'GB/s':>7} {'of copy':>8}  shape")
     for r in rows:
         print(f"{r.op:<17}{r.dtype:<10}{r.batch:>5}  {r.ms:9.3f} {r.spread_ms:7.3f} "
-              f"{r.reference_ms:9.3f} {r.speedup:7.2f}x {r.gbs:7.1f} {r.of_copy_bw:7.0%}  {r.shape}")
+              f"{r.reference_ms:9.3f} {r.speedup:7.2f}x {r.gbs:7.1f} {r.of_copy_bw:7.0%}  {r.shape}"
+              + (f"  {r.gflops:.0f} GFLOP/s, {r.gflops / gemm:.0%} of the matmul" if r.gflops
+                 else ""))
     if args.json:
         save_json({"suite": "ops", "machine": machine, "copy_bandwidth_gbs": copy_bw,
+                   "matmul_gflops": gemm,
                    "shape_name": args.shape, "shape": shape, "rows": [asdict(r) for r in rows]},
                   args.json)
     return rows

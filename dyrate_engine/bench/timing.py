@@ -67,3 +67,12 @@ def spread(values) -> dict:
     values = [float(v) for v in values]
     return {"median": statistics.median(values), "min": min(values), "max": max(values),
             "values": values}
+
+
+def matmul_gflops(device="cpu", dtype=torch.float32, n=1024, repeats=10) -> float:
+    """FLOPs per second of an ``n``-square matmul (PyTorch's BLAS), the compute ceiling that a
+    GEMM-bound kernel is set against, in GFLOP/s."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    ms, _ = median_ms(lambda: a @ b, device=device, warmup=2, repeats=repeats, cold=False)
+    return 2 * n ** 3 / (ms * 1e-3) / 1e9

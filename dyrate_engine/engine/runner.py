@@ -36,8 +36,8 @@ def prefill_layers(dec: LlamaDecoder, cache: KVCache, b: int, h: torch.Tensor,
             q, h = q[:, :, -1:], h[:, -1:]  # the last query sees every key: no causal mask
             attn = F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None
                                                   else mask[-1:], enable_gqa=True)
-        elif mask is None:  # SDPA's causal path skips the masked blocks: ~2x
-            attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        elif mask is None:
+            attn = dec.causal_attention(q, k, v)
         else:
             attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
         h = dec.finish_layer(layer, h, attn)

@@ -30,6 +30,12 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return torch.ops.dyrate.decode_linear.default(x, weight, bias)
 
 
+#: Whether the prefill's causal attention uses ``dyrate.causal_attention`` on the CPU (fp32 only:
+#: in bf16 / fp16 SDPA multiplies in the half type, with AMX where the CPU has it). A switch for
+#: measuring the kernel against SDPA in one process.
+CPU_CAUSAL_ATTENTION = True
+
+
 def _has_cpu_kernels(x: torch.Tensor) -> bool:
     """The C++ kernels serve CPU tensors. Elsewhere the decoder calls the references directly,
     so torch.compile sees (and fuses) their ops instead of an opaque custom op."""
@@ -122,6 +128,14 @@ class LlamaDecoder:
         if _has_cpu_kernels(x):
             return torch.ops.dyrate.rope.default(x, cos, sin)
         return _ops.rope_reference(x, cos, sin)
+
+    @staticmethod
+    def causal_attention(q, k, v):
+        """A prompt's causal attention, ``q [B, H, T, hd]`` over ``k``, ``v [B, Hkv, T, hd]``."""
+        if CPU_CAUSAL_ATTENTION and _has_cpu_kernels(q) and q.dtype == torch.float32 \
+                and not (torch.is_grad_enabled() and q.requires_grad):
+            return torch.ops.dyrate.causal_attention.default(q, k, v, None)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
 
     @staticmethod
     def silu_mul(gate_up):

@@ -7,7 +7,8 @@ kernel for torch.compile. ``decode_attention`` has a Triton kernel on CUDA and a
 CPU; its monitor variant, Triton on CUDA and its reference on the CPU. The functions here
 validate their arguments and document the contracts. ``packed_linear`` keeps MKL-packed copies of
 fp32 weights for a decode step's row count. ``decoder_elementwise`` holds the layer's RMSNorm,
-SiLU-gate and RoPE as one-pass C++ kernels on the CPU.
+SiLU-gate and RoPE as one-pass C++ kernels on the CPU; ``causal_attention`` the prefill's
+attention, a C++ kernel on the CPU and SDPA elsewhere.
 """
 from ._library import EXTENSION_LOADED, backends, cpu_isa
 from .attention_scores import (
@@ -18,6 +19,7 @@ from .attention_scores import (
     attention_scores,
     attention_scores_reference,
 )
+from .causal_attention import causal_attention, causal_attention_reference
 from .compact_kv import compact_kv_, compact_kv_reference, compact_source_slots
 from .decode_attention import (
     TRITON_AVAILABLE,
@@ -48,4 +50,5 @@ __all__ = [
     "decode_attention_monitor", "decode_attention_monitor_reference", "visual_rank_table",
     "TRITON_AVAILABLE", "rms_norm", "rms_norm_reference", "add_rms_norm",
     "add_rms_norm_reference", "silu_mul", "silu_mul_reference", "rope", "rope_reference",
+    "causal_attention", "causal_attention_reference",
 ]

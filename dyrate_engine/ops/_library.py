@@ -32,6 +32,7 @@ SCHEMAS = {
     "-> (Tensor, Tensor)",
     "silu_mul": "silu_mul(Tensor gate_up) -> Tensor",
     "rope": "rope(Tensor x, Tensor cos, Tensor sin) -> Tensor",
+    "causal_attention": "causal_attention(Tensor q, Tensor k, Tensor v, float? scale) -> Tensor",
 }
 
 

@@ -268,3 +268,24 @@ def check_rope(x, cos, sin):
                       f"{tuple(t.shape)} on {t.device}")
         if t.stride(2) != 1:
             _fail(op, f"{name} must be contiguous in head_dim")
+
+
+def check_causal_attention(op, q, k, v):
+    """Metadata checks of ``causal_attention``."""
+    if q.dim() != 4:
+        _fail(op, f"q must be [B, H, T, D], got {tuple(q.shape)}")
+    B, H, T, D = q.shape
+    _check_float(op, "q", q)
+    for name, t in (("k", k), ("v", v)):
+        if t.dim() != 4 or t.shape[0] != B or t.shape[3] != D or t.shape != k.shape:
+            _fail(op, f"{name} must be [{B}, Hkv, S, {D}] like k, got {tuple(t.shape)}")
+        if t.dtype != q.dtype or t.device != q.device:
+            _fail(op, f"{name} must have q's dtype and device ({q.dtype}, {q.device}), got "
+                      f"{t.dtype} on {t.device}")
+    if D == 0:
+        _fail(op, "the head dim must not be empty")
+    _check_head_dim(op, q=q, k=k, v=v)
+    if k.shape[1] == 0 or H % k.shape[1]:
+        _fail(op, f"query heads ({H}) must be a multiple of key heads ({k.shape[1]})")
+    if k.shape[2] < T:
+        _fail(op, f"{T} queries need at least as many keys, got {k.shape[2]}")
