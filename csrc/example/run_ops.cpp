@@ -112,5 +112,16 @@ int main() {
                     .call(torch::tensor({1.0f, 0.0f}).view({1, 1, 1, 2}), torch::zeros({1, 1, 2}),
                           torch::ones({1, 1, 2}));
   expect(turned.view({-1}).equal(torch::tensor({0.0f, 1.0f})), "rope");
+
+  // A 3-token prompt with identical keys and values 0, 1, 2: token t attends uniformly to
+  // tokens 0..t, so its output is their mean, t / 2.
+  auto prompt_values = torch::arange(3, torch::kFloat).view({1, 1, 3, 1}).expand({1, 1, 3, 4});
+  auto causal = op("dyrate::causal_attention")
+                    .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                      std::optional<double>)>()
+                    .call(torch::randn({1, 2, 3, 4}), torch::ones({1, 1, 3, 4}),
+                          prompt_values.contiguous(), std::nullopt);
+  auto means = torch::tensor({0.0f, 0.5f, 1.0f}).view({1, 1, 3, 1}).expand({1, 2, 3, 4});
+  expect(torch::allclose(causal, means), "causal_attention");
   return failures == 0 ? 0 : 1;
 }
