@@ -242,7 +242,8 @@ class Scheduler:
         """Continuous batching steps the rows up to the last slot in use (admission fills the
         lowest free slot, so a tail of requests runs on few rows: each row costs a share of
         every matmul). Static batching steps every row until its batch ends, finished ones
-        included, as a batched generate call does."""
+        included; their caches are freed, so they read no keys (a batched generate call's
+        finished rows read theirs to the end)."""
         if self.batching == "static":
             return self.max_batch
         return 1 + max(b for b, slot in enumerate(self.slots) if slot is not None)
