@@ -5,6 +5,7 @@ import torch.nn.functional as F
 
 from dyrate_engine import DyRate, Engine, FastV, RandomKeep, Schedule, ops
 from dyrate_engine.models import flops
+from dyrate_engine.models.llama import LlamaDecoder
 from masked_reference import masked_generate
 from tiny_models import build_tiny_llava, multi_image_prompts, random_prompts
 
@@ -73,8 +74,14 @@ def test_pruned_cache_is_really_shorter_and_attention_reads_only_it(engine, monk
         key_lengths.append(int(lengths[0]))
         return decode_attention(q, k, v, lengths, *args, **kw)
 
+    def recording_causal_attention(q, k, v):  # the prefill's kernel path
+        key_lengths.append(k.shape[2])
+        return causal_attention(q, k, v)
+
+    causal_attention = LlamaDecoder.causal_attention
     monkeypatch.setattr(F, "scaled_dot_product_attention", recording_sdpa)
     monkeypatch.setattr(ops, "decode_attention", recording_decode_attention)
+    monkeypatch.setattr(LlamaDecoder, "causal_attention", staticmethod(recording_causal_attention))
     result = engine.generate_ids(ids, pixels, policy=Schedule([0.75], prune_layer=2),
                                  max_new_tokens=4)[0]
     assert result.stats.kept_visual == [4] * 4
