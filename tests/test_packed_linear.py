@@ -1,5 +1,7 @@
 """``ops.packed_linear``: MKL-packed fp32 weights equal ``F.linear`` where they are used, are used
 only where their row count matches, and the engine's tokens do not depend on them."""
+import time
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -99,7 +101,34 @@ def test_engine_tokens_do_not_depend_on_packing(tmp_path):
             torch.testing.assert_close(x.logits, y.logits, atol=1e-4, rtol=1e-4)
 
 
-def test_batch_sizes_declared_are_packed_at_load_and_kept(tmp_path):
+def test_packing_is_kept_only_where_it_measured_faster(monkeypatch):
+    """The verdict is measured at a row count's first pack, then remembered: a losing row
+    count is neither kept nor measured again."""
+    from dyrate_engine.ops import packed_linear
+    g = torch.Generator().manual_seed(0)
+    weights = [torch.randn(48, 32, generator=g), torch.randn(32, 48, generator=g)]
+    measured = []
+
+    def slow(x, w, b):  # an unpacked path that always loses
+        time.sleep(0.002)
+        return F.linear(x, w, b)
+
+    real = packed_linear.packed_is_faster
+    monkeypatch.setattr(packed_linear, "packed_is_faster",
+                        lambda *a, **kw: measured.append(a[2]) or real(*a, **kw))
+    packed = PackedWeights()
+    assert packed.pack_where_faster(weights, 4, slow) and packed.row_counts == [4]
+    assert not packed.pack_where_faster(weights, 2, lambda x, w, b: x[:, :0])  # instant
+    assert packed.row_counts == [] and packed.nbytes == 0  # not kept, and 4's copies dropped
+    assert packed.pack_where_faster(weights, 4, slow, keep_others=True)
+    assert not packed.pack_where_faster(weights, 2, slow, keep_others=True)
+    assert packed.row_counts == [4] and packed.faster == {4: True, 2: False}
+    assert measured == [4, 2]  # once per row count
+
+
+def test_batch_sizes_declared_are_packed_at_load_and_kept(tmp_path, monkeypatch):
+    from dyrate_engine.ops import packed_linear
+    monkeypatch.setattr(packed_linear, "packed_is_faster", lambda *args: True)
     path = build_tiny_llava(tmp_path, layers=3, seed=4)
     engine = Engine.from_pretrained(path, prepack=[3, 2, 3])
     dec = engine.decoder

@@ -10,6 +10,7 @@ import torch
 
 from ..bundled import resolve_model
 from ..models import FAMILIES, VisionLanguageModel, load_model
+from ..models.llama import linear
 from ..models.sharding import shard_model
 from ..models.tensor_parallel import DEFAULT_TIMEOUT_S, init_tensor_parallel
 from ..models.vision import VisionInputs
@@ -29,7 +30,8 @@ class Engine:
     ``decode_step``, ``attention``, ``compile``, ``cuda_graphs`` and ``prepack`` choose how the
     decode step runs (:class:`DecodeOptions`): by default the static, CUDA-graphed step on CUDA
     and the dynamic one on the CPU, with fp32 weights packed for MKL at the batch's row count
-    (``prepack=(8, 16)``: packed for those batch sizes when the engine is built);
+    where that measured faster on this machine (``prepack=(8, 16)``: for those batch sizes,
+    when the engine is built);
     ``compile=True`` runs the static step through ``torch.compile``. Both steps give the same
     tokens."""
 
@@ -61,7 +63,7 @@ class Engine:
             raise ValueError(f"prepack={batch_sizes} packs fp32 weights on the CPU; this model "
                              f"is {dec.dtype} on {dec.device}")
         for rows in batch_sizes:
-            dec.packed.pack(dec.linear_weights(), rows, keep_others=True)
+            dec.packed.pack_where_faster(dec.linear_weights(), rows, linear, keep_others=True)
 
     @classmethod
     def from_pretrained(cls, path, device="cpu", dtype=None, *, max_seq_len=None, tp: int = 1,

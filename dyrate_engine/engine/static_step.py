@@ -18,6 +18,7 @@ import torch
 from .. import ops
 from ..ops.decode_attention import triton_decode_attention, triton_decode_attention_monitor as \
     triton_monitor
+from ..models.llama import linear
 from ..ops.packed_linear import MKL_PACKING
 from .cache import KVCache
 from .pruning import PruningState
@@ -39,11 +40,13 @@ class DecodeOptions:
     ``torch.compile(fullgraph=True)``, True for inductor or the name of another backend.
     ``cuda_graphs``: capture the static step on CUDA and replay it. ``prepack``: on the CPU,
     multiply fp32 weights through copies packed for MKL at the batch's row count
-    (``ops.packed_linear``: faster decode linears for more copies of the weights). ``"auto"``
-    packs at a call's batch size where MKL can, the step is not compiled and the batch has at
-    least ``MIN_PACKED_ROWS`` sequences, and keeps that one size's copies for the next call;
-    ``True`` does so at every batch size; a tuple of batch sizes packs those once, when the
-    engine is built (like CUDA graphs per batch bucket), and keeps them all.
+    (``ops.packed_linear``: faster decode linears on some CPUs, for more copies of the weights).
+    ``"auto"`` packs at a call's batch size where MKL can, the step is not compiled, the batch
+    has at least ``MIN_PACKED_ROWS`` sequences and the packed copies measured faster on this
+    machine (once per batch size), and keeps that one size's copies for the next call; a tuple
+    of batch sizes packs those that measured faster once, when the engine is built (like CUDA
+    graphs per batch bucket), and keeps them all; ``True`` packs at every batch size, measured
+    or not.
     """
 
     step: str = "auto"
@@ -92,10 +95,13 @@ class DecodeOptions:
         for the next call); otherwise drop ``"auto"`` / ``True`` copies. Sizes packed at load
         (a tuple) are always kept."""
         declared = isinstance(self.prepack, tuple)
-        if self.packs(dec.device, dec.dtype, rows):
-            dec.packed.pack(dec.linear_weights(), rows=rows, keep_others=declared)
-        elif not declared:
-            dec.packed.release()
+        if not self.packs(dec.device, dec.dtype, rows):
+            if not declared:
+                dec.packed.release()
+        elif self.prepack is True:
+            dec.packed.pack(dec.linear_weights(), rows=rows)
+        else:
+            dec.packed.pack_where_faster(dec.linear_weights(), rows, linear, keep_others=declared)
 
     def static(self, device: torch.device) -> bool:
         if self.step == "auto":

@@ -8,10 +8,15 @@ benchmark shape took 31 ms packed against 43 ms (``decode_linear``) and 57 ms (`
 rows, and 37 ms against 69 / 54 ms at 16 rows (python_bench/RESULTS.md). The price is memory
 and time: MKL pads each matrix's packed panels, so the copies of that shape's 365 MB of matrices
 took 897 MiB (:attr:`PackedWeights.nbytes`), and packing them took 140-430 ms per row count.
+Nor is it faster on every CPU: on a 2-core AMD EPYC (AVX2) the same linears took 74 ms packed
+against 31 ms through ``decode_linear`` at 8 rows. :meth:`PackedWeights.pack_where_faster` times
+both on the machine it runs on and keeps the packed copies only where they won.
 """
 from __future__ import annotations
 
 import math
+import statistics
+import time
 
 import torch
 from torch.utils.flop_counter import register_flop_formula
@@ -35,6 +40,7 @@ class PackedWeights:
         # (rows, id(weight)) -> (weight, packed); the weight is kept to check the id's owner
         self._packed: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self.nbytes = 0
+        self.faster: dict[int, bool] = {}  # row count -> did the packed copies win, measured
 
     @property
     def row_counts(self) -> list[int]:
@@ -60,6 +66,24 @@ class PackedWeights:
                 self._packed[(rows, id(w))] = (w, torch.ops.mkl._mkl_reorder_linear_weight(w, rows))
         self.nbytes = sum(p.numel() * p.element_size() for _, p in self._packed.values())
 
+    def pack_where_faster(self, weights, rows: int, unpacked, keep_others: bool = False) -> bool:
+        """:meth:`pack`, kept only if the packed copies multiply ``rows`` rows faster than
+        ``unpacked(x, weight, bias)`` on this machine; measured at a row count's first pack
+        (:func:`packed_is_faster`) and remembered in :attr:`faster`. Returns whether ``rows``
+        is packed."""
+        weights = list(weights)
+        if self.faster.get(rows) is False:
+            if not keep_others:
+                self.release()
+            return False
+        self.pack(weights, rows, keep_others)
+        if rows not in self.faster:
+            self.faster[rows] = packed_is_faster(self, weights, rows, unpacked)
+            if not self.faster[rows]:
+                self._packed = {key: v for key, v in self._packed.items() if key[0] != rows}
+                self.nbytes = sum(p.numel() * p.element_size() for _, p in self._packed.values())
+        return self.faster[rows]
+
     def release(self) -> None:
         """Drop every packed copy."""
         self._packed, self.nbytes = {}, 0
@@ -73,3 +97,23 @@ class PackedWeights:
                 or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
             return fallback(x, weight, bias)
         return torch.ops.mkl._mkl_linear(x, entry[1], weight, bias, rows)
+
+
+def packed_is_faster(packed: PackedWeights, weights, rows: int, unpacked, repeats: int = 3) -> bool:
+    """Whether one pass over ``weights`` at ``rows`` random rows runs faster through
+    ``packed``'s copies than through ``unpacked``: medians of ``repeats`` passes each after one
+    warm-up, the two interleaved so that a slow spell of the machine hits both. A pass reads
+    every matrix once, as a decode step does, so the weights come from memory, not the cache."""
+    inputs = {w.shape[1]: torch.randn(rows, w.shape[1]) for w in weights}
+    paths = {"packed": lambda x, w: packed.linear(x, w, None, unpacked),
+             "unpacked": lambda x, w: unpacked(x, w, None)}
+    times = {name: [] for name in paths}
+    with torch.inference_mode():
+        for i in range(repeats + 1):
+            for name, path in paths.items():
+                start = time.perf_counter()
+                for w in weights:
+                    path(inputs[w.shape[1]], w)
+                if i:  # the first pass warms up
+                    times[name].append(time.perf_counter() - start)
+    return statistics.median(times["packed"]) < statistics.median(times["unpacked"])
