@@ -2,6 +2,7 @@ import os
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 # Without a GPU the Triton kernels run in Triton's interpreter on CPU tensors; the variable must be
 # set before a kernel is defined (the kernel modules are imported on first use).
@@ -57,3 +58,15 @@ def random_visual_slots(gen, batch, capacity, max_vis):
     for b, visual in enumerate(tables):
         slots[b, :len(visual)] = visual
     return [torch.tensor(col, dtype=torch.long) for col in zip(*rows)] + [slots]
+
+
+class RecordOps(TorchDispatchMode):
+    """Records the name of every op dispatched while it is active (``names``, in order)."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func))
+        return func(*args, **(kwargs or {}))

@@ -6,10 +6,9 @@ import math
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from dyrate_engine import ops
-from conftest import FLOAT_DTYPES, poison_allocator
+from conftest import FLOAT_DTYPES, RecordOps, poison_allocator
 from tiny_models import build_tiny_llava, random_prompts
 
 # fp32: summation order. The halves: the reference rounds its products and probabilities to the
@@ -145,16 +144,6 @@ def test_flop_counter_counts_the_causal_products():
     assert counter.get_total_flops() == 4 * 2 * 8 * visible
 
 
-class _RecordOps(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.names = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.names.append(str(func))
-        return func(*args, **(kwargs or {}))
-
-
 def test_the_engine_prefill_runs_it(tmp_path):
     """Every prompt's prefill attention in every layer but the last (which attends from the
     last row only) goes through the op on the CPU; the answers equal those with SDPA's causal
@@ -165,7 +154,7 @@ def test_the_engine_prefill_runs_it(tmp_path):
     from dyrate_engine.models import llama
     engine = Engine.from_pretrained(build_tiny_llava(tmp_path))
     ids, pixels = random_prompts(3)
-    with _RecordOps() as recorded:
+    with RecordOps() as recorded:
         got = [r.token_ids for r in engine.generate_ids(ids, pixels, max_new_tokens=6)]
     n_layers = engine.model.decoder.n_layers
     assert recorded.names.count("dyrate.causal_attention.default") == 3 * (n_layers - 1)

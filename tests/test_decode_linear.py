@@ -7,11 +7,10 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from dyrate_engine import ops
 from dyrate_engine.models.llama import linear
-from conftest import FLOAT_DTYPES, poison_allocator
+from conftest import FLOAT_DTYPES, RecordOps, poison_allocator
 
 # Output rounding of each dtype, plus fp32 summation order over K <= 2048 terms of size 1/K.
 TOLERANCE = {torch.float32: 2e-6, torch.bfloat16: 1.6e-2, torch.float16: 2e-3}
@@ -57,22 +56,12 @@ def test_zero_inner_dimension_gives_the_bias(device):
     check(x, w, None, device)
 
 
-class _RecordOps(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.names = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.names.append(str(func))
-        return func(*args, **(kwargs or {}))
-
-
 def test_is_what_the_decoder_uses():
     if not ops.EXTENSION_LOADED:
         pytest.skip("without the extension the decoder calls F.linear")
     gen = torch.Generator().manual_seed(2)
     x, w, b = case(gen, 5, 12, 24, torch.float32)
-    with _RecordOps() as recorded:
+    with RecordOps() as recorded:
         linear(x, w, b)
     assert recorded.names == ["dyrate.decode_linear.default"]
 
