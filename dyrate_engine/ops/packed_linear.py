@@ -59,8 +59,7 @@ class PackedWeights:
             raise ValueError(f"MKL packing takes fp32 CPU matrices, got shapes {bad[:3]}")
         if not keep_others:
             ids = {id(w) for w in weights}
-            self._packed = {key: v for key, v in self._packed.items()
-                            if key[0] == rows and key[1] in ids}
+            self._keep(lambda key: key[0] == rows and key[1] in ids)
         for w in weights:
             if self._packed.get((rows, id(w)), (None,))[0] is not w:
                 self._packed[(rows, id(w))] = (w, torch.ops.mkl._mkl_reorder_linear_weight(w, rows))
@@ -80,9 +79,13 @@ class PackedWeights:
         if rows not in self.faster:
             self.faster[rows] = packed_is_faster(self, weights, rows, unpacked)
             if not self.faster[rows]:
-                self._packed = {key: v for key, v in self._packed.items() if key[0] != rows}
-                self.nbytes = sum(p.numel() * p.element_size() for _, p in self._packed.values())
+                self._keep(lambda key: key[0] != rows)
         return self.faster[rows]
+
+    def _keep(self, wanted) -> None:
+        """Drop the copies whose ``(rows, id(weight))`` key is not ``wanted``."""
+        self._packed = {key: v for key, v in self._packed.items() if wanted(key)}
+        self.nbytes = sum(p.numel() * p.element_size() for _, p in self._packed.values())
 
     def release(self) -> None:
         """Drop every packed copy."""
