@@ -4,7 +4,9 @@
   (``prefill_layers(last_row_only=...)``: the model's last layer computes every token's keys and
   values but only the last token's output);
 - ``--compare causal-attention``: the layers' causal attention through ``dyrate.causal_attention``
-  or through SDPA's causal path (``models.llama.CPU_CAUSAL_ATTENTION``).
+  or through SDPA's causal path (``models.llama.CPU_CAUSAL_ATTENTION``);
+- ``--compare prefill-packing``: the linears through the weights' oneDNN-packed copies
+  (``ops.prefill_linear``, the engine's default on the CPU) or through ``at::linear``.
 
     python python_bench/bench_prefill_paths.py --compare causal-attention --preset cpu-vllm \\
         --batch 1 --rounds 8
@@ -34,9 +36,17 @@ def _causal_attention(on: bool) -> None:
     llama.CPU_CAUSAL_ATTENTION = on
 
 
+def _prefill_packing(decoder, on: bool) -> None:
+    if on:
+        decoder.prefill_packed.pack(decoder.prefill_weights())
+    else:
+        decoder.prefill_packed.release()
+
+
 # Each switch: (its name, the baseline's name, the path's name).
 SWITCHES = {"last-row": (_last_row, "all rows", "last row"),
-            "causal-attention": (_causal_attention, "SDPA", "kernel")}
+            "causal-attention": (_causal_attention, "SDPA", "kernel"),
+            "prefill-packing": (_prefill_packing, "at::linear", "oneDNN packed")}
 
 
 def main():
@@ -52,6 +62,8 @@ def main():
     engine = engine_for(preset, build_model(preset))
     ids, vision = make_prompts(preset, args.batch, 1)
     switch, base, path = SWITCHES[args.compare]
+    if args.compare == "prefill-packing":
+        switch = functools.partial(switch, engine.decoder)
     times = {base: [], path: []}
     tokens = {}
     for round_ in range(args.rounds + 1):

@@ -15,6 +15,7 @@ from dyrate_engine.cli import main
 from dyrate_engine.bench.compare import _overlap
 from dyrate_engine.bench.presets import PRESETS
 from dyrate_engine.ops.packed_linear import MKL_PACKING
+from dyrate_engine.ops.prefill_linear import ONEDNN_PACKING
 
 POLICIES = ["hf", "dense", "fastv:2:0.5", "schedule:3:0.75", "ramp:3:0.5:0.9", "dyrate",
             "schedule:3:0.75@static"]
@@ -159,10 +160,12 @@ def test_ops_at_tiny_sizes(tmp_path):
          for b in (1, 2)]
         + [(op, b) for op in matrices for b in (1, 2) for _ in ("gate/up", "down")]
         + [(op, b) for op in ("add_rms_norm", "silu_mul", "rope", "causal_attention")
-           for b in (1, 2)])
+           for b in (1, 2)]
+        # a prefill's linears from more rows than a decode step's: 2 x 50 prompt tokens
+        + [("prefill_linear", 2)] * (2 * ONEDNN_PACKING))
     for r in result["rows"]:
         assert r["ms"] > 0 and r["reference_ms"] > 0 and r["speedup"] > 0
-        assert (r["gflops"] > 0) == (r["op"] == "causal_attention")
+        assert (r["gflops"] > 0) == (r["op"] in ("causal_attention", "prefill_linear"))
     assert result["matmul_gflops"] > 0
 
 
@@ -244,6 +247,7 @@ def test_prepack_modes_of_the_e2e_bench(e2e):
     from dyrate_engine.ops.packed_linear import MKL_PACKING
     _, result = e2e
     assert result["prepack"] == "load" and result["packed_weights_bytes"] == 0  # batches < 8
+    assert (result["prefill_packed_bytes"] > 0) == ONEDNN_PACKING  # fp32 on the CPU: packed
     cpu32 = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32)
     cpu16 = SimpleNamespace(device=torch.device("cpu"), dtype=torch.bfloat16)
     assert _prepack_option("off", [1, 8], cpu32) is False

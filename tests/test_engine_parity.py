@@ -4,6 +4,7 @@ import torch
 from transformers import LlavaForConditionalGeneration
 
 from dyrate_engine import Engine
+from dyrate_engine.ops.prefill_linear import ONEDNN_PACKING
 from tiny_models import build_tiny_llava, hf_greedy, multi_image_prompts, random_prompts
 
 BACKBONES = {
@@ -33,6 +34,19 @@ def test_dense_greedy_equals_transformers(checkpoint, batch, decode_step):
     ids, pixels = random_prompts(batch)
     expected_tokens, expected_logits = hf_greedy(hf, ids, pixels, max_new_tokens=12)
     results = engine.generate_ids(ids, pixels, max_new_tokens=12, output_logits=True)
+    for r, tokens, logits in zip(results, expected_tokens, expected_logits):
+        assert r.token_ids == tokens
+        torch.testing.assert_close(r.logits, logits, atol=1e-4, rtol=0)
+
+
+def test_prompts_longer_than_a_decode_step_equal_transformers(checkpoint):
+    """Prompts of more than DECODE_ROWS tokens: the prefill's linears run through the weights'
+    oneDNN-packed copies (the CPU default), with transformers' tokens and logits."""
+    engine, hf = checkpoint
+    assert len(engine.decoder.prefill_packed) == 4 * engine.decoder.n_layers * ONEDNN_PACKING
+    ids, pixels = random_prompts(2, seed=9, lengths=(80, 66, 0), tails=(3, 12, 0))
+    expected_tokens, expected_logits = hf_greedy(hf, ids, pixels, max_new_tokens=8)
+    results = engine.generate_ids(ids, pixels, max_new_tokens=8, output_logits=True)
     for r, tokens, logits in zip(results, expected_tokens, expected_logits):
         assert r.token_ids == tokens
         torch.testing.assert_close(r.logits, logits, atol=1e-4, rtol=0)

@@ -111,6 +111,7 @@ def run_suite(preset: Preset, *, batches, new_tokens, repeats, warmup, policies,
                 copy_bandwidth_gbs=copy_bw, copy_bandwidth_measures_gbs=bandwidth,
                 round_order=[[r, b] for timed, r, b in schedule if timed],
                 prepack=prepack, packed_weights_bytes=engine.decoder.packed.nbytes,
+                prefill_packed_bytes=engine.decoder.prefill_packed.nbytes,
                 read_bandwidth_gbs=read_bandwidth_gbs(device, nbytes), rows=rows)
 
 

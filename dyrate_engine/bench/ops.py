@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
 
 from .. import ops
 from ..ops.packed_linear import MKL_PACKING, PackedWeights
+from .op_rows import measure_row
+from .prefill_ops import (bench_causal_attention, bench_decoder_elementwise,
+                          bench_prefill_linear)
 from .report import machine_info, save_json
-from .timing import copy_bandwidth_gbs, matmul_gflops, median_ms
+from .timing import copy_bandwidth_gbs, matmul_gflops
 
 LLAVA_7B = dict(heads=32, kv_heads=32, head_dim=128, n_visual=576, vis_start=35, prompt_len=640,
                 capacity=700, pruned_layers=29, hidden=4096, intermediate=11008)
@@ -30,23 +33,8 @@ SHAPES = {"llava-1.5-7b": LLAVA_7B,
                        capacity=60, pruned_layers=3, hidden=64, intermediate=176)}
 COPY_BYTES = {"llava-1.5-7b": 1 << 30, "tiny": 256 << 20}  # the copy-bandwidth measure's buffer
 # On CUDA the linears are F.linear (cuBLAS) and the decoder's elementwise ops its references.
-CPU_ONLY = ("decode_linear", "packed_linear", "decoder_elementwise", "causal_attention")
-
-
-@dataclass
-class Row:
-    op: str
-    device: str
-    dtype: str
-    batch: int
-    shape: str
-    ms: float
-    spread_ms: float
-    reference_ms: float
-    speedup: float
-    gbs: float
-    of_copy_bw: float
-    gflops: float = 0.0  # compute-bound ops only
+CPU_ONLY = ("decode_linear", "packed_linear", "decoder_elementwise", "causal_attention",
+            "prefill_linear")
 
 
 def make_inputs(batch, dtype, device, seed=0, shape=LLAVA_7B):
@@ -77,7 +65,7 @@ def bench_attention_scores(x, args):
     reference = lambda: ops.attention_scores_reference(*a, None, n_visual)  # noqa: E731
     key_bytes = int(x["lengths"].sum()) * x["k_cache"].shape[1] * x["k_cache"].shape[3] \
         * x["k_cache"].element_size()
-    return [_row("attention_scores", x["k_cache"], fused, reference, key_bytes, args)]
+    return [measure_row("attention_scores", x["k_cache"], fused, reference, key_bytes, args)]
 
 
 def bench_select_keep(x, args):
@@ -85,7 +73,7 @@ def bench_select_keep(x, args):
     fused = lambda: torch.ops.dyrate.select_keep(*a)  # noqa: E731
     reference = lambda: ops.select_keep_reference(*a)  # noqa: E731
     nbytes = x["scores"].numel() * (x["scores"].element_size() + 2)
-    return [_row("select_keep", x["scores"], fused, reference, nbytes, args)]
+    return [measure_row("select_keep", x["scores"], fused, reference, nbytes, args)]
 
 
 def bench_compact_kv(x, args):
@@ -109,7 +97,7 @@ def bench_compact_kv(x, args):
     moved_slots = int((x["lengths"] - first_drop - (x["present"] & ~keep).sum(1)).sum())
     nbytes = 2 * moved_slots * s["pruned_layers"] * 2 * s["kv_heads"] * s["head_dim"] \
         * kv.element_size()
-    row = _row("compact_kv_", kv, call(torch.ops.dyrate.compact_kv_),
+    row = measure_row("compact_kv_", kv, call(torch.ops.dyrate.compact_kv_),
                call(ops.compact_kv_reference), nbytes, args, setup=restore)
     del kv
     return [row]
@@ -128,7 +116,7 @@ def bench_decode_linear(x, args):
         nbytes = (weight.numel() + rows.numel() + rows.shape[0] * n) * like.element_size()
         fused = lambda: torch.ops.dyrate.decode_linear(rows, weight, None)  # noqa: E731
         reference = lambda: ops.decode_linear_reference(rows, weight, None)  # noqa: E731
-        rows_out.append(_row("decode_linear", weight, fused, reference, nbytes, args,
+        rows_out.append(measure_row("decode_linear", weight, fused, reference, nbytes, args,
                              batch=rows.shape[0]))
     return rows_out
 
@@ -141,7 +129,7 @@ def bench_decode_attention(x, args):
     reference = lambda: ops.decode_attention_reference(*a)  # noqa: E731
     k = x["k_cache"]
     nbytes = 2 * int(x["lengths"].sum()) * k.shape[1] * k.shape[3] * k.element_size()
-    return [_row("decode_attention", k, fused, reference, nbytes, args)]
+    return [measure_row("decode_attention", k, fused, reference, nbytes, args)]
 
 
 def bench_packed_linear(x, args):
@@ -159,62 +147,9 @@ def bench_packed_linear(x, args):
         nbytes = (weight.numel() + rows.numel() + batch * n) * 4
         fused = lambda: packed.linear(rows, weight, None, None)  # noqa: E731
         reference = lambda: ops.decode_linear_reference(rows, weight, None)  # noqa: E731
-        rows_out.append(_row("packed_linear", weight, fused, reference, nbytes, args,
+        rows_out.append(measure_row("packed_linear", weight, fused, reference, nbytes, args,
                              batch=batch))
     return rows_out
-
-
-def bench_decoder_elementwise(x, args):
-    """RMSNorm (after the residual add), SiLU-gate and RoPE of a prefill: ``batch`` prompts of
-    ``prompt_len`` tokens, against the PyTorch compositions; bytes are read plus written."""
-    s, like, B = x["shape"], x["q"], x["q"].shape[0]
-    T, d, f, heads, hd = s["prompt_len"], s["hidden"], s["intermediate"], s["heads"], s["head_dim"]
-    g = torch.Generator(device="cpu").manual_seed(2)
-    h, o, w = (torch.randn(*shape, generator=g).to(like) for shape in ((B, T, d), (B, T, d), (d,)))
-    gate_up = torch.randn(B, T, 2 * f, generator=g).to(like)
-    qkv = torch.randn(B, T, 3 * heads * hd, generator=g).to(like)
-    q = qkv[..., :heads * hd].unflatten(-1, (heads, hd))
-    cos, sin = (torch.rand(B, T, hd, generator=g).to(like) for _ in range(2))
-    size = like.element_size()
-    cases = [("add_rms_norm", h, (o, h, w, 1e-5), 4 * h.numel()),
-             ("silu_mul", gate_up, (gate_up,), 3 * gate_up.numel() // 2),
-             ("rope", q, (q, cos, sin), 2 * q.numel() + 2 * cos.numel())]
-    rows_out = []
-    for name, t, call_args, elements in cases:
-        fused = lambda: getattr(torch.ops.dyrate, name)(*call_args)  # noqa: E731
-        reference = lambda: getattr(ops, f"{name}_reference")(*call_args)  # noqa: E731
-        rows_out.append(_row(name, t, fused, reference, elements * size, args, batch=B))
-    return rows_out
-
-
-def bench_causal_attention(x, args):
-    """A prefill's causal self-attention: ``batch`` prompts of ``prompt_len`` tokens, against
-    SDPA's causal path (what the decoder ran before the kernel); bytes are q, k, v and the
-    output once, FLOPs the products the mask leaves."""
-    s, like, B = x["shape"], x["q"], x["q"].shape[0]
-    T, H, Hkv, D = s["prompt_len"], s["heads"], s["kv_heads"], s["head_dim"]
-    g = torch.Generator(device="cpu").manual_seed(3)
-    q = torch.randn(B, H, T, D, generator=g).to(like)
-    k, v = (torch.randn(B, Hkv, T, D, generator=g).to(like) for _ in range(2))
-    fused = lambda: torch.ops.dyrate.causal_attention(q, k, v, None)  # noqa: E731
-    reference = lambda: torch.nn.functional.scaled_dot_product_attention(  # noqa: E731
-        q, k, v, is_causal=True, enable_gqa=True)
-    row = _row("causal_attention", q, fused, reference, (2 * q.numel() + 2 * k.numel())
-               * like.element_size(), args)
-    row.gflops = 4 * B * H * D * (T * (T + 1) // 2) / (row.ms * 1e-3) / 1e9
-    return [row]
-
-
-def _row(name, t, fused, reference, nbytes, args, setup=None, batch=None):
-    kw = dict(device=t.device, warmup=args.warmup, repeats=args.repeats, setup=setup)
-    ms, spread = median_ms(fused, **kw)
-    ref_ms, _ = median_ms(reference, **kw)
-    gbs = nbytes / (ms * 1e-3) / 1e9
-    if batch is None:
-        batch = t.shape[2] if name == "compact_kv_" else t.shape[0]
-    return Row(name, t.device.type, str(t.dtype).removeprefix("torch."), batch,
-               "x".join(map(str, t.shape)),
-               ms, spread, ref_ms, ref_ms / ms, gbs, 0.0)
 
 
 def add_arguments(parser):
@@ -224,8 +159,9 @@ def add_arguments(parser):
     parser.add_argument("--shape", default="llava-1.5-7b", choices=list(SHAPES))
     parser.add_argument("--dtype", nargs="+", default=["bfloat16", "float32"])
     parser.add_argument("--ops", nargs="+", default=None,
-                        help="default: all; decode_linear, packed_linear, decoder_elementwise "
-                             "and causal_attention only on CPU (on CUDA they are PyTorch's ops)")
+                        help="default: all; decode_linear, packed_linear, decoder_elementwise, "
+                             "causal_attention and prefill_linear only on CPU (on CUDA they are "
+                             "PyTorch's ops)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -251,7 +187,7 @@ def run(args):
                "compact_kv_": bench_compact_kv, "decode_linear": bench_decode_linear,
                "decode_attention": bench_decode_attention, "packed_linear": bench_packed_linear,
                "decoder_elementwise": bench_decoder_elementwise,
-               "causal_attention": bench_causal_attention}
+               "causal_attention": bench_causal_attention, "prefill_linear": bench_prefill_linear}
     names = args.ops or [n for n in benches
                          if device.type == "cpu" or n not in CPU_ONLY]
     rows = []

@@ -11,6 +11,7 @@ import torch
 from ..bundled import resolve_model
 from ..models import FAMILIES, VisionLanguageModel, load_model
 from ..models.llama import linear
+from ..ops.prefill_linear import ONEDNN_PACKING, fits_in_memory
 from ..models.sharding import shard_model
 from ..models.tensor_parallel import DEFAULT_TIMEOUT_S, init_tensor_parallel
 from ..models.vision import VisionInputs
@@ -33,11 +34,18 @@ class Engine:
     where that measured faster on this machine (``prepack=(8, 16)``: for those batch sizes,
     when the engine is built);
     ``compile=True`` runs the static step through ``torch.compile``. Both steps give the same
-    tokens."""
+    tokens.
+
+    ``prefill_prepack``: on the CPU, multiply a prompt's rows by fp32 weights reordered once for
+    oneDNN (``ops.prefill_linear``), at the cost of a copy of the layers' weights; ``"auto"``
+    (the default) packs when the model is fp32 on the CPU and the copy takes at most a quarter
+    of the memory available, ``True`` always (or raises), ``False`` never (and drops the copies
+    another engine over the same model made)."""
 
     def __init__(self, model: VisionLanguageModel, *, decode_step: str = "auto",
                  attention: str = "auto", compile: bool = False, cuda_graphs: bool = True,
-                 prepack: bool | str | tuple[int, ...] = "auto"):
+                 prepack: bool | str | tuple[int, ...] = "auto",
+                 prefill_prepack: bool | str = "auto"):
         if not isinstance(model, VisionLanguageModel):
             raise TypeError(f"Engine() takes a model adapter (dyrate_engine.models), got "
                             f"{type(model).__name__}; wrap a transformers LLaVA model with "
@@ -47,6 +55,7 @@ class Engine:
         self.options = DecodeOptions(decode_step, attention, compile, cuda_graphs, prepack)
         if isinstance(self.options.prepack, tuple):
             self._pack_at_load(self.options.prepack)
+        self._pack_prefill_at_load(prefill_prepack)
 
     def with_model(self, model: VisionLanguageModel) -> "Engine":
         """An engine over ``model``, another view of this engine's weights (e.g.
@@ -64,6 +73,22 @@ class Engine:
                              f"is {dec.dtype} on {dec.device}")
         for rows in batch_sizes:
             dec.packed.pack_where_faster(dec.linear_weights(), rows, linear, keep_others=True)
+
+    def _pack_prefill_at_load(self, mode: bool | str) -> None:
+        if mode not in (True, False, "auto"):
+            raise ValueError(f"prefill_prepack must be True, False or 'auto', got {mode!r}")
+        dec = self.model.decoder
+        eligible = dec.device.type == "cpu" and dec.dtype == torch.float32 and ONEDNN_PACKING
+        if mode is True and not eligible:
+            raise ValueError(f"prefill_prepack=True packs fp32 weights on the CPU with oneDNN; "
+                             f"this model is {dec.dtype} on {dec.device} (oneDNN in this torch "
+                             f"build: {ONEDNN_PACKING})")
+        weights = dec.prefill_weights()
+        if mode is True or (mode == "auto" and eligible and fits_in_memory(
+                sum(w.numel() * w.element_size() for w in weights))):
+            dec.prefill_packed.pack(weights)
+        else:  # the copies live on the shared decoder: drop another engine's
+            dec.prefill_packed.release()
 
     @classmethod
     def from_pretrained(cls, path, device="cpu", dtype=None, *, max_seq_len=None, tp: int = 1,

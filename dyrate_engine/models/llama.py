@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from .. import ops as _ops  # registers torch.ops.dyrate.*
 from ..ops.packed_linear import PackedWeights
+from ..ops.prefill_linear import DECODE_ROWS, PrefillWeights
 from .rope import mrope_layout, rope_cos_sin, rope_parameters
 
 # The Qwen2-VL / Qwen2.5-VL text models are Qwen2 layers with M-RoPE (rope.py); Qwen3-VL's are
@@ -94,6 +95,7 @@ class LlamaDecoder:
         self.vocab_size = self.lm_head.shape[0]
         self.parallel = None  # a TensorParallel once sharded (sharding.py): its layers all-reduce
         self.packed = PackedWeights()  # filled by the engine for a decode's row count
+        self.prefill_packed = PrefillWeights()  # filled by the engine at load
         self.intermediate_size = text_config.intermediate_size
         windows = sliding_windows(text_config)
         self.layers = [_layer_weights(layer, windows[i])
@@ -103,13 +105,21 @@ class LlamaDecoder:
         self.inv_freq = self.inv_freq.to(self.device)
 
     def linear(self, x, weight, bias=None):
-        """:func:`linear`, through the weight's MKL-packed copy where it has one for x's rows."""
+        """:func:`linear`, through the weight's packed copy where it has one for x's rows:
+        oneDNN's for a prefill's many rows, MKL's for a decode step's row count."""
+        if x.numel() > DECODE_ROWS * x.shape[-1]:
+            return self.prefill_packed.linear(x, weight, bias, linear)
         return self.packed.linear(x, weight, bias, linear)
+
+    def prefill_weights(self) -> list[torch.Tensor]:
+        """The matrices a prefill multiplies by every prompt row: each layer's four (the LM head
+        sees only the last row)."""
+        return [w for layer in self.layers for w in (layer.qkv, layer.o, layer.gate_up,
+                                                     layer.down)]
 
     def linear_weights(self) -> list[torch.Tensor]:
         """Every matrix :meth:`linear` multiplies: each layer's four and the LM head."""
-        return [w for layer in self.layers for w in (layer.qkv, layer.o, layer.gate_up,
-                                                     layer.down)] + [self.lm_head]
+        return self.prefill_weights() + [self.lm_head]
 
     def rms_norm(self, x, weight):
         if _has_cpu_kernels(x):
