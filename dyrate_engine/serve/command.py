@@ -35,11 +35,14 @@ def cmd_serve(args) -> int:
     import torch
 
     from ..engine import Engine
+    from ..engine.host_memory import keep_freed_memory
     from .app import ChatServer, build_app
     from .protocol import ImageRules
 
     dtype = getattr(torch, args.dtype) if args.dtype else None
     engine = Engine.from_pretrained(args.model, dtype=dtype)
+    if engine.device.type == "cpu":
+        keep_freed_memory()  # a server keeps its heap: no page faults per prefill
     policy = args.policy or ("dyrate" if args.model == "demo" else "dense")
     rules = ImageRules(args.max_images, args.max_pixels, args.allow_local_files)
     server = ChatServer(engine, model_name=args.model, policy=policy, max_batch=args.max_batch,

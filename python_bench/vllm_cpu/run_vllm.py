@@ -9,7 +9,8 @@ project's venv: dyrate_engine is not installed here). Per call of batch B: B req
 random 336x336 image), queued while the scheduler is paused, then released together.
 prefill_s = max first_token_ts - min scheduled_ts; decode_tok_s = B*(N-1) / (max last_token_ts
 - max first_token_ts), from vLLM's own per-request stats (RequestOutput.metrics, engine-core
-monotonic clock). One untimed warm-up call per batch size.
+monotonic clock). One untimed warm-up call per batch size. ``--stdin``: the calls come from
+paired.py, interleaved with the engine's (see serve_stdin).
 """
 import argparse
 import json
@@ -84,6 +85,24 @@ def measure(outs, n_new):
             "first_token_spread_s": last_first - min(x.first_token_ts for x in m)}
 
 
+def serve_stdin(call, batches):
+    """The paired driver's protocol (paired.py): warm up every batch size, print READY, then
+    answer each stdin line ``B`` with one timed call of batch B, printed as ``CALL {json}``;
+    end at EOF."""
+    for b in batches:
+        call(b, -1)
+    print("READY", flush=True)
+    rounds = {}
+    for line in sys.stdin:
+        b = int(line)
+        if b not in batches:
+            sys.exit(f"batch {b} was not warmed up (--batch {batches})")
+        rounds[b] = rounds.get(b, -1) + 1
+        row = call(b, rounds[b])
+        print("CALL " + json.dumps({k: row[k] for k in ("batch", "round", "prefill_s",
+                                                         "decode_tok_s", "wall_s")}), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -93,6 +112,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--stdin", action="store_true",
+                    help="take the calls from stdin, one batch size per line (paired.py)")
     args = ap.parse_args()
     batches = [int(b) for b in args.batch.split(",")]
     args.prompts = args.prompts or os.path.join(args.model, "dyrate_prompts.json")
@@ -117,32 +138,40 @@ def main():
     size, n_visual = spec["image_size"], spec["n_visual"]
     images = [image(i, size) for i in range(max(batches))]
 
-    calls, n = [], 0
-    for b in batches:
+    calls, counter = [], iter(range(1, 1 << 30))
+
+    def call(b, r):
+        """One call of batch b (round r < 0: the warm-up, checked but not recorded)."""
         prompts, full = spec["batches"][str(b)]["collapsed"], spec["batches"][str(b)]["full"]
-        for r in range(-1, args.rounds):  # round -1: the warm-up, not recorded
-            n += 1
-            outs, wall, enqueue_s = one_call(llm, prompts, images[:b], params, f"c{n}")
-            # vLLM's expanded prompt must be the engine's: 576 image tokens in place of one
-            match = [list(o.prompt_token_ids) == full[i] for i, o in enumerate(outs)]
-            lengths = {len(o.prompt_token_ids) for o in outs}
-            if not all(match) or any(len(o.outputs[0].token_ids) != args.new_tokens for o in outs):
-                sys.exit(f"batch {b}: prompts match {match}, lengths {lengths}")
-            if r < 0:
-                print(f"# warm-up batch {b}: {wall:.2f} s", flush=True)
-                continue
-            row = {"batch": b, "round": r, "new_tokens": args.new_tokens, "wall_s": wall,
-                   "enqueue_s": enqueue_s, **measure(outs, args.new_tokens),
-                   "prompt_lens": sorted(lengths), "prompts_match": all(match),
-                   "tokens": [list(o.outputs[0].token_ids) for o in outs],
-                   "requests": [{"request_id": o.request_id,
-                                 **{k: getattr(o.metrics, k) for k in (
-                                     "queued_ts", "scheduled_ts", "first_token_ts",
-                                     "last_token_ts", "num_generation_tokens",
-                                     "num_preemptions")}} for o in outs]}
-            calls.append(row)
-            print(f"batch {b} round {r}: prefill {row['prefill_s']:.3f} s, decode "
-                  f"{row['decode_tok_s']:.1f} tok/s (wall {wall:.2f} s)", flush=True)
+        outs, wall, enqueue_s = one_call(llm, prompts, images[:b], params, f"c{next(counter)}")
+        # vLLM's expanded prompt must be the engine's: 576 image tokens in place of one
+        match = [list(o.prompt_token_ids) == full[i] for i, o in enumerate(outs)]
+        lengths = {len(o.prompt_token_ids) for o in outs}
+        if not all(match) or any(len(o.outputs[0].token_ids) != args.new_tokens for o in outs):
+            sys.exit(f"batch {b}: prompts match {match}, lengths {lengths}")
+        if r < 0:
+            print(f"# warm-up batch {b}: {wall:.2f} s", file=sys.stderr, flush=True)
+            return None
+        row = {"batch": b, "round": r, "new_tokens": args.new_tokens, "wall_s": wall,
+               "enqueue_s": enqueue_s, **measure(outs, args.new_tokens),
+               "prompt_lens": sorted(lengths), "prompts_match": all(match),
+               "tokens": [list(o.outputs[0].token_ids) for o in outs],
+               "requests": [{"request_id": o.request_id,
+                             **{k: getattr(o.metrics, k) for k in (
+                                 "queued_ts", "scheduled_ts", "first_token_ts",
+                                 "last_token_ts", "num_generation_tokens",
+                                 "num_preemptions")}} for o in outs]}
+        calls.append(row)
+        print(f"batch {b} round {r}: prefill {row['prefill_s']:.3f} s, decode "
+              f"{row['decode_tok_s']:.1f} tok/s (wall {wall:.2f} s)", file=sys.stderr, flush=True)
+        return row
+
+    if args.stdin:
+        serve_stdin(call, batches)
+    else:
+        for b in batches:
+            for r in range(-1, args.rounds):
+                call(b, r)
 
     result = {
         "tool": "run_vllm.py", "argv": sys.argv, "started": started,
@@ -170,7 +199,7 @@ def main():
     }
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
-    print(f"# wrote {args.out}")
+    print(f"# wrote {args.out}", file=sys.stderr)
 
 
 if __name__ == "__main__":
