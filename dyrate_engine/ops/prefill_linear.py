@@ -3,9 +3,10 @@
 A prefill multiplies each weight by a whole prompt's rows (hundreds to thousands), where the time
 is the sgemm's own. ``at::linear`` hands a plain ``[N, K]`` weight to MKL, which copies it into
 its panels on every call; oneDNN's matmul over a weight reordered once (what vLLM's CPU backend
-and torch's inductor do for frozen linears) skips that copy. On the 2-core AMD EPYC (AVX2) this
-took the prefill of a 609-token prompt of the cpu-vllm shape 6-14% faster, with the same tokens
-(python_bench/RESULTS.md). Unlike :class:`~.packed_linear.PackedWeights`, one copy serves every
+and torch's inductor do for frozen linears) skips that copy. On the 2-core AMD EPYC (AVX2), paired
+per round, the prefill of the cpu-vllm shape's 609-token prompts was 1.01-1.12x as fast as through
+``at::linear`` at batch 1 and 1.00-1.14x at batch 8 (medians of runs on a noisy VM), with the same
+tokens; at LLaVA-7B width, 1.20x for the gate/up matrix and 0.98x for down (python_bench/RESULTS.md). Unlike :class:`~.packed_linear.PackedWeights`, one copy serves every
 row count. The price is memory: the copies are as large as the weights (:attr:`nbytes`).
 
 A copy is a snapshot: it is used only while its weight's version counter is the one it was packed
