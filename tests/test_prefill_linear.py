@@ -8,6 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import RecordOps
 from dyrate_engine import Engine
+from dyrate_engine.bench.contenders import Contender
 from dyrate_engine.ops.prefill_linear import (DECODE_ROWS, ONEDNN_PACKING, PrefillWeights,
                                               fits_in_memory)
 from tiny_models import build_tiny_llava, random_prompts
@@ -107,6 +108,20 @@ def test_pack_keeps_current_copies_releases_and_refuses_other_dtypes():
             packed.pack([bad])
 
 
+def test_a_compiled_caller_takes_the_fallback():
+    """torch.compile cannot trace oneDNN's opaque copies: while tracing, the plain path."""
+    w = torch.randn(8, 16)
+    packed = PrefillWeights()
+    packed.pack([w])
+    calls = []
+    fallback = recording_fallback(calls)
+    step = torch.compile(lambda x: packed.linear(x, w, None, fallback), backend="eager",
+                         fullgraph=True)
+    x = torch.randn(DECODE_ROWS + 2, 16)
+    torch.testing.assert_close(step(x), F.linear(x, w))
+    assert calls == [(DECODE_ROWS + 2, 16)]  # recorded once, while tracing
+
+
 def test_flop_counter_counts_the_packed_linear():
     w, b = torch.randn(24, 40), torch.randn(24)
     packed = PrefillWeights()
@@ -139,8 +154,12 @@ def test_engine_packs_the_layers_at_load_where_asked(tmp_path, monkeypatch):
     first = dec.prefill_packed._packed[id(dec.layers[0].qkv)][2]
     Engine(engine.model)  # another engine over the same weights: the copies are reused
     assert dec.prefill_packed._packed[id(dec.layers[0].qkv)][2] is first
-    Engine(engine.model, prefill_prepack=False)  # drops them: they live on the shared decoder
+    unpacked = Engine(engine.model, prefill_prepack=False)  # drops them: shared decoder
     assert len(dec.prefill_packed) == 0 and dec.prefill_packed.nbytes == 0
+    # A bench contender on another decode step keeps the engine's choice, as a view does.
+    Contender("dense@static", "Dense", "engine", decode_step="static").engine(unpacked)
+    assert len(dec.prefill_packed) == 0
+    assert unpacked.with_model(unpacked.model).prefill_prepack is False
     Engine(engine.model)
     monkeypatch.setattr("dyrate_engine.engine.engine.fits_in_memory", lambda nbytes: False)
     Engine(engine.model)  # "auto" with too little memory: no copies

@@ -35,7 +35,7 @@ class Contender:
         if self.decode_step == "auto":
             return engine
         return Engine(engine.model, decode_step=self.decode_step,
-                      prepack=engine.options.prepack)
+                      prepack=engine.options.prepack, prefill_prepack=engine.prefill_prepack)
 
 
 def _untrained_dyrate(engine: Engine, seed: int):

@@ -98,7 +98,7 @@ def bench_compact_kv(x, args):
     nbytes = 2 * moved_slots * s["pruned_layers"] * 2 * s["kv_heads"] * s["head_dim"] \
         * kv.element_size()
     row = measure_row("compact_kv_", kv, call(torch.ops.dyrate.compact_kv_),
-               call(ops.compact_kv_reference), nbytes, args, setup=restore)
+                      call(ops.compact_kv_reference), nbytes, args, setup=restore)
     del kv
     return [row]
 
@@ -117,7 +117,7 @@ def bench_decode_linear(x, args):
         fused = lambda: torch.ops.dyrate.decode_linear(rows, weight, None)  # noqa: E731
         reference = lambda: ops.decode_linear_reference(rows, weight, None)  # noqa: E731
         rows_out.append(measure_row("decode_linear", weight, fused, reference, nbytes, args,
-                             batch=rows.shape[0]))
+                                    batch=rows.shape[0]))
     return rows_out
 
 
@@ -148,7 +148,7 @@ def bench_packed_linear(x, args):
         fused = lambda: packed.linear(rows, weight, None, None)  # noqa: E731
         reference = lambda: ops.decode_linear_reference(rows, weight, None)  # noqa: E731
         rows_out.append(measure_row("packed_linear", weight, fused, reference, nbytes, args,
-                             batch=batch))
+                                    batch=batch))
     return rows_out
 
 

@@ -45,8 +45,8 @@ def bench_causal_attention(x, args):
     fused = lambda: torch.ops.dyrate.causal_attention(q, k, v, None)  # noqa: E731
     reference = lambda: torch.nn.functional.scaled_dot_product_attention(  # noqa: E731
         q, k, v, is_causal=True, enable_gqa=True)
-    row = measure_row("causal_attention", q, fused, reference, (2 * q.numel() + 2 * k.numel())
-               * like.element_size(), args)
+    row = measure_row("causal_attention", q, fused, reference,
+                      (2 * q.numel() + 2 * k.numel()) * like.element_size(), args)
     row.gflops = 4 * B * H * D * (T * (T + 1) // 2) / (row.ms * 1e-3) / 1e9
     return [row]
 

@@ -11,10 +11,10 @@ import torch
 from ..bundled import resolve_model
 from ..models import FAMILIES, VisionLanguageModel, load_model
 from ..models.llama import linear
-from ..ops.prefill_linear import ONEDNN_PACKING, fits_in_memory
 from ..models.sharding import shard_model
 from ..models.tensor_parallel import DEFAULT_TIMEOUT_S, init_tensor_parallel
 from ..models.vision import VisionInputs
+from ..ops.prefill_linear import ONEDNN_PACKING, fits_in_memory
 from ..policies.base import Dense, Policy
 from .generation import Generation
 from .requests import make_sequences
@@ -56,6 +56,7 @@ class Engine:
         if isinstance(self.options.prepack, tuple):
             self._pack_at_load(self.options.prepack)
         self._pack_prefill_at_load(prefill_prepack)
+        self.prefill_prepack = prefill_prepack
 
     def with_model(self, model: VisionLanguageModel) -> "Engine":
         """An engine over ``model``, another view of this engine's weights (e.g.
@@ -64,6 +65,7 @@ class Engine:
             raise ValueError("with_model takes a view of this engine's model (the same decoder)")
         other = object.__new__(Engine)
         other.model, other.options = model, self.options
+        other.prefill_prepack = self.prefill_prepack
         return other
 
     def _pack_at_load(self, batch_sizes: tuple[int, ...]) -> None:

@@ -6,7 +6,8 @@ its panels on every call; oneDNN's matmul over a weight reordered once (what vLL
 and torch's inductor do for frozen linears) skips that copy. On the 2-core AMD EPYC (AVX2), paired
 per round, the prefill of the cpu-vllm shape's 609-token prompts was 1.01-1.12x as fast as through
 ``at::linear`` at batch 1 and 1.00-1.14x at batch 8 (medians of runs on a noisy VM), with the same
-tokens; at LLaVA-7B width, 1.20x for the gate/up matrix and 0.98x for down (python_bench/RESULTS.md). Unlike :class:`~.packed_linear.PackedWeights`, one copy serves every
+tokens; at LLaVA-7B width, 1.20x for the gate/up matrix and 0.98x for down
+(python_bench/RESULTS.md). Unlike :class:`~.packed_linear.PackedWeights`, one copy serves every
 row count. The price is memory: the copies are as large as the weights (:attr:`nbytes`).
 
 A copy is a snapshot: it is used only while its weight's version counter is the one it was packed
@@ -60,10 +61,15 @@ class PrefillWeights:
     def __init__(self):
         # id(weight) -> (weight, its version when packed, packed copy)
         self._packed: dict[int, tuple[torch.Tensor, int | None, torch.Tensor]] = {}
-        self.nbytes = 0
 
     def __len__(self) -> int:
         return len(self._packed)
+
+    @property
+    def nbytes(self) -> int:
+        """The copies' memory: as much as the matrices packed (oneDNN's fp32 blocks carry no
+        padding at these widths)."""
+        return sum(w.numel() * w.element_size() for w, _, _ in self._packed.values())
 
     def pack(self, weights) -> None:
         """Pack ``weights`` (fp32 CPU matrices ``[N, K]``), replacing any earlier copies; a
@@ -84,17 +90,19 @@ class PrefillWeights:
                              torch.ops.mkldnn._reorder_linear_weight(w, LAYOUT_ROWS))
                 packed[id(w)] = entry
         self._packed = packed
-        self.nbytes = sum(w.numel() * w.element_size() for w, _, _ in self._packed.values())
 
     def release(self) -> None:
         """Drop every packed copy."""
-        self._packed, self.nbytes = {}, 0
+        self._packed = {}
 
     def linear(self, x: torch.Tensor, weight: torch.Tensor, bias, fallback):
         """``x @ weight.T + bias`` through ``weight``'s packed copy when ``x`` has more than
-        :data:`DECODE_ROWS` rows (and needs no gradient); else ``fallback(x, weight, bias)``."""
+        :data:`DECODE_ROWS` rows (and needs no gradient, and is not being traced by
+        torch.compile, which cannot trace oneDNN's opaque copies); else
+        ``fallback(x, weight, bias)``."""
         entry = self._packed.get(id(weight))
         if entry is None or entry[0] is not weight or x.dtype != torch.float32 \
+                or torch.compiler.is_compiling() \
                 or x.device.type != "cpu" or x.numel() <= DECODE_ROWS * x.shape[-1] \
                 or entry[1] != _version(weight) \
                 or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
