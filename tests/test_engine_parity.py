@@ -43,7 +43,7 @@ def test_prompts_longer_than_a_decode_step_equal_transformers(checkpoint):
     """Prompts of more than DECODE_ROWS tokens: the prefill's linears run through the weights'
     oneDNN-packed copies (the CPU default), with transformers' tokens and logits."""
     engine, hf = checkpoint
-    assert len(engine.decoder.prefill_packed) == 4 * engine.decoder.n_layers * ONEDNN_PACKING
+    assert len(engine.decoder.prefill_packed) == (4 * engine.decoder.n_layers + 1) * ONEDNN_PACKING
     ids, pixels = random_prompts(2, seed=9, lengths=(80, 66, 0), tails=(3, 12, 0))
     expected_tokens, expected_logits = hf_greedy(hf, ids, pixels, max_new_tokens=8)
     results = engine.generate_ids(ids, pixels, max_new_tokens=8, output_logits=True)
@@ -77,8 +77,9 @@ def test_several_images_per_prompt_equal_transformers(checkpoint, images, decode
 
 
 def test_prefill_skips_the_last_layers_other_rows(checkpoint, monkeypatch):
-    """The last layer's prefill computes the last token's output only: the same logits (to
-    rounding) and tokens as computing every row, and the cache the decode reads is the same."""
+    """The last layer's prefill computes the last token's query and output only (every token's
+    key and value): the same logits (to rounding) and tokens as computing every row, and the
+    cache the decode reads is the same."""
     import functools
 
     from dyrate_engine.engine import prefill as prefill_module
@@ -93,10 +94,20 @@ def test_prefill_skips_the_last_layers_other_rows(checkpoint, monkeypatch):
         shapes.append((args[5], h.shape[1]))
         return h, q
 
+    dec = engine.decoder
+    products = []  # (weight, rows) of the decoder's linears
+    linear = dec.linear
+    monkeypatch.setattr(dec, "linear", lambda x, weight, bias=None: (
+        products.append((weight, x.shape[:-1].numel())), linear(x, weight, bias))[1])
     monkeypatch.setattr(prefill_module, "prefill_layers", recording)
     short = engine.generate_ids(ids, pixels, max_new_tokens=6, output_logits=True)
-    last = [rows for layers, rows in shapes if engine.decoder.n_layers - 1 in layers]
+    last = [rows for layers, rows in shapes if dec.n_layers - 1 in layers]
     assert last == [1, 1, 1]
+    top, prompts = dec.layers[-1], sorted(len(i) for i in ids)
+    assert not [rows for w, rows in products if w is top.qkv and rows in prompts]  # decode's only
+    assert [rows for w, rows in products if w is top.q] == [1, 1, 1]
+    assert sorted(rows for w, rows in products if w is top.kv) == prompts
+    monkeypatch.setattr(dec, "linear", linear)
     monkeypatch.setattr(prefill_module, "prefill_layers",
                         functools.partial(runner.prefill_layers, last_row_only=False))
     full = engine.generate_ids(ids, pixels, max_new_tokens=6, output_logits=True)

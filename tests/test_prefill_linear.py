@@ -149,7 +149,7 @@ def test_engine_packs_the_layers_at_load_where_asked(tmp_path, monkeypatch):
     engine = Engine.from_pretrained(path)
     dec = engine.decoder
     layer_bytes = sum(w.numel() * 4 for w in dec.prefill_weights())
-    assert len(dec.prefill_packed) == 12 and dec.prefill_packed.nbytes == layer_bytes
+    assert len(dec.prefill_packed) == 13 and dec.prefill_packed.nbytes == layer_bytes
     assert id(dec.lm_head) not in dec.prefill_packed._packed  # the prefill's logits: one row
     first = dec.prefill_packed._packed[id(dec.layers[0].qkv)][2]
     Engine(engine.model)  # another engine over the same weights: the copies are reused
@@ -165,7 +165,7 @@ def test_engine_packs_the_layers_at_load_where_asked(tmp_path, monkeypatch):
     Engine(engine.model)  # "auto" with too little memory: no copies
     assert len(dec.prefill_packed) == 0
     Engine(engine.model, prefill_prepack=True)  # asked for: packed regardless
-    assert len(dec.prefill_packed) == 12
+    assert len(dec.prefill_packed) == 13  # 4 per layer and the last layer's key/value rows
     with pytest.raises(ValueError, match="prefill_prepack must be"):
         Engine(engine.model, prefill_prepack="yes")
     bf16 = Engine.from_pretrained(path, dtype=torch.bfloat16, prefill_prepack="auto")
@@ -182,7 +182,7 @@ def test_engine_tokens_do_not_depend_on_prefill_packing(tmp_path):
     ids, pixels = random_prompts(3, seed=6, lengths=(70, 90, 61))
     with RecordOps() as ops:
         a = packed_engine.generate_ids(ids, pixels, max_new_tokens=6, output_logits=True)
-    assert ops.names.count(PACKED_OP) == 3 * (4 * dec.n_layers - 3)  # last layer: its qkv
+    assert ops.names.count(PACKED_OP) == 3 * (4 * dec.n_layers - 3)  # last layer: k and v
     dec.prefill_packed.release()
     b = packed_engine.generate_ids(ids, pixels, max_new_tokens=6, output_logits=True)
     for x, y in zip(a, b):

@@ -84,6 +84,13 @@ DYRATE_AVX2 inline void logits_avx2(const K* k, int64_t stride_slot, int64_t len
   logits_scalar(k, stride_slot, s, len, q, G, D, out);
 }
 
+// Lanes [0, left) of a vector, for a row's last partial vector: a scalar std::exp costs about as
+// much as a vector of exp8, and rows of a few hundred keys end in one.
+DYRATE_AVX2 inline __m256i first_lanes(int64_t left) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(left)),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
 DYRATE_AVX2 inline float exp_sum_avx2(float* x, int64_t n, float shift) {
   const __m256 sh = _mm256_set1_ps(shift);
   __m256 acc = _mm256_setzero_ps();
@@ -93,14 +100,27 @@ DYRATE_AVX2 inline float exp_sum_avx2(float* x, int64_t n, float shift) {
     _mm256_storeu_ps(x + i, e);
     acc = _mm256_add_ps(acc, e);
   }
-  return hsum8(acc) + exp_sum_scalar(x + i, n - i, shift);
+  if (i < n) {  // the lanes past n hold whatever exp8 made of 0 - shift: masked to 0
+    const __m256i lanes = first_lanes(n - i);
+    const __m256 e = _mm256_and_ps(exp8(_mm256_sub_ps(_mm256_maskload_ps(x + i, lanes), sh)),
+                                   _mm256_castsi256_ps(lanes));
+    _mm256_maskstore_ps(x + i, lanes, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  return hsum8(acc);
 }
 
 DYRATE_AVX2 inline float max_avx2(const float* x, int64_t n) {
-  __m256 m = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  const __m256 lowest = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  __m256 m = lowest;
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
-  return std::max(hmax8(m), max_scalar(x + i, n - i));
+  if (i < n) {
+    const __m256i lanes = first_lanes(n - i);
+    m = _mm256_max_ps(m, _mm256_blendv_ps(lowest, _mm256_maskload_ps(x + i, lanes),
+                                          _mm256_castsi256_ps(lanes)));
+  }
+  return hmax8(m);
 }
 #endif
 

@@ -1,10 +1,10 @@
 // CPU kernel of dyrate::causal_attention: a prompt's causal self-attention for the prefill. One
 // task per (sequence, query head, block of kQueryBlock queries) takes the block's logits against
-// exactly the keys its last query sees (one GEMM), masks the diagonal, takes each row's softmax in
-// place, then multiplies by the values (a second GEMM). A whole row of logits fits in the task's
-// buffer, so the softmax needs no running rescale, and no block computes keys above its own
-// diagonal: PyTorch's CPU SDPA works in key blocks of 512 and, on a 609-token prompt, computes
-// about 1.6x the causal products.
+// exactly the keys its last query sees (one GEMM), masks the diagonal, takes each row's softmax
+// numerators in place, multiplies by the values (a second GEMM) and divides each output row by its
+// sum. A whole row of logits fits in the task's buffer, so the softmax needs no running rescale,
+// and no block computes keys above its own diagonal: PyTorch's CPU SDPA works in key blocks of 512
+// and, on a 609-token prompt, computes about 1.6x the causal products.
 //
 // The GEMMs are the BLAS sgemm that PyTorch links (MKL on x86), on fp32 copies for bf16 and fp16
 // inputs; where the library exports no sgemm_ they run through at::mm. Inside at::parallel_for the
@@ -80,17 +80,17 @@ struct Shape {
 };
 
 struct Scratch {
-  std::vector<float> logits, q, k, v, out;
+  std::vector<float> logits, q, k, v, out, inv;
 };
 
-// Softmax of row r over its first `visible` of n logits, then zeros over the rest, so that the
-// values' GEMM can run over all n keys of the block.
-void softmax_rows(float* logits, int64_t rows, int64_t n, int64_t first_visible) {
+// Softmax numerators of row r over its first `visible` of n logits, then zeros over the rest, so
+// that the values' GEMM can run over all n keys of the block; inv[r] is the row's 1 / sum, applied
+// to the row's D outputs after that GEMM rather than to its n weights before it.
+void softmax_rows(float* logits, int64_t rows, int64_t n, int64_t first_visible, float* inv) {
   for (int64_t r = 0; r < rows; ++r) {
     float* row = logits + r * n;
     const int64_t visible = std::min(n, first_visible + r);
-    const float inv = 1.f / softmax_numerators(row, visible);
-    for (int64_t j = 0; j < visible; ++j) row[j] *= inv;
+    inv[r] = 1.f / softmax_numerators(row, visible);
     std::fill(row + visible, row + n, 0.f);
   }
 }
@@ -109,16 +109,20 @@ void attend_block(const Shape& s, const at::Tensor& q, const at::Tensor& k, cons
   const float* vf = as_fp32(v.const_data_ptr<T>() + b * v.stride(0) + kvh * v.stride(1),
                             v.stride(2), n, D, w.v, &ldv);
   w.logits.resize(rows * n);
+  w.inv.resize(rows);
   gemm_rows(rows, n, D, s.scale, qf, ldq, kf, ldk, true, w.logits.data(), n);
-  softmax_rows(w.logits.data(), rows, n, t0 + offset + 1);
+  softmax_rows(w.logits.data(), rows, n, t0 + offset + 1, w.inv.data());
   T* o = out + ((b * s.T + t0) * s.H + h) * D;  // out is [B, T, H, D]
   if constexpr (std::is_same_v<T, float>) {
     gemm_rows(rows, D, n, 1.f, w.logits.data(), n, vf, ldv, false, o, s.H * D);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t d = 0; d < D; ++d) o[r * s.H * D + d] *= w.inv[r];
   } else {
     w.out.resize(rows * D);
     gemm_rows(rows, D, n, 1.f, w.logits.data(), n, vf, ldv, false, w.out.data(), D);
     for (int64_t r = 0; r < rows; ++r)
-      for (int64_t d = 0; d < D; ++d) o[r * s.H * D + d] = static_cast<T>(w.out[r * D + d]);
+      for (int64_t d = 0; d < D; ++d)
+        o[r * s.H * D + d] = static_cast<T>(w.out[r * D + d] * w.inv[r]);
   }
 }
 

@@ -18,22 +18,23 @@ def prefill_layers(dec: LlamaDecoder, cache: KVCache, b: int, h: torch.Tensor,
     writing its cache from slot 0. ``additions`` ``{layer: (index [n], values [n, d])}`` are
     added to the hidden states at ``index`` after that layer (DeepStack). Returns the hidden
     states and the last layer's query. With ``last_row_only``, the model's last layer computes
-    the keys and values of every token but the output of the last token only (``h [1, 1, d]``):
-    nothing reads the other rows, and their attention, output projection and MLP are about a
-    twelfth of a 12-layer prefill."""
+    the keys and values of every token but the query and output of the last token only
+    (``h [1, 1, d]``): nothing reads the other rows, and their queries, attention, output
+    projection and MLP are about a twelfth of a 12-layer prefill."""
     q = None
     cos, sin = dec.rope(positions)
     for i in layers:
         layer = dec.layers[i]
-        q, k, v = dec.qkv(layer, h, cos, sin)
+        last = last_row_only and i == dec.n_layers - 1 and not (additions and i in additions)
+        q, k, v = dec.qkv(layer, h, cos, sin, last_query_only=last)
         T = k.shape[2]
         cache.kv[i, 0, b, :, :T] = k[0]
         cache.kv[i, 1, b, :, :T] = v[0]
         mask = None
         if layer.sliding_window is not None:
             mask = _causal_mask(positions.reshape(-1, T)[0], layer.sliding_window)
-        if last_row_only and i == dec.n_layers - 1 and not (additions and i in additions):
-            q, h = q[:, :, -1:], h[:, -1:]  # the last query sees every key: no causal mask
+        if last:  # the last query sees every key: no causal mask
+            h = h[:, -1:]
             attn = F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None
                                                   else mask[-1:], enable_gqa=True)
         elif mask is None:

@@ -1,8 +1,8 @@
 """Exact analytical FLOPs of the text decoder: every matmul (2 FLOPs per multiply-add), attention with
 the real number of keys each layer reads. Elementwise work (norms, RoPE, softmax) is not counted,
 as in FastV's formula and torch's FlopCounterMode. The prefill count is the model's (every token in
-every layer): the engine's prefill skips the last layer's attention output and MLP for every token
-but the last (nothing reads them), so it runs a little less than counted, the same for every
+every layer): the engine's prefill skips the last layer's query, attention output and MLP for every
+token but the last (nothing reads them), so it runs a little less than counted, the same for every
 policy."""
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ angles in fp32, softmax attention through SDPA.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +68,12 @@ class LayerWeights:
     q_norm: torch.Tensor | None = None  # Qwen3: RMSNorm over each head's query, before RoPE
     k_norm: torch.Tensor | None = None
 
+    @cached_property
+    def kv(self) -> torch.Tensor:
+        """The key and value rows of ``qkv`` (one view, the same object on every call: the
+        prefill's packed copies are keyed by it)."""
+        return self.qkv[self.q.shape[0]:]
+
 
 class LlamaDecoder:
     """Weights and forward functions of the text model. Shapes: ``d`` hidden size, ``H``/``Hkv``
@@ -112,10 +119,11 @@ class LlamaDecoder:
         return self.packed.linear(x, weight, bias, linear)
 
     def prefill_weights(self) -> list[torch.Tensor]:
-        """The matrices a prefill multiplies by every prompt row: each layer's four (the LM head
-        sees only the last row)."""
+        """The matrices a prefill multiplies by every prompt row: each layer's four, and the last
+        layer's key and value rows, which are all it needs for every row (``qkv``'s
+        ``last_query_only``; the LM head sees only the last row)."""
         return [w for layer in self.layers for w in (layer.qkv, layer.o, layer.gate_up,
-                                                     layer.down)]
+                                                     layer.down)] + [self.layers[-1].kv]
 
     def linear_weights(self) -> list[torch.Tensor]:
         """Every matrix :meth:`linear` multiplies: each layer's four and the LM head."""
@@ -162,18 +170,29 @@ class LlamaDecoder:
             positions = positions[None].expand(3, -1, -1)
         return rope_cos_sin(positions, self.inv_freq, self.rope_scaling, self.dtype, self.mrope)
 
-    def qkv(self, layer: LayerWeights, h, cos, sin):
-        """Normed projections with RoPE: q ``[B, H, T, hd]``, k and v ``[B, Hkv, T, hd]``."""
+    def qkv(self, layer: LayerWeights, h, cos, sin, last_query_only: bool = False):
+        """Normed projections with RoPE: q ``[B, H, T, hd]``, k and v ``[B, Hkv, T, hd]`` (v a
+        view of the projection; its consumers copy it or read it strided). With
+        ``last_query_only``, q is the last token's only (``[B, H, 1, hd]``): the model's last
+        layer reads no other query."""
         x = self.rms_norm(h, layer.input_norm)
         B, T, _ = x.shape
-        q, k, v = self.linear(x, layer.qkv, layer.qkv_bias).split(
-            [layer.q.shape[0], layer.k.shape[0], layer.v.shape[0]], dim=-1)
-        q = q.reshape(B, T, self.n_heads, self.head_dim)
+        n_q, n_k = layer.q.shape[0], layer.k.shape[0]
+        bias = layer.qkv_bias
+        if last_query_only and T > 1:
+            q = self.linear(x[:, -1:], layer.q, None if bias is None else bias[:n_q])
+            k, v = self.linear(x, layer.kv, None if bias is None else bias[n_q:]).split(
+                [n_k, layer.v.shape[0]], dim=-1)
+            q_cos, q_sin = cos[..., -1:, :], sin[..., -1:, :]
+        else:
+            q, k, v = self.linear(x, layer.qkv, bias).split([n_q, n_k, layer.v.shape[0]], dim=-1)
+            q_cos, q_sin = cos, sin
+        q = q.reshape(B, q.shape[1], self.n_heads, self.head_dim)
         k = k.reshape(B, T, self.n_kv_heads, self.head_dim)
         if layer.q_norm is not None:
             q, k = self.rms_norm(q, layer.q_norm), self.rms_norm(k, layer.k_norm)
-        v = v.reshape(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2).contiguous()
-        return self.rope_heads(q, cos, sin), self.rope_heads(k, cos, sin), v
+        v = v.reshape(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        return self.rope_heads(q, q_cos, q_sin), self.rope_heads(k, cos, sin), v
 
     def finish_layer(self, layer: LayerWeights, h, attn):
         """Output projection and MLP around attention output ``attn [B, H, T, hd]``."""
