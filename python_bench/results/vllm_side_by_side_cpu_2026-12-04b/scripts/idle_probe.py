@@ -1,5 +1,4 @@
 import os, subprocess, sys, time, json
-sys.path.insert(0, "/work/main/python_bench/vllm_cpu")
 HZ = os.sysconf("SC_CLK_TCK")
 def tree(pid):
     kids = {pid}
