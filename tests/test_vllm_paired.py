@@ -2,6 +2,7 @@
 waits while they burn CPU, and no longer."""
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -19,6 +20,17 @@ def paired():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _kill_tree(paired, proc: subprocess.Popen) -> None:
+    """``proc`` and its descendants, without depending on pkill being installed."""
+    for pid in paired.process_tree(proc.pid) - {proc.pid}:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.kill()
+    proc.wait()
 
 
 def _spawn(code: str) -> subprocess.Popen:
@@ -40,9 +52,7 @@ def test_process_tree_holds_the_children(paired):
         assert {parent.pid, child} <= paired.process_tree(parent.pid)
         assert os.getpid() not in paired.process_tree(parent.pid)
     finally:
-        subprocess.run(["pkill", "-P", str(parent.pid)])
-        parent.kill()
-        parent.wait()
+        _kill_tree(paired, parent)
 
 
 def test_wait_quiet_waits_out_a_busy_child_of_a_side(paired):
@@ -57,9 +67,7 @@ def test_wait_quiet_waits_out_a_busy_child_of_a_side(paired):
         assert 0.6 <= waited < 5, waited
         assert time.perf_counter() - start >= 0.6
     finally:
-        subprocess.run(["pkill", "-P", str(parent.pid)])
-        parent.kill()
-        parent.wait()
+        _kill_tree(paired, parent)
 
 
 def test_wait_quiet_returns_at_once_when_idle_and_gives_up_at_the_timeout(paired):
